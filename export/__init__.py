@@ -1,0 +1,1 @@
+"""emo.export: one backend per format, every artifact verified against PyTorch."""

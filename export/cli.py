@@ -1,0 +1,237 @@
+"""``emo-export``, ``emo-verify`` and ``emo-predict``.
+
+Exit codes: 0 success; 1 an artifact failed its parity check or a converter failed (recorded, with a log);
+2 bad input (one line on stderr, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emo.errors import EMOError
+
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (and exit code 2), like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _one_line_errors(main):
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None) -> int:
+        prog = main.__name__.replace("_main", "").replace("_", "-")
+        try:
+            return main(argv)
+        except EMOError as e:
+            print(f"emo-{prog}: error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print(f"emo-{prog}: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `emo-predict ... | head`: the reader left, nothing more to say
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep Python's exit flush quiet
+            return 0
+
+    def entry(argv: list[str] | None = None) -> int:
+        code = wrapper(argv)
+        if argv is None:  # console script
+            sys.exit(code)
+        return code
+
+    return entry
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """``224`` or ``HxW`` (``200x264``); each side 32..4096 (EMO downsamples by 32)."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
+    if not match:
+        raise EMOError(f"--input-size {text!r} is not a size; use N (square) or HxW, e.g. 224 or 200x264")
+    h = int(match.group(1))
+    w = int(match.group(2)) if match.group(2) else h
+    if not (32 <= h <= 4096 and 32 <= w <= 4096):
+        raise EMOError(f"--input-size {text!r} is out of range; each side must be 32..4096 pixels")
+    return h, w
+
+
+def _format_table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=False)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def results_table(results) -> str:
+    rows = []
+    for r in results:
+        p = r.parity
+        rows.append([r.backend, r.path.name if r.path else "-",
+                     _fmt(r.size_bytes / 1e6 if r.size_bytes else None, ".2f"), _fmt(r.export_seconds, ".1f"),
+                     _fmt(p.max_abs_diff if p else None, ".2e"), _fmt(p.cosine if p else None, ".6f"),
+                     _fmt(p.top1_agreement if p else None, ".0%"), r.status])
+    return _format_table(rows, ["format", "file", "MB", "export s", "max|diff|", "cosine", "top-1", "status"])
+
+
+# ----------------------------------------------------------------------------------------------------- emo-export
+def _export_parser() -> argparse.ArgumentParser:
+    from emo.export.backends import BACKENDS
+
+    p = _Parser(prog="emo-export", description="Export EMO to mobile formats; every artifact is checked against "
+                "PyTorch in its own runtime and described by a sidecar JSON.")
+    p.add_argument("--model", required=True, help="emo_1m | emo_2m | emo_5m | emo_6m")
+    p.add_argument("--weights", help="checkpoint in any of the authors' forms (default: random init, loudly)")
+    p.add_argument("--ema", action="store_true", help="load the EMA weights ('net_E')")
+    p.add_argument("--format", required=True, help=f"comma-separated: {', '.join(BACKENDS)}")
+    p.add_argument("--precision", help="fp32 or fp16 (default: the format's default)")
+    p.add_argument("--input-size", default="224", help="N or HxW (default 224)")
+    p.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
+    p.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="the graph takes already-normalised input (default: RGB in [0, 1], normalised in the graph)")
+    p.add_argument("--labels", help="class names, one per line (default: ImageNet-1k for 1000 classes)")
+    p.add_argument("--out", required=True, help="output folder")
+    return p
+
+
+@_one_line_errors
+def export_main(argv: list[str] | None = None) -> int:
+    from emo.export.backends import parse_formats
+    from emo.export.pipeline import ExportOptions, export_all
+
+    from emo.data import read_labels_file
+    from emo.model import VARIANTS
+
+    args = _export_parser().parse_args(argv)
+    if args.model not in VARIANTS:
+        raise EMOError(f"unknown model {args.model!r}; choose one of: {', '.join(VARIANTS)}")
+    backends = parse_formats(args.format)
+    size = parse_input_size(args.input_size)
+    if not 1 <= args.batch <= 1024:
+        raise EMOError(f"--batch {args.batch} is out of range; use 1..1024")
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise EMOError(f"checkpoint not found: {args.weights}")
+    labels = read_labels_file(args.labels) if args.labels else None
+    options = ExportOptions(variant=args.model, weights=args.weights, ema=args.ema, input_size=size,
+                            batch=args.batch, dynamic_batch=args.dynamic_batch, normalize=not args.no_normalize,
+                            precision=args.precision, labels=labels,
+                            labels_source=str(Path(args.labels).resolve()) if args.labels else None)
+    if args.weights is None:
+        print("WARNING: no --weights given: exporting RANDOM-INIT weights (seed 0). The artifact is for testing "
+              "the toolchain only; its predictions are meaningless.", file=sys.stderr)
+    results = export_all(options, backends, Path(args.out))
+    print(results_table(results))
+    for r in results:
+        if r.sidecar:
+            print(f"wrote {r.path} and {r.sidecar.name}")
+    return 0 if all(r.ok for r in results) else EXIT_FAILED
+
+
+# ----------------------------------------------------------------------------------------------------- emo-verify
+@_one_line_errors
+def verify_main(argv: list[str] | None = None) -> int:
+    from emo.export.pipeline import verify
+
+    p = _Parser(prog="emo-verify", description="Re-check an artifact against the PyTorch model of its sidecar.")
+    p.add_argument("artifact", help="an exported artifact with its sidecar JSON next to it")
+    p.add_argument("--weights", help="checkpoint to compare with (default: the sidecar's path, sha256-checked)")
+    args = p.parse_args(argv)
+    parity, side, notes = verify(Path(args.artifact), args.weights)
+    for note in notes:
+        print(f"note: {note}")
+    print(f"{Path(args.artifact).name}: {side['variant']} {side['backend']} {side['precision']}, "
+          f"checked with {parity.checked_with} on {parity.num_images} images")
+    print(f"  max|diff| {_fmt(parity.max_abs_diff, '.3e')}  mean|diff| {_fmt(parity.mean_abs_diff, '.3e')}  "
+          f"cosine {_fmt(parity.cosine, '.6f')}  top-1 {_fmt(parity.top1_agreement, '.0%')}  "
+          f"top-5 {_fmt(parity.top5_agreement, '.0%')}  tolerance {parity.tolerance}")
+    print(f"  status: {parity.status}")
+    return 0 if parity.passed else EXIT_FAILED
+
+
+# ---------------------------------------------------------------------------------------------------- emo-predict
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+@_one_line_errors
+def predict_main(argv: list[str] | None = None) -> int:
+    from emo.data import imagenet_labels, load_image, normalize, to_unit_array
+
+    p = _Parser(prog="emo-predict", description="Top-5 classes and latency, with an artifact's own runtime or "
+                "with the PyTorch model.")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--artifact", help="an exported artifact (its sidecar gives size, normalisation, labels)")
+    p.add_argument("--model", help="PyTorch instead: emo_1m | emo_2m | emo_5m | emo_6m")
+    p.add_argument("--weights", help="checkpoint for --model")
+    p.add_argument("--ema", action="store_true")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=5, help="timed runs per image after one warm-up (default 5)")
+    args = p.parse_args(argv)
+    if bool(args.artifact) == bool(args.model):
+        raise EMOError("give either --artifact PATH or --model NAME [--weights PATH]")
+    if args.artifact:
+        from emo.export.backends import BACKENDS
+        from emo.export.pipeline import read_sidecar
+
+        artifact = Path(args.artifact)
+        if not artifact.exists():
+            raise EMOError(f"artifact not found: {artifact}")
+        side = read_sidecar(artifact)
+        backend = BACKENDS.get(side["backend"])
+        if backend is None:
+            raise EMOError(f"sidecar names an unknown backend {side['backend']!r}")
+        run = backend.load_module().load(artifact)
+        shape = side["input"]["shape"]
+        batch = 1 if shape[0] == "batch" else int(shape[0])
+        size = (int(shape[2]), int(shape[3]))
+        in_graph = bool(side["input"]["normalization"]["in_graph"])
+        labels = (side.get("labels") or {}).get("names")
+        runtime = backend.runtime
+    else:
+        import torch
+        from emo.export.pipeline import build_model
+
+        model = build_model(args.model, args.weights, args.ema)
+        if args.weights is None:
+            print("WARNING: no --weights: random-init model, predictions are meaningless", file=sys.stderr)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return model(torch.from_numpy(x)).numpy()
+
+        batch, size, in_graph, runtime = 1, (224, 224), False, "PyTorch (eager)"
+        labels = imagenet_labels() if model.head.out_features == 1000 else None
+    images = [(path, load_image(path)) for path in args.images]
+    for path, image in images:
+        x = to_unit_array(image, size)
+        if not in_graph:
+            x = normalize(x)
+        x = np.repeat(x[None].astype(np.float32), batch, axis=0)
+        run(x)  # warm-up
+        times = []
+        for _ in range(max(1, args.repeat)):
+            start = time.perf_counter()
+            logits = np.asarray(run(x))[0]
+            times.append((time.perf_counter() - start) * 1e3)
+        probs = _softmax(logits.astype(np.float64))
+        print(f"{path}  ({runtime}: {np.median(times):.2f} ms median of {len(times)})")
+        for rank, idx in enumerate(np.argsort(-probs)[: args.top], 1):
+            name = labels[idx] if labels and idx < len(labels) else f"class {idx}"
+            print(f"  {rank}. {name:<32} {probs[idx]:7.2%}")
+    return 0

@@ -1,0 +1,89 @@
+"""ONNX backend: torch.export -> ONNX (dynamo exporter) -> onnxsim -> fixed names and metadata_props.
+
+Recipe:
+1. ``torch.onnx.export(dynamo=True)`` of the deploy form (needs onnxscript), opset ``OPSET``.
+2. onnxsim folds what the exporter left (shape arithmetic, constant subgraphs) and checks the result.
+3. Input ``image`` and output ``logits`` names are asserted; the run's metadata goes to ``metadata_props``.
+4. ``onnx.checker`` and a shape-inference pass, whose largest tensor rank goes to the sidecar (must be <= 4).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxsim
+import torch
+
+OPSET = 18
+
+
+def to_onnx(model: torch.nn.Module, example: torch.Tensor, ctx) -> onnx.ModelProto:
+    """The simplified, named, annotated ONNX model (kept in memory so the ORT backend can reuse it)."""
+    # one run exports one model: the graph only depends on the input contract
+    key = (tuple(example.shape), ctx.dynamic_batch, ctx.options.normalize)
+    if ctx.shared.get("onnx_key") == key:
+        return ctx.shared["onnx_model"]
+    # the exporter warns on stderr for every torchvision op it cannot register; we use none of them
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if ctx.dynamic_batch else None
+    program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
+                                opset_version=OPSET, dynamic_shapes=dynamic_shapes, verbose=False)
+    proto = program.model_proto
+    simplified, ok = onnxsim.simplify(proto)
+    if not ok:
+        raise RuntimeError("onnxsim could not validate the simplified model")
+    inputs, outputs = [i.name for i in simplified.graph.input], [o.name for o in simplified.graph.output]
+    if inputs != ["image"] or outputs != ["logits"]:
+        raise RuntimeError(f"unexpected graph I/O names {inputs} -> {outputs}")
+    if ctx.dynamic_batch:
+        for value in (*simplified.graph.input, *simplified.graph.output):
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del simplified.metadata_props[:]
+    for key_, value in ctx.metadata.items():
+        simplified.metadata_props.add(key=key_, value=value)
+    simplified.producer_name = "emo-mobile"
+    onnx.checker.check_model(simplified)
+    ctx.shared.update(onnx_key=key, onnx_model=simplified)
+    return simplified
+
+
+def graph_facts(proto: onnx.ModelProto) -> dict:
+    """Operator counts and the largest tensor rank of every value in the graph (after shape inference)."""
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    ranks = [len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")]
+    ranks += [len(t.dims) for t in inferred.graph.initializer]
+    ops = Counter(node.op_type for node in inferred.graph.node)
+    return {"opset": OPSET, "ops": dict(sorted(ops.items())), "num_nodes": len(inferred.graph.node),
+            "max_tensor_rank": max(ranks) if ranks else 0}
+
+
+def export(model: torch.nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
+    proto = to_onnx(model, example, ctx)
+    onnx.save(proto, str(path))
+    return graph_facts(proto)
+
+
+def session(path_or_bytes, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes,
+                                options, providers=["CPUExecutionProvider"])
+
+
+def load(path: Path, threads: int | None = None):
+    sess = session(path, threads)
+    name = sess.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    return run

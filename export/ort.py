@@ -1,0 +1,33 @@
+"""ORT-format backend: the ONNX model saved by ONNX Runtime itself in its mobile format (``.ort``).
+
+Recipe: build the ONNX model (shared with the ONNX backend in the same run), open it in an InferenceSession with
+``session.save_model_format=ORT`` and basic graph optimisations, which writes the ``.ort`` file. Basic (not
+extended) optimisations keep the graph free of CPU-only fused ops, so NNAPI, Core ML and XNNPACK EPs on the phone
+can still take it. Runs in any onnxruntime, including the minimal mobile builds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+import torch
+from emo.export import onnx as onnx_backend
+
+load = onnx_backend.load
+
+
+def export(model: torch.nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
+    reused = ctx.shared.get("onnx_model") is not None
+    proto = onnx_backend.to_onnx(model, example, ctx)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(path)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    if not path.exists():
+        raise RuntimeError("onnxruntime did not write the ORT-format model")
+    facts = onnx_backend.graph_facts(proto)
+    facts["ort_optimization_level"] = "basic"
+    facts["reused_onnx_graph_of_this_run"] = reused  # export_seconds then excludes the ONNX export itself
+    return facts

@@ -1,0 +1,358 @@
+"""Everything every backend shares: prepare the model, time the export, check parity, write the sidecar.
+
+An artifact is written under a temporary name in the output folder and renamed into place only once it is
+complete and its parity has been measured; a converter failure leaves no artifact, only a ``.log`` next to
+where it would have been.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from emo.export.backends import BACKENDS, Backend
+from emo.export.parity import Parity, compare, parity_inputs, reference_logits, run_batched
+from torch import nn
+
+import emo
+from emo.checkpoint import sha256_file
+from emo.data import IMAGENET_MEAN, IMAGENET_STD, LABELS_SOURCE, imagenet_labels, normalize
+from emo.errors import EMOError
+
+SIDECAR_SCHEMA = "emo-mobile/sidecar/1"
+RANDOM_INIT_SEED = 0
+MAX_BATCH = 1024
+DYNAMIC_PARITY_BATCH = 3  # a dynamic-batch artifact is checked at a batch it was not traced with
+
+
+@dataclass
+class ExportOptions:
+    """What the user asked for; shared by all backends of one ``emo-export`` run."""
+
+    variant: str
+    weights: str | None = None
+    ema: bool = False
+    input_size: tuple[int, int] = (224, 224)
+    batch: int = 1
+    dynamic_batch: bool = False
+    normalize: bool = True
+    precision: str | None = None        # None: the backend's default
+    labels: tuple[str, ...] | None = None
+    labels_source: str | None = None
+    backend_options: dict = field(default_factory=dict)  # format-specific flags (later backends)
+
+
+@dataclass
+class ExportContext:
+    """What a backend's ``export`` gets besides the model: precision, batch contract, metadata to embed."""
+
+    precision: str
+    batch: int
+    dynamic_batch: bool
+    metadata: dict[str, str]
+    options: ExportOptions
+    shared: dict = field(default_factory=dict)  # cache between backends of one run (e.g. the ONNX bytes for ORT)
+
+
+@dataclass
+class ExportResult:
+    backend: str
+    precision: str
+    path: Path | None
+    sidecar: Path | None
+    status: str                   # "passed" | "failed: ..." | "error: ..."
+    export_seconds: float | None = None
+    size_bytes: int | None = None
+    parity: Parity | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "passed"
+
+
+class Normalized(nn.Module):
+    """Takes RGB in [0, 1] and applies the ImageNet normalisation inside the graph (one mul and one add)."""
+
+    def __init__(self, model: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+        super().__init__()
+        self.model = model
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / std_t)
+        self.register_buffer("shift", -torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_t)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image * self.scale + self.shift)
+
+
+# ---------------------------------------------------------------------------------------------------- the model
+def build_model(variant: str, weights: str | None, ema: bool = False, num_classes: int | None = None) -> nn.Module:
+    """The reference PyTorch model; random-init weights are seeded so ``emo-verify`` can rebuild them."""
+    if weights is None:
+        torch.manual_seed(RANDOM_INIT_SEED)
+    return emo.create_model(variant, weights, ema=ema, num_classes=num_classes)
+
+
+def weights_record(weights: str | None, ema: bool) -> dict:
+    if weights is None:
+        return {"random_init": True, "seed": RANDOM_INIT_SEED}
+    return {"path": str(Path(weights).resolve()), "sha256": sha256_file(weights), "ema": ema}
+
+
+def prepare(model: nn.Module, normalize_in_graph: bool) -> nn.Module:
+    """Deploy form (fused, rank <= 4), optionally wrapped with the in-graph normalisation."""
+    deployed = emo.deploy(model)
+    return (Normalized(deployed) if normalize_in_graph else deployed).eval()
+
+
+def artifact_metadata(options: ExportOptions, num_classes: int, weights: dict) -> dict[str, str]:
+    """Flat string metadata embedded in every artifact that can hold it (ONNX, Core ML, TFLite)."""
+    h, w = options.input_size
+    meta = {
+        "emo.variant": options.variant,
+        "emo.input": json.dumps({"name": "image", "shape": [options.batch if not options.dynamic_batch else -1,
+                                                             3, h, w],
+                                 "dtype": "float32", "layout": "NCHW", "range": [0.0, 1.0]}),
+        "emo.normalization": json.dumps({"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                                         "in_graph": options.normalize}),
+        "emo.output": json.dumps({"name": "logits", "num_classes": num_classes}),
+        "emo.weights_sha256": weights.get("sha256", f"random-init (seed {RANDOM_INIT_SEED})"),
+        "emo.labels_source": options.labels_source or "none (class indices)",
+        "emo.version": emo.__version__,
+    }
+    if options.labels:
+        meta["emo.labels"] = "\n".join(options.labels)
+    return meta
+
+
+def resolve_labels(options: ExportOptions, num_classes: int) -> None:
+    """ImageNet names for a 1000-class head; a labels file must match the head's size."""
+    if options.labels is not None:
+        if len(options.labels) != num_classes:
+            raise EMOError(f"labels file has {len(options.labels)} names but the model's head has {num_classes} "
+                           "classes; pass a labels file with one name per class")
+    elif num_classes == 1000:
+        options.labels, options.labels_source = imagenet_labels(), LABELS_SOURCE
+
+
+# ------------------------------------------------------------------------------------------------- file helpers
+def artifact_digest(path: Path) -> tuple[str, int]:
+    """sha256 and size of a file, or of a directory artifact (.mlpackage) over its sorted relative paths."""
+    if path.is_file():
+        return sha256_file(path), path.stat().st_size
+    digest, size = hashlib.sha256(), 0
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(bytes.fromhex(sha256_file(file)))
+        size += file.stat().st_size
+    return digest.hexdigest(), size
+
+
+def sidecar_path(artifact: Path) -> Path:
+    return artifact.with_suffix(".json")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def read_sidecar(artifact: Path) -> dict:
+    path = sidecar_path(artifact)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EMOError(f"no sidecar {path.name} next to {artifact.name}; re-export it with emo-export") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EMOError(f"unreadable sidecar {path}: {e}") from None
+    missing = [k for k in ("variant", "backend", "precision", "input", "output", "weights") if k not in data]
+    if not isinstance(data, dict) or missing:
+        raise EMOError(f"sidecar {path} lacks {', '.join(missing) or 'a JSON object'}; re-export the artifact")
+    return data
+
+
+def toolchain_versions(backend: Backend) -> dict[str, str]:
+    versions = {"python": ".".join(map(str, __import__("sys").version_info[:3])), "torch": torch.__version__,
+                "emo-mobile": emo.__version__}
+    for package in backend.requires:
+        with contextlib.suppress(importlib_metadata.PackageNotFoundError):
+            versions[package] = importlib_metadata.version(package)
+    return versions
+
+
+def check_out_dir(out: Path) -> None:
+    """Create ``out`` and prove it writable, before any slow work."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".emo-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise EMOError(f"cannot write to --out {out}: {e.strerror or e}") from None
+
+
+# ---------------------------------------------------------------------------------------------------- running it
+def artifact_logits(run, images: np.ndarray, batch: int, in_graph_normalization: bool) -> np.ndarray:
+    """Run an artifact on [0, 1] images, normalising first when the graph does not."""
+    inputs = images if in_graph_normalization else normalize(images).astype(np.float32)
+    return run_batched(run, inputs, batch)
+
+
+def check_parity(backend: Backend, module, path: Path, reference: nn.Module, size: tuple[int, int], batch: int,
+                 precision: str, in_graph_normalization: bool) -> Parity:
+    """Run the artifact in its own runtime on this host and compare with the PyTorch model."""
+    images = parity_inputs(size)
+    expected = reference_logits(reference, images)
+    run = module.load(path)
+    actual = artifact_logits(run, images, batch, in_graph_normalization)
+    return compare(expected, actual, precision, backend.runtime)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]
+
+
+def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: nn.Module,
+                    shared: dict | None = None) -> ExportResult:
+    """Export one artifact, check its parity in its runtime, write it and its sidecar. Never raises for a
+    converter or runtime failure: that is recorded in the result (and a log next to the artifact)."""
+    precision = options.precision or backend.default_precision
+    if precision not in backend.precisions:
+        raise EMOError(f"{backend.name} has no precision {precision!r}; choose from: {', '.join(backend.precisions)}")
+    module = backend.load_module()
+    final = out / backend.filename(options.variant, precision)
+    tmp = out / f".{final.stem}.tmp-{os.getpid()}{backend.suffix}"
+    log_path = final.with_suffix(".log")
+    remove(tmp)
+    num_classes = model.head.out_features
+    weights = weights_record(options.weights, options.ema)
+    ctx = ExportContext(precision, options.batch, options.dynamic_batch,
+                        artifact_metadata(options, num_classes, weights), options, shared if shared is not None else {})
+    example_batch = max(2, options.batch) if options.dynamic_batch else options.batch  # torch.export specialises 1
+    example = torch.rand(example_batch, 3, *options.input_size, generator=torch.Generator().manual_seed(0))
+    log = io.StringIO()
+    try:
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(log), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            facts = module.export(prepare(model, options.normalize), example, tmp, ctx) or {}
+        seconds = time.perf_counter() - start
+        parity_batch = DYNAMIC_PARITY_BATCH if options.dynamic_batch else options.batch
+        with contextlib.redirect_stdout(log), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parity = check_parity(backend, module, tmp, model, options.input_size, parity_batch, precision,
+                                  options.normalize)
+    except EMOError:
+        remove(tmp)
+        raise
+    except Exception as e:  # a converter's or runtime's own failure: one line here, the whole story in the log
+        remove(tmp)
+        log.write("\n" + traceback.format_exc())
+        log_path.write_text(log.getvalue(), encoding="utf-8")
+        return ExportResult(backend.name, precision, None, None,
+                            f"error: {backend.name} failed: {_first_line(e)} (log: {log_path})")
+    remove(final)
+    os.replace(tmp, final)
+    if log_path.exists():
+        log_path.unlink()
+    digest, size = artifact_digest(final)
+    h, w = options.input_size
+    batch_dim = "batch" if options.dynamic_batch else options.batch
+    sidecar = {
+        "schema": SIDECAR_SCHEMA,
+        "variant": options.variant,
+        "backend": backend.name,
+        "precision": precision,
+        "file": final.name,
+        "sha256": digest,
+        "size_bytes": size,
+        "weights": weights,
+        "num_classes": num_classes,
+        "input": {"name": "image", "shape": [batch_dim, 3, h, w], "dtype": "float32", "layout": "NCHW",
+                  "range": [0.0, 1.0],
+                  "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                                    "in_graph": options.normalize}},
+        "output": {"name": "logits", "shape": [batch_dim, num_classes]},
+        "labels": ({"source": options.labels_source, "names": list(options.labels)} if options.labels else None),
+        "parity": parity.to_dict(),
+        "export_seconds": round(seconds, 3),
+        "toolchain": toolchain_versions(backend),
+        "backend_info": facts,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    side = sidecar_path(final)
+    write_json_atomic(side, sidecar)
+    return ExportResult(backend.name, precision, final, side, parity.status, seconds, size, parity)
+
+
+def export_all(options: ExportOptions, backends: list[Backend], out: Path) -> list[ExportResult]:
+    """Export several formats from one model; a failing backend does not stop the others."""
+    check_out_dir(out)
+    model = build_model(options.variant, options.weights, options.ema)
+    resolve_labels(options, model.head.out_features)
+    shared: dict = {}
+    results = []
+    for backend in backends:
+        try:
+            results.append(export_artifact(options, backend, out, model, shared))
+        except EMOError as e:
+            if len(backends) == 1:
+                raise
+            results.append(ExportResult(backend.name, options.precision or backend.default_precision, None, None,
+                                        f"error: {e}"))
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------- verify
+def verify(artifact: Path, weights: str | None = None) -> tuple[Parity, dict, list[str]]:
+    """Re-run the parity check of an existing artifact against the PyTorch model named by its sidecar.
+
+    Returns the parity, the sidecar, and notes (e.g. "artifact changed since export").
+    """
+    if not artifact.exists():
+        raise EMOError(f"artifact not found: {artifact}")
+    side = read_sidecar(artifact)
+    backend = BACKENDS.get(side["backend"])
+    if backend is None:
+        raise EMOError(f"sidecar names an unknown backend {side['backend']!r}; this emo-mobile knows: "
+                       + ", ".join(BACKENDS))
+    notes = []
+    digest, _ = artifact_digest(artifact)
+    if side.get("sha256") and digest != side["sha256"]:
+        notes.append("artifact changed since export (sha256 differs from the sidecar)")
+    recorded = side["weights"]
+    if weights is None and not recorded.get("random_init"):
+        weights = recorded.get("path")
+        if not weights or not Path(weights).exists():
+            raise EMOError(f"the weights of this artifact ({weights}) are not here; pass --weights PATH")
+        if sha256_file(weights) != recorded.get("sha256"):
+            raise EMOError(f"{weights} changed since export (sha256 differs from the sidecar); pass --weights PATH")
+    model = build_model(side["variant"], weights, bool(recorded.get("ema")), side.get("num_classes"))
+    shape = side["input"]["shape"]
+    batch = DYNAMIC_PARITY_BATCH if shape[0] == "batch" else int(shape[0])
+    module = backend.load_module()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parity = check_parity(backend, module, artifact, model, (int(shape[2]), int(shape[3])), batch,
+                              side["precision"], bool(side["input"]["normalization"]["in_graph"]))
+    return parity, side, notes
