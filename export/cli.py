@@ -34,6 +34,8 @@ def _one_line_errors(main):
         prog = main.__name__.replace("_main", "").replace("_", "-")
         try:
             return main(argv)
+        except SystemExit as e:  # argparse: --help (0) or a usage error (2, one line, printed already)
+            return e.code if isinstance(e.code, int) else EXIT_BAD_INPUT
         except EMOError as e:
             print(f"emo-{prog}: error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -112,7 +114,7 @@ def _export_parser() -> argparse.ArgumentParser:
 @_one_line_errors
 def export_main(argv: list[str] | None = None) -> int:
     from emo.export.backends import parse_formats
-    from emo.export.pipeline import ExportOptions, export_all
+    from emo.export.pipeline import ExportOptions, export_all, prepare_run
 
     from emo.data import read_labels_file
     from emo.model import VARIANTS
@@ -126,15 +128,20 @@ def export_main(argv: list[str] | None = None) -> int:
         raise EMOError(f"--batch {args.batch} is out of range; use 1..1024")
     if args.weights is not None and not Path(args.weights).is_file():
         raise EMOError(f"checkpoint not found: {args.weights}")
+    for backend in backends:
+        if args.precision and args.precision not in backend.precisions:
+            raise EMOError(f"{backend.name} has no precision {args.precision!r}; "
+                           f"choose from: {', '.join(backend.precisions)}")
     labels = read_labels_file(args.labels) if args.labels else None
     options = ExportOptions(variant=args.model, weights=args.weights, ema=args.ema, input_size=size,
                             batch=args.batch, dynamic_batch=args.dynamic_batch, normalize=not args.no_normalize,
                             precision=args.precision, labels=labels,
                             labels_source=str(Path(args.labels).resolve()) if args.labels else None)
+    model = prepare_run(options, Path(args.out))
     if args.weights is None:
         print("WARNING: no --weights given: exporting RANDOM-INIT weights (seed 0). The artifact is for testing "
               "the toolchain only; its predictions are meaningless.", file=sys.stderr)
-    results = export_all(options, backends, Path(args.out))
+    results = export_all(options, backends, Path(args.out), model)
     print(results_table(results))
     for r in results:
         if r.sidecar:

@@ -305,11 +305,19 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
     return ExportResult(backend.name, precision, final, side, parity.status, seconds, size, parity)
 
 
-def export_all(options: ExportOptions, backends: list[Backend], out: Path) -> list[ExportResult]:
-    """Export several formats from one model; a failing backend does not stop the others."""
+def prepare_run(options: ExportOptions, out: Path) -> nn.Module:
+    """Every check that can fail on bad input, before any slow work: output folder, checkpoint, labels."""
     check_out_dir(out)
     model = build_model(options.variant, options.weights, options.ema)
     resolve_labels(options, model.head.out_features)
+    return model
+
+
+def export_all(options: ExportOptions, backends: list[Backend], out: Path,
+               model: nn.Module | None = None) -> list[ExportResult]:
+    """Export several formats from one model; a failing backend does not stop the others."""
+    if model is None:
+        model = prepare_run(options, out)
     shared: dict = {}
     results = []
     for backend in backends:

@@ -1,0 +1,130 @@
+"""ONNX / ORT export end to end: artifact, sidecar, metadata, parity, verify, predict."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from emo.export import cli
+from emo.export.backends import BACKENDS
+from emo.export.parity import TOLERANCES
+from emo.export.pipeline import ExportOptions, export_all
+from emo_testutil import need_reference
+
+SIDECAR_KEYS = {"variant", "backend", "precision", "file", "sha256", "size_bytes", "weights", "input", "output",
+                "labels", "parity", "export_seconds", "toolchain"}
+PARITY_KEYS = {"checked_with", "max_abs_diff", "mean_abs_diff", "cosine", "top1_agreement", "top5_agreement",
+               "tolerance", "status"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    need_reference()
+    from emo_testutil import REF_CKPT
+
+    out = tmp_path_factory.mktemp("onnx")
+    code = cli.export_main(["--model", "emo_1m", "--weights", str(REF_CKPT), "--format", "onnx,ort",
+                            "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_artifacts_and_nothing_else(exported):
+    names = sorted(p.name for p in exported.iterdir())
+    assert names == ["emo_1m_onnx_fp32.json", "emo_1m_onnx_fp32.onnx", "emo_1m_ort_fp32.json", "emo_1m_ort_fp32.ort"]
+
+
+@pytest.mark.parametrize("stem", ["emo_1m_onnx_fp32", "emo_1m_ort_fp32"])
+def test_sidecar(exported, stem):
+    side = json.loads((exported / f"{stem}.json").read_text())
+    assert SIDECAR_KEYS <= side.keys() and PARITY_KEYS <= side["parity"].keys()
+    assert side["variant"] == "emo_1m" and side["precision"] == "fp32"
+    assert side["input"] == {"name": "image", "shape": [1, 3, 224, 224], "dtype": "float32", "layout": "NCHW",
+                             "range": [0.0, 1.0], "normalization": {"mean": [0.485, 0.456, 0.406],
+                                                                     "std": [0.229, 0.224, 0.225], "in_graph": True}}
+    assert side["output"] == {"name": "logits", "shape": [1, 1000]}
+    assert side["weights"]["sha256"] == "c33b2c82313f1eaeca620a5fb3814c05ba62df0c288b992dbe7f8474ca08b2e7"
+    assert len(side["labels"]["names"]) == 1000
+    parity = side["parity"]
+    assert parity["status"] == "passed" and parity["max_abs_diff"] <= TOLERANCES["fp32"]["max_abs_diff"]
+    assert parity["top1_agreement"] == 1.0 and parity["num_images"] == 8
+    from emo.export.pipeline import artifact_digest
+    assert artifact_digest(exported / side["file"]) == (side["sha256"], side["size_bytes"])
+
+
+def test_onnx_graph_contract(exported):
+    model = onnx.load(str(exported / "emo_1m_onnx_fp32.onnx"))
+    assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["logits"]
+    assert model.opset_import[0].version >= 17
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["emo.variant"] == "emo_1m"
+    assert json.loads(meta["emo.normalization"])["in_graph"] is True
+    assert meta["emo.labels"].splitlines()[281] == "tabby cat"
+    # NNAPI, the ANE and Hexagon want rank <= 4: every value in the exported graph
+    inferred = onnx.shape_inference.infer_shapes(model)
+    ranks = [len(v.type.tensor_type.shape.dim) for v in inferred.graph.value_info]
+    assert ranks and max(ranks) <= 4
+    assert json.loads((exported / "emo_1m_onnx_fp32.json").read_text())["backend_info"]["max_tensor_rank"] <= 4
+
+
+def test_verify_passes(exported, capsys):
+    assert cli.verify_main([str(exported / "emo_1m_ort_fp32.ort")]) == 0
+    assert "status: passed" in capsys.readouterr().out
+
+
+def test_verify_catches_a_corrupted_graph(exported, tmp_path, capsys):
+    """Undo the (a, i) swap of the first window-partition transpose, so windows become contiguous tiles (the
+    authors' iOS-script mistake): the graph still runs, the check must fail."""
+    broken = tmp_path / "emo_1m_onnx_fp32.onnx"
+    shutil.copy(exported / "emo_1m_onnx_fp32.json", tmp_path / "emo_1m_onnx_fp32.json")
+    model = onnx.load(str(exported / "emo_1m_onnx_fp32.onnx"))
+    for node in model.graph.node:
+        perm = next((a for a in node.attribute if a.name == "perm"), None)
+        if node.op_type == "Transpose" and perm is not None and list(perm.ints) == [0, 2, 1, 3]:
+            perm.ints[:] = [0, 1, 2, 3]  # (BC, a, i, W) no longer becomes (BC, i, a, W): contiguous tiles
+            break
+    else:
+        pytest.fail("no window-partition transpose found")
+    onnx.save(model, str(broken))
+    assert cli.verify_main([str(broken)]) == 1
+    out = capsys.readouterr().out
+    assert "artifact changed since export" in out and "status: failed: max_abs_diff" in out
+
+
+def test_predict_with_artifact_and_with_pytorch(exported, capsys):
+    from emo_testutil import REF_CKPT
+
+    from emo.data import sample_images
+
+    cat = str(sample_images()[1])
+    assert cli.predict_main([cat, "--artifact", str(exported / "emo_1m_onnx_fp32.onnx"), "--repeat", "2"]) == 0
+    onnx_out = capsys.readouterr().out
+    assert cli.predict_main([cat, "--model", "emo_1m", "--weights", str(REF_CKPT), "--repeat", "2"]) == 0
+    torch_out = capsys.readouterr().out
+    assert "ms median of 2" in onnx_out and "1. " in onnx_out
+    # same top-5 classes in the same order from both runtimes
+    classes = [[line.split(".", 1)[1].rsplit(None, 1)[0].strip() for line in text.splitlines() if ". " in line]
+               for text in (onnx_out, torch_out)]
+    assert classes[0] == classes[1] and len(classes[0]) == 5
+
+
+def test_dynamic_batch_no_normalize_odd_size(tmp_path):
+    options = ExportOptions(variant="emo_1m", input_size=(200, 264), dynamic_batch=True, normalize=False)
+    (result,) = export_all(options, [BACKENDS["onnx"]], tmp_path)
+    assert result.ok, result.status
+    side = json.loads(result.sidecar.read_text())
+    assert side["input"]["shape"] == ["batch", 3, 200, 264] and side["input"]["normalization"]["in_graph"] is False
+    assert side["weights"] == {"random_init": True, "seed": 0}
+    from emo.export.onnx import load
+    run = load(result.path)
+    assert run(np.zeros((5, 3, 200, 264), np.float32)).shape == (5, 1000)
+    # random-init artifacts verify too: the seed rebuilds the same weights
+    assert cli.verify_main([str(result.path)]) == 0
+
+
+def test_static_batch(tmp_path):
+    options = ExportOptions(variant="emo_1m", input_size=(64, 64), batch=3)
+    (result,) = export_all(options, [BACKENDS["ort"]], tmp_path)
+    assert result.ok, result.status
+    assert json.loads(result.sidecar.read_text())["input"]["shape"] == [3, 3, 64, 64]
