@@ -39,13 +39,19 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused:
-            # Deploy form: statistics over dim 1 directly, so no NCHW<->NHWC transposes reach the converters.
-            mean = x.mean(dim=1, keepdim=True)
-            centred = x - mean
-            var = (centred * centred).mean(dim=1, keepdim=True)
+            # Deploy form: the channel mean as a 1x1 conv with weights 1/C. No NCHW<->NHWC transposes, and every
+            # delegate takes a conv (XNNPACK's mean only reduces H, W; NNAPI, the ANE and Hexagon likewise).
+            mean_weight = self.mean_weight.to(x.dtype)
+            centred = x - F.conv2d(x, mean_weight)
+            var = F.conv2d(centred * centred, mean_weight)
             x = centred * torch.rsqrt(var + self.norm.eps)
             return x * self.norm.weight.view(1, -1, 1, 1) + self.norm.bias.view(1, -1, 1, 1)
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def fuse(self) -> None:
+        channels = self.norm.normalized_shape[0]
+        self.register_buffer("mean_weight", torch.full((1, channels, 1, 1), 1.0 / channels), persistent=False)
+        self.fused = True
 
 
 def _make_norm(kind: str, channels: int) -> nn.Module:
@@ -199,12 +205,13 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
             x = x.reshape(-1, WINDOW, WINDOW, n2).permute(0, 3, 1, 2)              # (BCi, j, a, b)
         x = x.reshape(-1, C, n, t)
         qk = self.qk(x)                                                             # 1x1 conv: pointwise, any layout
-        # heads: (B*heads, dh, n, t); q scale already folded into qk by fuse()
-        q = qk[:, :C].reshape(-1, dh, n, t).permute(0, 2, 3, 1)                    # (Bh, n, t, dh)
-        k = qk[:, C:].reshape(-1, dh, n, t).permute(0, 2, 1, 3)                    # (Bh, n, dh, t)
-        values = x.reshape(-1, dh, n, t).permute(0, 2, 3, 1)                       # (Bh, n, t, dh)
-        attn = torch.softmax(q @ k, dim=-1)                                         # plain softmax, not SDPA
-        out = (attn @ values).permute(0, 3, 1, 2).reshape(-1, C, n, t)
+        # heads as a 3-D batch (B*heads*n, t, dh): bmm, because a 4-D matmul lowers to expand + bmm and XNNPACK
+        # does not take the expand. The q scale is already folded into qk by fuse().
+        q = qk[:, :C].reshape(-1, dh, n, t).permute(0, 2, 3, 1).reshape(-1, t, dh)
+        k = qk[:, C:].reshape(-1, dh, n, t).permute(0, 2, 1, 3).reshape(-1, dh, t)
+        values = x.reshape(-1, dh, n, t).permute(0, 2, 3, 1).reshape(-1, t, dh)
+        attn = torch.softmax(torch.bmm(q, k), dim=-1)                              # plain softmax, not SDPA
+        out = torch.bmm(attn, values).reshape(-1, n, t, dh).permute(0, 3, 1, 2).reshape(-1, C, n, t)
         out = self.v(out)
         M = self.v.conv.out_channels
         if n > 1:
@@ -234,7 +241,7 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
             self.v.conv = _fold_bn_into_pointwise(self.norm, self.v.conv)
             self.norm = nn.Identity()
         if isinstance(self.norm, LayerNorm2d):
-            self.norm.fused = True
+            self.norm.fuse()
         if self.attention:
             with torch.no_grad():
                 C = self.qk.conv.in_channels
@@ -310,7 +317,7 @@ class EMO(nn.Module):
         return self.forward_intermediates(x)[-1]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.norm(x).mean(dim=(2, 3))
+        x = self.norm(x).mean(dim=(2, 3), keepdim=True).flatten(1)  # keepdim: the pooling XNNPACK delegates
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -362,5 +369,5 @@ def deploy(model: EMO) -> EMO:
         if isinstance(module, iRMB):
             module.fuse()
     if isinstance(model.norm, LayerNorm2d):
-        model.norm.fused = True
+        model.norm.fuse()
     return model

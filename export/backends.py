@@ -25,6 +25,8 @@ class Backend:
     module: str                   # module under emo.export holding export() and load()
     runtime: str                  # what checks parity on this host ("checked_with")
     requires: tuple[str, ...]     # top-level packages the module imports
+    dynamic_batch: bool = False   # can the artifact take a symbolic batch dimension
+    nhwc: bool = False            # can the artifact take channel-last input
 
     @property
     def default_precision(self) -> str:
@@ -44,28 +46,57 @@ class Backend:
         return importlib.import_module(f"emo.export.{self.module}")
 
 
+_ONNX = ("onnx", "onnxruntime", "onnxsim", "onnxscript")
 BACKENDS: dict[str, Backend] = {
-    "onnx": Backend("onnx", "onnx", ".onnx", ("fp32",), "onnx", "onnx", "onnxruntime (CPU EP)",
-                    ("onnx", "onnxruntime", "onnxsim", "onnxscript")),
-    "ort": Backend("ort", "ort", ".ort", ("fp32",), "onnx", "ort", "onnxruntime (CPU EP, ORT format)",
-                   ("onnx", "onnxruntime", "onnxsim", "onnxscript")),
+    "onnx": Backend("onnx", "onnx", ".onnx", ("fp32",), "onnx", "onnx", "onnxruntime (CPU EP)", _ONNX,
+                    dynamic_batch=True),
+    "ort": Backend("ort", "ort", ".ort", ("fp32",), "onnx", "ort", "onnxruntime (CPU EP, ORT format)", _ONNX,
+                   dynamic_batch=True),
+    "tflite": Backend("tflite", "tflite", ".tflite", ("fp32", "fp16"), "tflite", "tflite",
+                      "ai-edge-litert interpreter (XNNPACK)", ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
+                      nhwc=True),
+    "executorch": Backend("executorch", "xnnpack", ".pte", ("fp32",), "executorch", "executorch",
+                          "executorch.runtime (XNNPACK)", ("executorch",)),
+    "executorch-coreml": Backend("executorch-coreml", "coreml-et", ".pte", ("fp16",), "executorch,coreml",
+                                 "executorch_coreml", "executorch.runtime (Core ML delegate)",
+                                 ("executorch", "coremltools")),
 }
+ALL = "all"
 
 
 def parse_formats(text: str) -> list[Backend]:
-    """``onnx,ort`` -> backends, in the order given; unknown names list the known ones."""
+    """``onnx,ort`` (or ``all``) -> backends, in the order given; unknown names list the known ones."""
     names = [n.strip() for n in text.split(",") if n.strip()]
+    if ALL in names:
+        return list(BACKENDS.values())
     if not names:
-        raise EMOError("--format is empty; choose from: " + ", ".join(BACKENDS))
+        raise EMOError(f"--format is empty; choose from: {', '.join(BACKENDS)}, {ALL}")
     unknown = [n for n in names if n not in BACKENDS]
     if unknown:
-        raise EMOError(f"unknown format {unknown[0]!r}; choose from: {', '.join(BACKENDS)}")
+        raise EMOError(f"unknown format {unknown[0]!r}; choose from: {', '.join(BACKENDS)}, {ALL}")
     return [BACKENDS[n] for n in dict.fromkeys(names)]
 
 
-def backend_for_artifact(path_name: str) -> Backend:
-    for backend in BACKENDS.values():
-        if path_name.endswith(backend.suffix):
-            return backend
-    raise EMOError(f"{path_name}: unknown artifact type; expected one of "
-                   + ", ".join(b.suffix for b in BACKENDS.values()))
+def check_options(backends: list[Backend], *, precision: str | None, dynamic_batch: bool, nhwc: bool) -> None:
+    """Reject a flag that a chosen format cannot honour, before any slow work.
+
+    ``--precision`` applies to every chosen format that has it (the others keep their default); it is an error
+    only when no chosen format has it.
+    """
+    if dynamic_batch:
+        lacking = [b.name for b in backends if not b.dynamic_batch]
+        if lacking:
+            able = ", ".join(b.name for b in BACKENDS.values() if b.dynamic_batch)
+            raise EMOError(f"--dynamic-batch is not available for {lacking[0]}; it applies to: {able}")
+    if nhwc:
+        lacking = [b.name for b in backends if not b.nhwc]
+        if lacking:
+            able = ", ".join(b.name for b in BACKENDS.values() if b.nhwc)
+            raise EMOError(f"--nhwc is not available for {lacking[0]}; it applies to: {able}")
+    if precision and not any(precision in b.precisions for b in backends):
+        raise EMOError(f"{backends[0].name} has no precision {precision!r}; "
+                       f"choose from: {', '.join(backends[0].precisions)}")
+
+
+def precision_for(backend: Backend, requested: str | None) -> str:
+    return requested if requested in backend.precisions else backend.default_precision

@@ -1,7 +1,8 @@
 """``emo-export``, ``emo-verify`` and ``emo-predict``.
 
 Exit codes: 0 success; 1 an artifact failed its parity check or a converter failed (recorded, with a log);
-2 bad input (one line on stderr, nothing written).
+2 bad input (one line on stderr, nothing written); 3 (emo-verify) the artifact's runtime cannot run on this host,
+so nothing was checked (e.g. a Core ML-delegated .pte on Linux).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from emo.errors import EMOError
 
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_CHECKED = 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,13 +100,14 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="emo_1m | emo_2m | emo_5m | emo_6m")
     p.add_argument("--weights", help="checkpoint in any of the authors' forms (default: random init, loudly)")
     p.add_argument("--ema", action="store_true", help="load the EMA weights ('net_E')")
-    p.add_argument("--format", required=True, help=f"comma-separated: {', '.join(BACKENDS)}")
+    p.add_argument("--format", required=True, help=f"comma-separated: {', '.join(BACKENDS)}; or all")
     p.add_argument("--precision", help="fp32 or fp16 (default: the format's default)")
     p.add_argument("--input-size", default="224", help="N or HxW (default 224)")
     p.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension")
     p.add_argument("--no-normalize", action="store_true",
                    help="the graph takes already-normalised input (default: RGB in [0, 1], normalised in the graph)")
+    p.add_argument("--nhwc", action="store_true", help="channel-last input (tflite), as Android camera frames arrive")
     p.add_argument("--labels", help="class names, one per line (default: ImageNet-1k for 1000 classes)")
     p.add_argument("--out", required=True, help="output folder")
     return p
@@ -113,7 +115,7 @@ def _export_parser() -> argparse.ArgumentParser:
 
 @_one_line_errors
 def export_main(argv: list[str] | None = None) -> int:
-    from emo.export.backends import parse_formats
+    from emo.export.backends import check_options, parse_formats
     from emo.export.pipeline import ExportOptions, export_all, prepare_run
 
     from emo.data import read_labels_file
@@ -128,15 +130,13 @@ def export_main(argv: list[str] | None = None) -> int:
         raise EMOError(f"--batch {args.batch} is out of range; use 1..1024")
     if args.weights is not None and not Path(args.weights).is_file():
         raise EMOError(f"checkpoint not found: {args.weights}")
-    for backend in backends:
-        if args.precision and args.precision not in backend.precisions:
-            raise EMOError(f"{backend.name} has no precision {args.precision!r}; "
-                           f"choose from: {', '.join(backend.precisions)}")
+    check_options(backends, precision=args.precision, dynamic_batch=args.dynamic_batch, nhwc=args.nhwc)
     labels = read_labels_file(args.labels) if args.labels else None
     options = ExportOptions(variant=args.model, weights=args.weights, ema=args.ema, input_size=size,
                             batch=args.batch, dynamic_batch=args.dynamic_batch, normalize=not args.no_normalize,
                             precision=args.precision, labels=labels,
-                            labels_source=str(Path(args.labels).resolve()) if args.labels else None)
+                            labels_source=str(Path(args.labels).resolve()) if args.labels else None,
+                            backend_options={"nhwc": args.nhwc})
     model = prepare_run(options, Path(args.out))
     if args.weights is None:
         print("WARNING: no --weights given: exporting RANDOM-INIT weights (seed 0). The artifact is for testing "
@@ -167,6 +167,8 @@ def verify_main(argv: list[str] | None = None) -> int:
           f"cosine {_fmt(parity.cosine, '.6f')}  top-1 {_fmt(parity.top1_agreement, '.0%')}  "
           f"top-5 {_fmt(parity.top5_agreement, '.0%')}  tolerance {parity.tolerance}")
     print(f"  status: {parity.status}")
+    if parity.status.startswith("skipped"):
+        return EXIT_NOT_CHECKED
     return 0 if parity.passed else EXIT_FAILED
 
 
@@ -194,7 +196,7 @@ def predict_main(argv: list[str] | None = None) -> int:
         raise EMOError("give either --artifact PATH or --model NAME [--weights PATH]")
     if args.artifact:
         from emo.export.backends import BACKENDS
-        from emo.export.pipeline import read_sidecar
+        from emo.export.pipeline import contract_batch_and_size, read_sidecar
 
         artifact = Path(args.artifact)
         if not artifact.exists():
@@ -204,9 +206,8 @@ def predict_main(argv: list[str] | None = None) -> int:
         if backend is None:
             raise EMOError(f"sidecar names an unknown backend {side['backend']!r}")
         run = backend.load_module().load(artifact)
-        shape = side["input"]["shape"]
-        batch = 1 if shape[0] == "batch" else int(shape[0])
-        size = (int(shape[2]), int(shape[3]))
+        batch, size = contract_batch_and_size(side["input"])
+        batch = batch or 1
         in_graph = bool(side["input"]["normalization"]["in_graph"])
         labels = (side.get("labels") or {}).get("names")
         runtime = backend.runtime

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import time
 import traceback
 import warnings
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from emo.export.backends import BACKENDS, Backend
-from emo.export.parity import Parity, compare, parity_inputs, reference_logits, run_batched
+from emo.export.backends import BACKENDS, Backend, precision_for
+from emo.export.parity import Parity, compare, parity_inputs, reference_logits, run_batched, skipped
 from torch import nn
 
 import emo
@@ -79,7 +80,8 @@ class ExportResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "passed"
+        """Passed, or honestly skipped (a check that cannot run on this host is not a failure)."""
+        return self.status == "passed" or self.status.startswith("skipped")
 
 
 class Normalized(nn.Module):
@@ -116,16 +118,30 @@ def prepare(model: nn.Module, normalize_in_graph: bool) -> nn.Module:
     return (Normalized(deployed) if normalize_in_graph else deployed).eval()
 
 
+def input_contract(options: ExportOptions) -> dict:
+    """The exported graph's input: name, shape (a symbolic batch is "batch"), dtype, layout, range, normalisation."""
+    h, w = options.input_size
+    batch = "batch" if options.dynamic_batch else options.batch
+    nhwc = bool(options.backend_options.get("nhwc"))
+    return {"name": "image", "shape": [batch, h, w, 3] if nhwc else [batch, 3, h, w], "dtype": "float32",
+            "layout": "NHWC" if nhwc else "NCHW", "range": [0.0, 1.0],
+            "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "in_graph": options.normalize}}
+
+
+def contract_batch_and_size(contract: dict) -> tuple[int | None, tuple[int, int]]:
+    """(static batch or None for a symbolic one, (H, W)) of a sidecar's input contract, whatever its layout."""
+    shape = contract["shape"]
+    h, w = (shape[1], shape[2]) if contract.get("layout") == "NHWC" else (shape[2], shape[3])
+    return (None if shape[0] == "batch" else int(shape[0])), (int(h), int(w))
+
+
 def artifact_metadata(options: ExportOptions, num_classes: int, weights: dict) -> dict[str, str]:
     """Flat string metadata embedded in every artifact that can hold it (ONNX, Core ML, TFLite)."""
-    h, w = options.input_size
+    contract = input_contract(options)
     meta = {
         "emo.variant": options.variant,
-        "emo.input": json.dumps({"name": "image", "shape": [options.batch if not options.dynamic_batch else -1,
-                                                             3, h, w],
-                                 "dtype": "float32", "layout": "NCHW", "range": [0.0, 1.0]}),
-        "emo.normalization": json.dumps({"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-                                         "in_graph": options.normalize}),
+        "emo.input": json.dumps({k: v for k, v in contract.items() if k != "normalization"}),
+        "emo.normalization": json.dumps(contract["normalization"]),
         "emo.output": json.dumps({"name": "logits", "num_classes": num_classes}),
         "emo.weights_sha256": weights.get("sha256", f"random-init (seed {RANDOM_INIT_SEED})"),
         "emo.labels_source": options.labels_source or "none (class indices)",
@@ -191,7 +207,7 @@ def read_sidecar(artifact: Path) -> dict:
 
 
 def toolchain_versions(backend: Backend) -> dict[str, str]:
-    versions = {"python": ".".join(map(str, __import__("sys").version_info[:3])), "torch": torch.__version__,
+    versions = {"python": ".".join(map(str, sys.version_info[:3])), "torch": torch.__version__,
                 "emo-mobile": emo.__version__}
     for package in backend.requires:
         with contextlib.suppress(importlib_metadata.PackageNotFoundError):
@@ -220,11 +236,46 @@ def artifact_logits(run, images: np.ndarray, batch: int, in_graph_normalization:
 def check_parity(backend: Backend, module, path: Path, reference: nn.Module, size: tuple[int, int], batch: int,
                  precision: str, in_graph_normalization: bool) -> Parity:
     """Run the artifact in its own runtime on this host and compare with the PyTorch model."""
+    if not getattr(module, "CAN_RUN_HERE", True):
+        return skipped(backend.runtime, precision, module.SKIP_REASON)
     images = parity_inputs(size)
     expected = reference_logits(reference, images)
     run = module.load(path)
     actual = artifact_logits(run, images, batch, in_graph_normalization)
     return compare(expected, actual, precision, backend.runtime)
+
+
+@contextlib.contextmanager
+def captured_output(log: io.StringIO):
+    """Send everything written to stdout/stderr, by Python or by native code (absl, cpuinfo, tqdm bars of the
+    converters), to ``log`` instead of the user's terminal. The log is kept next to the artifact on failure."""
+    import logging
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    loggers = {name: logging.getLogger(name) for name in ("executorch", "coremltools", "torch", "absl")}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            for fd in saved:
+                os.dup2(sink.fileno(), fd)
+            for logger in loggers.values():
+                logger.setLevel(logging.ERROR)
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            for name, logger in loggers.items():
+                logger.setLevel(levels[name])
+            sink.seek(0)
+            log.write(sink.read().decode("utf-8", errors="replace"))
 
 
 def _first_line(error: BaseException) -> str:
@@ -236,10 +287,9 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
                     shared: dict | None = None) -> ExportResult:
     """Export one artifact, check its parity in its runtime, write it and its sidecar. Never raises for a
     converter or runtime failure: that is recorded in the result (and a log next to the artifact)."""
-    precision = options.precision or backend.default_precision
-    if precision not in backend.precisions:
-        raise EMOError(f"{backend.name} has no precision {precision!r}; choose from: {', '.join(backend.precisions)}")
-    module = backend.load_module()
+    precision = precision_for(backend, options.precision)
+    with captured_output(io.StringIO()):  # importing a converter prints native-library chatter
+        module = backend.load_module()
     final = out / backend.filename(options.variant, precision)
     tmp = out / f".{final.stem}.tmp-{os.getpid()}{backend.suffix}"
     log_path = final.with_suffix(".log")
@@ -253,13 +303,11 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
     log = io.StringIO()
     try:
         start = time.perf_counter()
-        with contextlib.redirect_stdout(log), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with captured_output(log):
             facts = module.export(prepare(model, options.normalize), example, tmp, ctx) or {}
         seconds = time.perf_counter() - start
         parity_batch = DYNAMIC_PARITY_BATCH if options.dynamic_batch else options.batch
-        with contextlib.redirect_stdout(log), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with captured_output(log):
             parity = check_parity(backend, module, tmp, model, options.input_size, parity_batch, precision,
                                   options.normalize)
     except EMOError:
@@ -276,8 +324,7 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
     if log_path.exists():
         log_path.unlink()
     digest, size = artifact_digest(final)
-    h, w = options.input_size
-    batch_dim = "batch" if options.dynamic_batch else options.batch
+    contract = input_contract(options)
     sidecar = {
         "schema": SIDECAR_SCHEMA,
         "variant": options.variant,
@@ -288,11 +335,8 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
         "size_bytes": size,
         "weights": weights,
         "num_classes": num_classes,
-        "input": {"name": "image", "shape": [batch_dim, 3, h, w], "dtype": "float32", "layout": "NCHW",
-                  "range": [0.0, 1.0],
-                  "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-                                    "in_graph": options.normalize}},
-        "output": {"name": "logits", "shape": [batch_dim, num_classes]},
+        "input": contract,
+        "output": {"name": "logits", "shape": [contract["shape"][0], num_classes]},
         "labels": ({"source": options.labels_source, "names": list(options.labels)} if options.labels else None),
         "parity": parity.to_dict(),
         "export_seconds": round(seconds, 3),
@@ -326,7 +370,7 @@ def export_all(options: ExportOptions, backends: list[Backend], out: Path,
         except EMOError as e:
             if len(backends) == 1:
                 raise
-            results.append(ExportResult(backend.name, options.precision or backend.default_precision, None, None,
+            results.append(ExportResult(backend.name, precision_for(backend, options.precision), None, None,
                                         f"error: {e}"))
     return results
 
@@ -356,11 +400,9 @@ def verify(artifact: Path, weights: str | None = None) -> tuple[Parity, dict, li
         if sha256_file(weights) != recorded.get("sha256"):
             raise EMOError(f"{weights} changed since export (sha256 differs from the sidecar); pass --weights PATH")
     model = build_model(side["variant"], weights, bool(recorded.get("ema")), side.get("num_classes"))
-    shape = side["input"]["shape"]
-    batch = DYNAMIC_PARITY_BATCH if shape[0] == "batch" else int(shape[0])
+    batch, size = contract_batch_and_size(side["input"])
     module = backend.load_module()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        parity = check_parity(backend, module, artifact, model, (int(shape[2]), int(shape[3])), batch,
+    with captured_output(io.StringIO()):
+        parity = check_parity(backend, module, artifact, model, size, batch or DYNAMIC_PARITY_BATCH,
                               side["precision"], bool(side["input"]["normalization"]["in_graph"]))
     return parity, side, notes

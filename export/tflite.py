@@ -89,7 +89,7 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
         model = litert_torch.to_channel_last_io(model, args=[0]).eval()
         example = example.permute(0, 2, 3, 1).contiguous()
     converted = litert_torch.convert(_Named(model).eval(), sample_kwargs={"image": example})
-    model_bytes = bytes(converted.tflite_model())
+    model_bytes = bytes(converted.model_content())
     if ctx.precision == "fp16":
         model_bytes = _to_fp16_weights(model_bytes)
     path.write_bytes(_rename_and_annotate(model_bytes, {**ctx.metadata, "emo.layout": "NHWC" if nhwc else "NCHW"}))

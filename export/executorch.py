@@ -1,0 +1,67 @@
+"""ExecuTorch backends: ``torch.export`` -> edge dialect -> a delegate partitioner -> ``.pte``.
+
+Recipe (ExecuTorch's aot_compiler):
+1. ``torch.export.export`` of the deploy form (static shapes, rank <= 4).
+2. ``to_edge_transform_and_lower`` with the XNNPACK partitioner (CPU, Android and iOS), or the Core ML
+   partitioner (``--format executorch-coreml``: fp16, iOS 17+; Apple devices only).
+3. ``to_executorch()`` and the program buffer is the artifact. What stayed outside the delegate is recorded.
+
+The XNNPACK program runs here in ``executorch.runtime``. A Core ML-delegated program needs Apple's Core ML runtime,
+so its parity is recorded as "skipped: needs Apple runtime" and the check is that lowering delegated everything.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+DELEGATE_CALL = "executorch_call_delegate"
+
+
+def _partitioner(kind: str, precision: str):
+    if kind == "xnnpack":
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        return XnnpackPartitioner()
+    import coremltools as ct
+    from executorch.backends.apple.coreml.compiler import CoreMLBackend
+    from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+
+    specs = CoreMLBackend.generate_compile_specs(
+        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+        minimum_deployment_target=ct.target.iOS17)
+    return CoreMLPartitioner(compile_specs=specs)
+
+
+def lower(model: nn.Module, example: torch.Tensor, path: Path, kind: str, precision: str) -> dict:
+    from executorch.exir import to_edge_transform_and_lower
+
+    program = torch.export.export(model, (example,))
+    edge = to_edge_transform_and_lower(program, partitioner=[_partitioner(kind, precision)])
+    calls = Counter(str(getattr(n.target, "__name__", n.target)) for n in edge.exported_program().graph.nodes
+                    if n.op == "call_function")
+    delegated = calls.pop(DELEGATE_CALL, 0)
+    calls.pop("getitem", None)
+    path.write_bytes(edge.to_executorch().buffer)
+    return {"delegate": kind, "delegate_partitions": delegated, "ops_outside_delegate": dict(sorted(calls.items())),
+            "whole_graph_delegated": delegated == 1 and not calls}
+
+
+def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
+    return lower(model, example, path, "xnnpack", ctx.precision)
+
+
+def load(path: Path, threads: int | None = None):
+    from executorch.runtime import Runtime
+
+    # executorch.runtime's Python binding has no thread-count knob; XNNPACK uses its default threadpool.
+    method = Runtime.get().load_program(Path(path)).load_method("forward")
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return method.execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])[0].numpy()
+
+    return run
