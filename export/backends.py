@@ -9,8 +9,11 @@ Converter packages are imported inside the backend module; a missing one becomes
 from __future__ import annotations
 
 import importlib
+import io
 from dataclasses import dataclass
 from types import ModuleType
+
+from emo.export.output import captured_output
 
 from emo.errors import EMOError
 
@@ -25,8 +28,7 @@ class Backend:
     module: str                   # module under emo.export holding export() and load()
     runtime: str                  # what checks parity on this host ("checked_with")
     requires: tuple[str, ...]     # top-level packages the module imports
-    dynamic_batch: bool = False   # can the artifact take a symbolic batch dimension
-    nhwc: bool = False            # can the artifact take channel-last input
+    flags: tuple[str, ...] = ()   # format-specific emo-export flags this backend honours
 
     @property
     def default_precision(self) -> str:
@@ -36,25 +38,30 @@ class Backend:
         return f"{variant}_{self.tag}_{precision}{self.suffix}"
 
     def load_module(self) -> ModuleType:
-        """The backend module, or an EMOError naming the extra to install."""
-        for package in self.requires:
-            try:
-                importlib.import_module(package)
-            except ImportError as e:
-                raise EMOError(f"the {self.name} backend needs '{package}' ({e.name or package} is not importable); "
-                               f"install it with: pip install 'emo-mobile[{self.extra}]'") from None
-        return importlib.import_module(f"emo.export.{self.module}")
+        """The backend module, or an EMOError naming the extra to install. Imports quietly: converters print
+        native-library chatter when they load."""
+        with captured_output(io.StringIO()):
+            for package in self.requires:
+                try:
+                    importlib.import_module(package)
+                except ImportError as e:
+                    raise EMOError(f"the {self.name} backend needs '{package}' ({e.name or package} is not "
+                                   f"importable); install it with: pip install 'emo-mobile[{self.extra}]'") from None
+            return importlib.import_module(f"emo.export.{self.module}")
 
 
 _ONNX = ("onnx", "onnxruntime", "onnxsim", "onnxscript")
 BACKENDS: dict[str, Backend] = {
     "onnx": Backend("onnx", "onnx", ".onnx", ("fp32",), "onnx", "onnx", "onnxruntime (CPU EP)", _ONNX,
-                    dynamic_batch=True),
+                    flags=("--dynamic-batch",)),
     "ort": Backend("ort", "ort", ".ort", ("fp32",), "onnx", "ort", "onnxruntime (CPU EP, ORT format)", _ONNX,
-                   dynamic_batch=True),
+                   flags=("--dynamic-batch",)),
+    "coreml": Backend("coreml", "coreml", ".mlpackage", ("fp16", "fp32"), "coreml", "coreml",
+                      "mil-interpreter (numpy)", ("coremltools",),
+                      flags=("--image-input", "--classifier", "--min-target")),
     "tflite": Backend("tflite", "tflite", ".tflite", ("fp32", "fp16"), "tflite", "tflite",
                       "ai-edge-litert interpreter (XNNPACK)", ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
-                      nhwc=True),
+                      flags=("--nhwc",)),
     "executorch": Backend("executorch", "xnnpack", ".pte", ("fp32",), "executorch", "executorch",
                           "executorch.runtime (XNNPACK)", ("executorch",)),
     "executorch-coreml": Backend("executorch-coreml", "coreml-et", ".pte", ("fp16",), "executorch,coreml",
@@ -77,22 +84,17 @@ def parse_formats(text: str) -> list[Backend]:
     return [BACKENDS[n] for n in dict.fromkeys(names)]
 
 
-def check_options(backends: list[Backend], *, precision: str | None, dynamic_batch: bool, nhwc: bool) -> None:
+def check_options(backends: list[Backend], *, precision: str | None, flags: list[str]) -> None:
     """Reject a flag that a chosen format cannot honour, before any slow work.
 
     ``--precision`` applies to every chosen format that has it (the others keep their default); it is an error
     only when no chosen format has it.
     """
-    if dynamic_batch:
-        lacking = [b.name for b in backends if not b.dynamic_batch]
+    for flag in flags:
+        lacking = [b.name for b in backends if flag not in b.flags]
         if lacking:
-            able = ", ".join(b.name for b in BACKENDS.values() if b.dynamic_batch)
-            raise EMOError(f"--dynamic-batch is not available for {lacking[0]}; it applies to: {able}")
-    if nhwc:
-        lacking = [b.name for b in backends if not b.nhwc]
-        if lacking:
-            able = ", ".join(b.name for b in BACKENDS.values() if b.nhwc)
-            raise EMOError(f"--nhwc is not available for {lacking[0]}; it applies to: {able}")
+            able = ", ".join(b.name for b in BACKENDS.values() if flag in b.flags)
+            raise EMOError(f"{flag} is not available for {lacking[0]}; it applies to: {able}")
     if precision and not any(precision in b.precisions for b in backends):
         raise EMOError(f"{backends[0].name} has no precision {precision!r}; "
                        f"choose from: {', '.join(backends[0].precisions)}")

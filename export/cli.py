@@ -108,6 +108,12 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-normalize", action="store_true",
                    help="the graph takes already-normalised input (default: RGB in [0, 1], normalised in the graph)")
     p.add_argument("--nhwc", action="store_true", help="channel-last input (tflite), as Android camera frames arrive")
+    p.add_argument("--image-input", action="store_true",
+                   help="coreml: take an RGB image (ImageType) so an app can pass a CVPixelBuffer")
+    p.add_argument("--classifier", action="store_true",
+                   help="coreml: classifier outputs (classLabel + probabilities) for VNCoreMLRequest")
+    p.add_argument("--min-target", help="coreml: minimum deployment target, iOS15..iOS18 or macOS12..macOS15 "
+                   "(default iOS17)")
     p.add_argument("--labels", help="class names, one per line (default: ImageNet-1k for 1000 classes)")
     p.add_argument("--out", required=True, help="output folder")
     return p
@@ -130,13 +136,27 @@ def export_main(argv: list[str] | None = None) -> int:
         raise EMOError(f"--batch {args.batch} is out of range; use 1..1024")
     if args.weights is not None and not Path(args.weights).is_file():
         raise EMOError(f"checkpoint not found: {args.weights}")
-    check_options(backends, precision=args.precision, dynamic_batch=args.dynamic_batch, nhwc=args.nhwc)
+    flags = [flag for flag, given in (("--dynamic-batch", args.dynamic_batch), ("--nhwc", args.nhwc),
+                                      ("--image-input", args.image_input), ("--classifier", args.classifier),
+                                      ("--min-target", args.min_target is not None)) if given]
+    check_options(backends, precision=args.precision, flags=flags)
+    if args.min_target is not None:
+        from emo.export.coreml import check_target
+        check_target(args.min_target)
+    if args.image_input and (args.batch > 1 or args.dynamic_batch):
+        raise EMOError("--image-input takes one image at a time (Core ML ImageType); drop --batch/--dynamic-batch")
+    if args.image_input and args.no_normalize:
+        raise EMOError("--image-input feeds raw pixels, so the normalisation must stay in the graph; "
+                       "drop --no-normalize")
     labels = read_labels_file(args.labels) if args.labels else None
     options = ExportOptions(variant=args.model, weights=args.weights, ema=args.ema, input_size=size,
                             batch=args.batch, dynamic_batch=args.dynamic_batch, normalize=not args.no_normalize,
                             precision=args.precision, labels=labels,
                             labels_source=str(Path(args.labels).resolve()) if args.labels else None,
-                            backend_options={"nhwc": args.nhwc})
+                            backend_options={"nhwc": args.nhwc, "image_input": args.image_input,
+                                             "classifier": args.classifier, "min_target": args.min_target})
+    if len(backends) == 1:  # a missing converter is bad input here; under several formats it is a recorded failure
+        backends[0].load_module()
     model = prepare_run(options, Path(args.out))
     if args.weights is None:
         print("WARNING: no --weights given: exporting RANDOM-INIT weights (seed 0). The artifact is for testing "
@@ -211,6 +231,7 @@ def predict_main(argv: list[str] | None = None) -> int:
         in_graph = bool(side["input"]["normalization"]["in_graph"])
         labels = (side.get("labels") or {}).get("names")
         runtime = backend.runtime
+        probabilities = side["output"].get("kind") == "probabilities"
     else:
         import torch
         from emo.export.pipeline import build_model
@@ -223,7 +244,7 @@ def predict_main(argv: list[str] | None = None) -> int:
             with torch.no_grad():
                 return model(torch.from_numpy(x)).numpy()
 
-        batch, size, in_graph, runtime = 1, (224, 224), False, "PyTorch (eager)"
+        batch, size, in_graph, runtime, probabilities = 1, (224, 224), False, "PyTorch (eager)", False
         labels = imagenet_labels() if model.head.out_features == 1000 else None
     images = [(path, load_image(path)) for path in args.images]
     for path, image in images:
@@ -237,7 +258,7 @@ def predict_main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             logits = np.asarray(run(x))[0]
             times.append((time.perf_counter() - start) * 1e3)
-        probs = _softmax(logits.astype(np.float64))
+        probs = logits.astype(np.float64) if probabilities else _softmax(logits.astype(np.float64))
         print(f"{path}  ({runtime}: {np.median(times):.2f} ms median of {len(times)})")
         for rank, idx in enumerate(np.argsort(-probs)[: args.top], 1):
             name = labels[idx] if labels and idx < len(labels) else f"class {idx}"

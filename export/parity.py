@@ -45,17 +45,23 @@ class Parity:
 
 
 def parity_inputs(size: tuple[int, int]) -> np.ndarray:
-    """(N, 3, H, W) float32 in [0, 1]: every bundled photo, then NUM_RANDOM seeded noise images."""
+    """(N, 3, H, W) float32 in [0, 1]: every bundled photo, then NUM_RANDOM seeded noise images.
+
+    Every value is a multiple of 1/255 (8-bit pixels, as a camera or a CVPixelBuffer delivers), so an artifact
+    that takes pixel values (Core ML ImageType) sees exactly the input the reference sees.
+    """
     photos = [to_unit_array(load_image(p), size) for p in sample_images()]
     rng = np.random.default_rng(RANDOM_SEED)
-    noise = rng.random((NUM_RANDOM, 3, *size), dtype=np.float32)
+    noise = rng.integers(0, 256, (NUM_RANDOM, 3, *size)).astype(np.float32) / 255.0
     return np.concatenate([np.stack(photos), noise]).astype(np.float32)
 
 
-def reference_logits(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
-    """The PyTorch model on [0, 1] images (normalised here, as the exported graphs do inside)."""
+def reference_logits(model: torch.nn.Module, images: np.ndarray, probabilities: bool = False) -> np.ndarray:
+    """The PyTorch model on [0, 1] images (normalised here, as the exported graphs do inside); softmax-ed for an
+    artifact whose output is probabilities (a Core ML classifier)."""
     with torch.no_grad():
-        return model(normalize(torch.from_numpy(images))).numpy()
+        logits = model(normalize(torch.from_numpy(images)))
+        return (torch.softmax(logits, dim=-1) if probabilities else logits).numpy()
 
 
 def batches(images: np.ndarray, batch: int) -> list[np.ndarray]:
@@ -111,6 +117,31 @@ def compare(reference: np.ndarray, actual: np.ndarray, precision: str, checked_w
     if failures:
         parity.status = "failed: " + "; ".join(failures)
     return parity
+
+
+def combine(parities: list[Parity]) -> Parity:
+    """Several runtimes checked one artifact (interpreter and Core ML on macOS): the worst of each metric; it
+    passes only if every runtime passed."""
+    if len(parities) == 1:
+        return parities[0]
+    failed = [p for p in parities if not p.passed]
+
+    def worst(name: str, fn):
+        values = [getattr(p, name) for p in parities if getattr(p, name) is not None]
+        return fn(values) if values else None
+
+    return Parity(
+        checked_with=" + ".join(p.checked_with for p in parities),
+        max_abs_diff=worst("max_abs_diff", max), mean_abs_diff=worst("mean_abs_diff", max),
+        cosine=worst("cosine", min), top1_agreement=worst("top1_agreement", min),
+        top5_agreement=worst("top5_agreement", min), tolerance=parities[0].tolerance,
+        status="passed" if not failed else "; ".join(f"{p.checked_with}: {p.status}" for p in failed),
+        num_images=parities[0].num_images)
+
+
+def failed(checked_with: str, precision: str, why: str) -> Parity:
+    """The runtime could not produce outputs at all (an error while loading or running the artifact)."""
+    return Parity(checked_with, None, None, None, None, None, TOLERANCES[precision], f"failed: {why}")
 
 
 def skipped(checked_with: str, precision: str, why: str) -> Parity:

@@ -16,7 +16,6 @@ import shutil
 import sys
 import time
 import traceback
-import warnings
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -24,7 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from emo.export.backends import BACKENDS, Backend, precision_for
-from emo.export.parity import Parity, compare, parity_inputs, reference_logits, run_batched, skipped
+from emo.export.output import captured_output
+from emo.export.parity import (
+    Parity,
+    combine,
+    compare,
+    failed,
+    parity_inputs,
+    reference_logits,
+    run_batched,
+    skipped,
+)
 from torch import nn
 
 import emo
@@ -122,10 +131,20 @@ def input_contract(options: ExportOptions) -> dict:
     """The exported graph's input: name, shape (a symbolic batch is "batch"), dtype, layout, range, normalisation."""
     h, w = options.input_size
     batch = "batch" if options.dynamic_batch else options.batch
+    normalization = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "in_graph": options.normalize}
+    if options.backend_options.get("image_input"):  # Core ML ImageType: the app passes pixels, not a tensor
+        return {"name": "image", "shape": [1, 3, h, w], "dtype": "image (RGB, 8 bits per channel)",
+                "layout": "image", "range": [0, 255], "pixel_scale": 1 / 255, "normalization": normalization}
     nhwc = bool(options.backend_options.get("nhwc"))
     return {"name": "image", "shape": [batch, h, w, 3] if nhwc else [batch, 3, h, w], "dtype": "float32",
-            "layout": "NHWC" if nhwc else "NCHW", "range": [0.0, 1.0],
-            "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "in_graph": options.normalize}}
+            "layout": "NHWC" if nhwc else "NCHW", "range": [0.0, 1.0], "normalization": normalization}
+
+
+def output_contract(options: ExportOptions, batch, num_classes: int) -> dict:
+    if options.backend_options.get("classifier"):  # Core ML classifier: label + probability dictionary
+        return {"name": "classLabel_probs", "kind": "probabilities", "label": "classLabel",
+                "shape": [batch, num_classes]}
+    return {"name": "logits", "kind": "logits", "shape": [batch, num_classes]}
 
 
 def contract_batch_and_size(contract: dict) -> tuple[int | None, tuple[int, int]]:
@@ -153,13 +172,15 @@ def artifact_metadata(options: ExportOptions, num_classes: int, weights: dict) -
 
 
 def resolve_labels(options: ExportOptions, num_classes: int) -> None:
-    """ImageNet names for a 1000-class head; a labels file must match the head's size."""
+    """ImageNet names for a 1000-class head; a labels file must match the head's size; a classifier needs names."""
     if options.labels is not None:
         if len(options.labels) != num_classes:
             raise EMOError(f"labels file has {len(options.labels)} names but the model's head has {num_classes} "
                            "classes; pass a labels file with one name per class")
     elif num_classes == 1000:
         options.labels, options.labels_source = imagenet_labels(), LABELS_SOURCE
+    elif options.backend_options.get("classifier"):
+        raise EMOError(f"--classifier needs the names of the head's {num_classes} classes; pass --labels FILE")
 
 
 # ------------------------------------------------------------------------------------------------- file helpers
@@ -234,48 +255,22 @@ def artifact_logits(run, images: np.ndarray, batch: int, in_graph_normalization:
 
 
 def check_parity(backend: Backend, module, path: Path, reference: nn.Module, size: tuple[int, int], batch: int,
-                 precision: str, in_graph_normalization: bool) -> Parity:
-    """Run the artifact in its own runtime on this host and compare with the PyTorch model."""
+                 precision: str, in_graph_normalization: bool, probabilities: bool = False) -> Parity:
+    """Run the artifact in every runtime that can run it on this host and compare with the PyTorch model."""
     if not getattr(module, "CAN_RUN_HERE", True):
         return skipped(backend.runtime, precision, module.SKIP_REASON)
     images = parity_inputs(size)
-    expected = reference_logits(reference, images)
-    run = module.load(path)
-    actual = artifact_logits(run, images, batch, in_graph_normalization)
-    return compare(expected, actual, precision, backend.runtime)
-
-
-@contextlib.contextmanager
-def captured_output(log: io.StringIO):
-    """Send everything written to stdout/stderr, by Python or by native code (absl, cpuinfo, tqdm bars of the
-    converters), to ``log`` instead of the user's terminal. The log is kept next to the artifact on failure."""
-    import logging
-    import tempfile
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    loggers = {name: logging.getLogger(name) for name in ("executorch", "coremltools", "torch", "absl")}
-    levels = {name: logger.level for name, logger in loggers.items()}
-    with tempfile.TemporaryFile(mode="w+b") as sink:
+    expected = reference_logits(reference, images, probabilities)
+    runtimes = module.host_runtimes(path) if hasattr(module, "host_runtimes") else [(backend.runtime, module.load)]
+    parities = []
+    for name, load in runtimes:
         try:
-            for fd in saved:
-                os.dup2(sink.fileno(), fd)
-            for logger in loggers.values():
-                logger.setLevel(logging.ERROR)
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, copy in saved.items():
-                os.dup2(copy, fd)
-                os.close(copy)
-            for name, logger in loggers.items():
-                logger.setLevel(levels[name])
-            sink.seek(0)
-            log.write(sink.read().decode("utf-8", errors="replace"))
+            actual = artifact_logits(load(path), images, batch, in_graph_normalization)
+        except Exception as e:  # the runtime cannot execute the artifact: that is a failed check, not a crash
+            parities.append(failed(name, precision, f"runtime error: {_first_line(e)}"))
+            continue
+        parities.append(compare(expected, actual, precision, name))
+    return combine(parities)
 
 
 def _first_line(error: BaseException) -> str:
@@ -288,8 +283,7 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
     """Export one artifact, check its parity in its runtime, write it and its sidecar. Never raises for a
     converter or runtime failure: that is recorded in the result (and a log next to the artifact)."""
     precision = precision_for(backend, options.precision)
-    with captured_output(io.StringIO()):  # importing a converter prints native-library chatter
-        module = backend.load_module()
+    module = backend.load_module()
     final = out / backend.filename(options.variant, precision)
     tmp = out / f".{final.stem}.tmp-{os.getpid()}{backend.suffix}"
     log_path = final.with_suffix(".log")
@@ -309,7 +303,7 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
         parity_batch = DYNAMIC_PARITY_BATCH if options.dynamic_batch else options.batch
         with captured_output(log):
             parity = check_parity(backend, module, tmp, model, options.input_size, parity_batch, precision,
-                                  options.normalize)
+                                  options.normalize, probabilities=bool(options.backend_options.get("classifier")))
     except EMOError:
         remove(tmp)
         raise
@@ -336,7 +330,7 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
         "weights": weights,
         "num_classes": num_classes,
         "input": contract,
-        "output": {"name": "logits", "shape": [contract["shape"][0], num_classes]},
+        "output": output_contract(options, contract["shape"][0], num_classes),
         "labels": ({"source": options.labels_source, "names": list(options.labels)} if options.labels else None),
         "parity": parity.to_dict(),
         "export_seconds": round(seconds, 3),
@@ -404,5 +398,6 @@ def verify(artifact: Path, weights: str | None = None) -> tuple[Parity, dict, li
     module = backend.load_module()
     with captured_output(io.StringIO()):
         parity = check_parity(backend, module, artifact, model, size, batch or DYNAMIC_PARITY_BATCH,
-                              side["precision"], bool(side["input"]["normalization"]["in_graph"]))
+                              side["precision"], bool(side["input"]["normalization"]["in_graph"]),
+                              probabilities=side["output"].get("kind") == "probabilities")
     return parity, side, notes

@@ -29,12 +29,13 @@ def test_all_formats_exported_and_checked(all_formats, capsys):
     code, out = all_formats
     assert code == 0
     stems = {p.stem for p in out.glob("*.json")}
-    assert stems == {"emo_1m_onnx_fp32", "emo_1m_ort_fp32", "emo_1m_tflite_fp32", "emo_1m_xnnpack_fp32",
-                     "emo_1m_coreml-et_fp16"}
+    assert stems == {"emo_1m_onnx_fp32", "emo_1m_ort_fp32", "emo_1m_coreml_fp16", "emo_1m_tflite_fp32",
+                     "emo_1m_xnnpack_fp32", "emo_1m_coreml-et_fp16"}
     assert not list(out.glob(".*")) and not list(out.glob("*.log"))  # no temporaries, no failure logs
-    for stem in stems - {"emo_1m_coreml-et_fp16"}:
+    for stem in stems - {"emo_1m_coreml-et_fp16", "emo_1m_coreml_fp16"}:
         parity = _side(out, stem)["parity"]
         assert parity["status"] == "passed" and parity["max_abs_diff"] <= 1e-4, stem
+    assert _side(out, "emo_1m_coreml_fp16")["parity"]["status"] == "passed"
 
 
 def test_tflite_sidecar_metadata_and_xnnpack(all_formats):

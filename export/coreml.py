@@ -1,0 +1,174 @@
+"""Core ML backend: an ML program (``.mlpackage``) converted from the deploy form through ``torch.export``.
+
+Recipe (Apple's export_model.py):
+1. Optionally end the graph with a softmax (``--classifier``: Core ML classifiers take probabilities).
+2. ``torch.export`` of the deploy form (static int shapes, rank <= 4, no no-op slices: the naive model fails
+   in coremltools 9 through both jit.trace and torch.export).
+3. ``ct.convert`` to an ML program: ``image`` as a tensor, or as an ``ImageType`` (RGB, scale 1/255, so an app
+   hands a CVPixelBuffer straight in; the per-channel normalisation stays in the graph, because ImageType's
+   scale is one scalar); fp16 (default, what the GPU and ANE run) or fp32; minimum deployment target.
+4. Fill the model description (author, licence, version, input/output descriptions, user-defined metadata).
+
+Parity on Linux: ``mil_interpreter`` executes the saved program with NumPy. On macOS the real Core ML runtime
+(``MLModel.predict``) is run as well and both are recorded.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from emo.errors import EMOError
+
+TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
+TOO_OLD = {"iOS13": "iOS15", "iOS14": "iOS15", "macOS10.15": "macOS12", "macOS11": "macOS12"}
+DEFAULT_TARGET = "iOS17"
+INTERPRETER = "mil-interpreter (numpy)"
+COREML_RUNTIME = "Core ML runtime (MLModel.predict, macOS)"
+PIXEL_SCALE = 1.0 / 255.0
+
+
+def check_target(target: str) -> str:
+    """A deployment target that can hold an ML program (iOS 15 / macOS 12 or later)."""
+    if target in TOO_OLD:
+        raise EMOError(f"--min-target {target} cannot hold an ML program (Core ML needs {TOO_OLD[target]} or later "
+                       f"for one); use --min-target {DEFAULT_TARGET}")
+    if target not in TARGETS:
+        raise EMOError(f"unknown --min-target {target!r}; choose from: {', '.join(TARGETS)}")
+    return target
+
+
+def classifier_labels(labels: tuple[str, ...]) -> list[str]:
+    """Core ML's probability dictionary needs unique keys; a repeated name gets its class index appended
+    (ImageNet's clean names repeat "missile" and "sunglasses")."""
+    seen: set[str] = set()
+    unique = []
+    for index, name in enumerate(labels):
+        unique.append(name if name not in seen else f"{name} ({index})")
+        seen.add(name)
+    return unique
+
+
+class _Probabilities(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(image), dim=-1)
+
+
+def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
+    import coremltools as ct
+
+    opts = ctx.options.backend_options
+    target = check_target(opts.get("min_target") or DEFAULT_TARGET)
+    classifier, image_input = bool(opts.get("classifier")), bool(opts.get("image_input"))
+    module = _Probabilities(model).eval() if classifier else model
+    program = torch.export.export(module, (example,)).run_decompositions({})
+    if image_input:
+        inputs = [ct.ImageType(name="image", shape=tuple(example.shape), scale=PIXEL_SCALE, bias=[0.0, 0.0, 0.0],
+                               color_layout=ct.colorlayout.RGB)]
+    else:
+        inputs = [ct.TensorType(name="image", shape=tuple(example.shape), dtype=np.float32)]
+    mlmodel = ct.convert(
+        program, convert_to="mlprogram", inputs=inputs,
+        outputs=None if classifier else [ct.TensorType(name="logits")],
+        classifier_config=ct.ClassifierConfig(classifier_labels(ctx.options.labels)) if classifier else None,
+        minimum_deployment_target=getattr(ct.target, target),
+        compute_precision=ct.precision.FLOAT16 if ctx.precision == "fp16" else ct.precision.FLOAT32,
+    )
+    meta = ctx.metadata
+    mlmodel.short_description = (f"EMO {meta['emo.variant']} image classifier (Zhang et al., ICCV 2023), "
+                                 f"{ctx.precision}, exported by emo-mobile")
+    mlmodel.author = "EMO: Zhang et al. (github.com/zhangzjn/EMO); export: emo-mobile"
+    mlmodel.license = "Apache-2.0 (EMO code); check the licence of your weights"
+    mlmodel.version = meta["emo.version"]
+    h, w = ctx.options.input_size
+    mlmodel.input_description["image"] = (
+        f"RGB image {w}x{h} (resized shorter side to {int(max(h, w) / 0.875)}, centre-cropped)" if image_input else
+        f"float32 RGB in [0, 1], NCHW {list(example.shape)}; ImageNet normalisation is inside the model")
+    if classifier:
+        mlmodel.output_description["classLabel"] = "most likely class"
+        mlmodel.output_description["classLabel_probs"] = "probability of every class (softmax of the logits)"
+    else:
+        mlmodel.output_description["logits"] = "class logits (apply softmax for probabilities)"
+    mlmodel.user_defined_metadata.update({**meta, "emo.image_input": str(image_input),
+                                          "emo.classifier": str(classifier), "emo.min_target": target})
+    mlmodel.save(str(path))
+    spec = mlmodel.get_spec()
+    block = spec.mlProgram.functions["main"].block_specializations[spec.mlProgram.functions["main"].opset]
+    ops = Counter(op.type for op in block.operations if op.type != "const")
+    return {"min_target": target, "opset": spec.mlProgram.functions["main"].opset,
+            "specification_version": spec.specificationVersion, "image_input": image_input,
+            "classifier": classifier, "mil_ops": dict(sorted(ops.items()))}
+
+
+def _feed(program_spec_input_is_image: bool, x: np.ndarray) -> np.ndarray:
+    # An ImageType input receives pixel values 0..255 (Core ML converts the CVPixelBuffer); scale is in the graph.
+    return x / PIXEL_SCALE if program_spec_input_is_image else x
+
+
+def load(path: Path, threads: int | None = None):
+    """The MIL interpreter on this host. Returns logits, or probabilities for a classifier program."""
+    from emo.export.mil_interpreter import MILProgram
+
+    program = MILProgram(path)
+    description = program.spec.description
+    image_input = description.input[0].type.WhichOneof("Type") == "imageType"
+    probs_name = description.predictedProbabilitiesName
+
+    def run(x: np.ndarray) -> np.ndarray:
+        rows = []
+        for i in range(0, len(x), _batch(description)):
+            out = program.run({"image": _feed(image_input, x[i:i + _batch(description)])})
+            if probs_name:
+                rows.append(np.asarray([list(out[probs_name].values())], dtype=np.float32))
+            else:
+                rows.append(np.asarray(out[description.output[0].name], dtype=np.float32))
+        return np.concatenate(rows)
+
+    return run
+
+
+def _batch(description) -> int:
+    if description.input[0].type.WhichOneof("Type") == "imageType":
+        return 1
+    return int(description.input[0].type.multiArrayType.shape[0])
+
+
+def load_coreml_runtime(path: Path, threads: int | None = None):
+    """Apple's Core ML runtime (macOS only): ``MLModel.predict`` on the CPU and GPU/ANE as Core ML decides."""
+    import coremltools as ct
+    from PIL import Image
+
+    mlmodel = ct.models.MLModel(str(path))
+    description = mlmodel.get_spec().description
+    image_input = description.input[0].type.WhichOneof("Type") == "imageType"
+    probs_name = description.predictedProbabilitiesName
+
+    def run(x: np.ndarray) -> np.ndarray:
+        rows = []
+        for image in x:
+            if image_input:  # Core ML takes a PIL image here: pixels are quantised to uint8, as from a camera
+                feed = Image.fromarray(np.clip(np.rint(image.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8))
+            else:
+                feed = image[None]
+            out = mlmodel.predict({"image": feed})
+            rows.append(list(out[probs_name].values()) if probs_name else np.asarray(out["logits"]).reshape(-1))
+        return np.asarray(rows, dtype=np.float32)
+
+    return run
+
+
+def host_runtimes(path: Path) -> list[tuple[str, object]]:
+    """Every runtime that checks a Core ML artifact on this host: the interpreter everywhere, Core ML on macOS."""
+    runtimes = [(INTERPRETER, load)]
+    if sys.platform == "darwin":
+        runtimes.append((COREML_RUNTIME, load_coreml_runtime))
+    return runtimes
