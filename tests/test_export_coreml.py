@@ -92,6 +92,15 @@ def _corrupt(src, dst, mutate):
     path.write_bytes(spec.SerializeToString())
 
 
+def _verify_corrupted(exported, tmp_path, capsys, mutate) -> tuple[int, str, str]:
+    """emo-verify on a corrupted copy of the fp32 program: (exit code, stdout, stderr)."""
+    broken = tmp_path / "emo_1m_coreml_fp32.mlpackage"
+    _corrupt(exported / "emo_1m_coreml_fp32.mlpackage", broken, mutate)
+    code = cli.verify_main([str(broken)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def _perm(const_op):
     return const_op.attributes["val"].immediateValue.tensor.ints.values
 
@@ -114,10 +123,8 @@ def test_wrong_window_partition_fails_parity(exported, tmp_path, capsys):
         dims = op.outputs[0].type.tensorType.dimensions
         dims[1].constant.size, dims[2].constant.size = dims[2].constant.size, dims[1].constant.size
 
-    broken = tmp_path / "emo_1m_coreml_fp32.mlpackage"
-    _corrupt(exported / "emo_1m_coreml_fp32.mlpackage", broken, mutate)
-    assert cli.verify_main([str(broken)]) == 1
-    assert "status: failed: max_abs_diff" in capsys.readouterr().out
+    code, out, _ = _verify_corrupted(exported, tmp_path, capsys, mutate)
+    assert code == 1 and "status: failed: max_abs_diff" in out
 
 
 def test_swapped_q_and_k_fails_parity(exported, tmp_path, capsys):
@@ -135,10 +142,8 @@ def test_swapped_q_and_k_fails_parity(exported, tmp_path, capsys):
             a.CopyFrom(b)
             b.CopyFrom(saved)
 
-    broken = tmp_path / "emo_1m_coreml_fp32.mlpackage"
-    _corrupt(exported / "emo_1m_coreml_fp32.mlpackage", broken, mutate)
-    assert cli.verify_main([str(broken)]) == 1
-    assert "status: failed" in capsys.readouterr().out
+    code, out, _ = _verify_corrupted(exported, tmp_path, capsys, mutate)
+    assert code == 1 and "status: failed: max_abs_diff" in out
 
 
 def test_runtime_error_is_a_recorded_failure(exported, tmp_path, capsys):
@@ -147,11 +152,8 @@ def test_runtime_error_is_a_recorded_failure(exported, tmp_path, capsys):
         op = next(op for op in block.operations if op.type == "reshape")
         op.outputs[0].type.tensorType.dimensions[1].constant.size += 1  # declared shape no longer matches
 
-    broken = tmp_path / "emo_1m_coreml_fp32.mlpackage"
-    _corrupt(exported / "emo_1m_coreml_fp32.mlpackage", broken, mutate)
-    assert cli.verify_main([str(broken)]) == 1
-    captured = capsys.readouterr()
-    assert "status: failed: runtime error: reshape" in captured.out and "Traceback" not in captured.err
+    code, out, err = _verify_corrupted(exported, tmp_path, capsys, mutate)
+    assert code == 1 and "status: failed: runtime error: reshape" in out and "Traceback" not in err
 
 
 def test_unknown_op_is_named(exported, tmp_path):
