@@ -1,4 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test` (each sets up .venv first).
+# `make demo` exports emo_1m to every format (each checked against PyTorch), verifies, predicts, and times them.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -25,6 +26,7 @@ demo: venv
 	$(BIN)/emo-export --model emo_1m $(if $(WEIGHTS),--weights $(WEIGHTS)) --format all --out $(OUT)
 	$(BIN)/emo-verify $(OUT)/emo_1m_onnx_fp32.onnx
 	$(BIN)/emo-predict emo/assets/samples/cat.jpg --artifact $(OUT)/emo_1m_onnx_fp32.onnx
+	$(BIN)/emo-bench $(OUT) --device host --threads 2 --iters 30 --out $(OUT)/bench.jsonl --plot $(OUT)/bench.png
 
 test: venv
 	$(BIN)/pytest -q

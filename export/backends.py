@@ -24,7 +24,7 @@ class Backend:
     tag: str                      # the {backend} part of the artifact name
     suffix: str                   # file extension, with the dot
     precisions: tuple[str, ...]   # first is the default
-    extra: str                    # pip extra that brings the converter and runtime
+    extra: str                    # pip extra that brings the converter and runtime ("" = core dependencies)
     module: str                   # module under emo.export holding export() and load()
     runtime: str                  # what checks parity on this host ("checked_with")
     requires: tuple[str, ...]     # top-level packages the module imports
@@ -45,8 +45,9 @@ class Backend:
                 try:
                     importlib.import_module(package)
                 except ImportError as e:
+                    spec = f"'emo-mobile[{self.extra}]'" if self.extra else "emo-mobile"
                     raise EMOError(f"the {self.name} backend needs '{package}' ({e.name or package} is not "
-                                   f"importable); install it with: pip install 'emo-mobile[{self.extra}]'") from None
+                                   f"importable); install it with: pip install {spec}") from None
             return importlib.import_module(f"emo.export.{self.module}")
 
 
@@ -64,6 +65,8 @@ BACKENDS: dict[str, Backend] = {
                       flags=("--nhwc",)),
     "executorch": Backend("executorch", "xnnpack", ".pte", ("fp32",), "executorch", "executorch",
                           "executorch.runtime (XNNPACK)", ("executorch",)),
+    "pt2": Backend("pt2", "pytorch", ".pt2", ("fp32",), "", "pt2", "PyTorch (torch.export program)", ("torch",),
+                   flags=("--dynamic-batch",)),
     "executorch-coreml": Backend("executorch-coreml", "coreml-et", ".pte", ("fp16",), "executorch,coreml",
                                  "executorch_coreml", "executorch.runtime (Core ML delegate)",
                                  ("executorch", "coremltools")),

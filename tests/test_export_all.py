@@ -30,7 +30,7 @@ def test_all_formats_exported_and_checked(all_formats, capsys):
     assert code == 0
     stems = {p.stem for p in out.glob("*.json")}
     assert stems == {"emo_1m_onnx_fp32", "emo_1m_ort_fp32", "emo_1m_coreml_fp16", "emo_1m_tflite_fp32",
-                     "emo_1m_xnnpack_fp32", "emo_1m_coreml-et_fp16"}
+                     "emo_1m_xnnpack_fp32", "emo_1m_pytorch_fp32", "emo_1m_coreml-et_fp16"}
     assert not list(out.glob(".*")) and not list(out.glob("*.log"))  # no temporaries, no failure logs
     for stem in stems - {"emo_1m_coreml-et_fp16", "emo_1m_coreml_fp16"}:
         parity = _side(out, stem)["parity"]

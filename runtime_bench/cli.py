@@ -1,0 +1,173 @@
+"""``emo-bench``: latency of exported artifacts on the host, Android phones (adb), Macs, iPhones and AI Hub.
+
+    emo-bench DIR_OR_ARTIFACTS... --device host|adb[:SERIAL]|mac|ios[:UDID]|aihub:DEVICE [--threads N]
+              [--warmup W] [--iters N | --min-seconds S] [--out results.jsonl] [--csv FILE] [--plot FILE.png]
+    emo-bench compare A.jsonl B.jsonl
+
+Exit codes: 0 every row ok; 1 some row failed (kept in the results with its reason); 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row, find_artifacts, read_rows
+
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+TARGETS = "host | adb[:SERIAL] | mac | ios[:UDID] | aihub:DEVICE_NAME"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"emo-bench: error: {message} (see emo-bench --help)\n")
+
+
+class Progress:
+    """A one-line progress bar on stderr (a line per step when stderr is not a terminal)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.tty = total, 0, sys.stderr.isatty()
+
+    def step(self, label: str) -> None:
+        width = 24
+        filled = int(width * self.done / max(self.total, 1))
+        text = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {label}"
+        print(f"\r{text[:110]:<110}" if self.tty else text, end="" if self.tty else "\n", file=sys.stderr,
+              flush=True)
+        self.done += 1
+
+    def close(self) -> None:
+        if self.tty:
+            print("\r" + " " * 110 + "\r", end="", file=sys.stderr, flush=True)
+
+
+def parse_target(text: str) -> tuple[str, str | None]:
+    kind, _, arg = text.partition(":")
+    if kind not in ("host", "adb", "mac", "ios", "aihub"):
+        raise BenchError(f"unknown --device {text!r}; use {TARGETS}")
+    if kind == "aihub" and not arg:
+        raise BenchError("--device aihub needs a device name, e.g. --device 'aihub:Samsung Galaxy S24 (Family)'")
+    if kind in ("host", "mac") and arg:
+        raise BenchError(f"--device {kind} takes no ':' argument")
+    return kind, arg or None
+
+
+def _runs(kind: str, arg: str | None, artifacts: list[Artifact], settings: dict, args):
+    """(artifact, label, thunk) per run: sets up the target once (a bad set-up is bad input), then a thunk per row."""
+    if kind == "host":
+        from emo.runtime_bench.host import run_host
+
+        return [(a, a.path.name, lambda a=a: run_host(a, settings)) for a in artifacts]
+    if kind == "adb":
+        from emo.runtime_bench import android
+
+        adb = android.select_device(android.find_adb(), arg)
+        device = android.describe_device(adb)
+
+        def run(a):
+            row = android.run_adb(a, adb, device, settings)
+            android.cooldown(args.cooldown)
+            return row
+
+        return [(a, a.path.name, lambda a=a: run(a)) for a in artifacts]
+    from emo.runtime_bench import apple
+
+    if kind == "mac":
+        apple.require_macos("mac")
+        units = args.compute_units or list(apple.COMPUTE_UNITS)
+        return [(a, f"{a.path.name} {u}", lambda a=a, u=u: apple.run_mac(a, settings, u)) for a in artifacts
+                for u in units]
+    if kind == "ios":
+        apple.require_macos("ios")
+        udid = arg or apple.first_ios_device()
+        units = args.compute_units or ["ALL"]
+        return [(a, f"{a.path.name} {u}", lambda a=a, u=u: apple.run_ios(a, udid, settings, u)) for a in artifacts
+                for u in units]
+    from emo.runtime_bench import aihub
+
+    hub = aihub.import_hub()
+    return [(a, a.path.name, lambda a=a: aihub.run_aihub(a, arg, settings, hub)) for a in artifacts]
+
+
+def _bench(argv: list[str]) -> int:
+    from emo.runtime_bench import report
+
+    p = _Parser(prog="emo-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", help="artifacts, or folders of artifacts with their sidecars")
+    p.add_argument("--device", required=True, help=TARGETS)
+    p.add_argument("--threads", type=int, default=2, help="threads for every runtime (default 2)")
+    p.add_argument("--warmup", type=int, default=5)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--iters", type=int, help="timed iterations (default 50)")
+    group.add_argument("--min-seconds", type=float, help="time for at least this long instead")
+    p.add_argument("--out", default="emo-bench.jsonl", help="JSON Lines, appended (default emo-bench.jsonl)")
+    p.add_argument("--csv", help="also write a CSV summary")
+    p.add_argument("--plot", help="also write a PNG: median with p10-p90 whiskers, grouped by device")
+    p.add_argument("--runner", action="append", default=[], help="adb: a runner binary (benchmark_model, "
+                   "onnxruntime_perf_test, executor_runner); repeatable")
+    p.add_argument("--delegate", help="adb: cpu | xnnpack | gpu | nnapi | qnn (what the runner supports)")
+    p.add_argument("--cooldown", type=float, default=10.0, help="adb: seconds of rest between runs (default 10)")
+    p.add_argument("--compute-units", action="append", choices=("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL"),
+                   help="mac/ios: repeatable (mac default: all four; ios default: ALL)")
+    args = p.parse_args(argv)
+    for name in ("threads", "iters"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise BenchError(f"--{name} must be at least 1")
+    kind, arg = parse_target(args.device)
+    artifacts = find_artifacts(args.paths)
+    settings = {"threads": args.threads, "warmup": args.warmup, "iters": args.iters or (None if args.min_seconds
+                else 50), "min_seconds": args.min_seconds, "delegate": args.delegate, "runners": args.runner}
+    runs = _runs(kind, arg, artifacts, settings, args)
+    out = Path(args.out)
+    rows: list[BenchResult] = []
+    progress = Progress(len(runs))
+    for artifact, label, run in runs:
+        progress.step(label)
+        try:
+            row = run()
+        except (BenchError, OSError, RuntimeError, ValueError) as e:  # one run's trouble fails its row only
+            row = base_row(artifact, {"target": kind, "serial": arg}, settings)
+            row.status = f"failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        rows.append(row)
+        with open(out, "a", encoding="utf-8") as f:  # appended as it goes: an interrupted run keeps its rows
+            f.write(row.to_json() + "\n")
+        if not row.ok:
+            print(f"\nemo-bench: {Path(row.artifact).name}: {row.status}", file=sys.stderr)
+    progress.close()
+    dicts = [json.loads(r.to_json()) for r in rows]
+    print(report.table(dicts))
+    print(f"{len(rows)} rows appended to {out}")
+    if args.csv:
+        report.write_csv(dicts, args.csv)
+    if args.plot:
+        report.plot(dicts, args.plot)
+    return 0 if all(r.ok for r in rows) else EXIT_FAILED
+
+
+def _compare(argv: list[str]) -> int:
+    from emo.runtime_bench import report
+
+    p = _Parser(prog="emo-bench compare", description="Median ratio B/A per artifact, device and settings.")
+    p.add_argument("a")
+    p.add_argument("b")
+    args = p.parse_args(argv)
+    print(report.compare(read_rows(args.a), read_rows(args.b)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = _compare(argv[1:]) if argv[:1] == ["compare"] else _bench(argv)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else EXIT_BAD_INPUT
+    except BenchError as e:
+        print(f"emo-bench: error: {e}", file=sys.stderr)
+        code = EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("emo-bench: interrupted (rows so far are in the results file)", file=sys.stderr)
+        code = 130
+    return code

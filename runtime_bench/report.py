@@ -1,0 +1,120 @@
+"""Tables, CSV, the plot, and ``compare`` — all from result rows (dicts read back from JSON Lines)."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+from emo.runtime_bench.results import BenchError
+
+
+def _device_name(row: dict) -> str:
+    device = row.get("device", {})
+    name = device.get("model") or device.get("target", "?")
+    return f"{device.get('target', '?')}:{name}"
+
+
+def _setting(row: dict) -> str:
+    s = row.get("settings", {})
+    parts = [f"{s['threads']}t" if s.get("threads") else None, s.get("delegate"), s.get("compute_units")]
+    return ",".join(p for p in parts if p)
+
+
+def _fmt(value, spec=".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render(header: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in body]
+    return "\n".join(lines)
+
+
+def table(rows: list[dict]) -> str:
+    """Sorted by median (failed rows last, with their reason)."""
+    def key(row):
+        median = row.get("summary", {}).get("median", row.get("summary", {}).get("mean"))
+        return (row.get("status") != "ok", median if median is not None else float("inf"))
+
+    header = ["artifact", "device", "settings", "median ms", "p90 ms", "min ms", "load ms", "peak MB", "n", "status"]
+    body = []
+    for row in sorted(rows, key=key):
+        s = row.get("summary", {})
+        body.append([Path(row["artifact"]).name, _device_name(row), _setting(row),
+                     _fmt(s.get("median", s.get("mean"))), _fmt(s.get("p90")), _fmt(s.get("min")),
+                     _fmt(row.get("load_ms"), ".1f"), _fmt(row.get("peak_memory_mb"), ".1f"),
+                     str(s.get("count", "-")), row.get("status", "?")])
+    return render(header, body)
+
+
+CSV_FIELDS = ["artifact", "variant", "backend", "precision", "device", "settings", "status", "median_ms", "p10_ms",
+              "p90_ms", "min_ms", "trimmed_mean_ms", "std_ms", "count", "load_ms", "first_inference_ms",
+              "peak_memory_mb", "git_revision", "timestamp_utc"]
+
+
+def write_csv(rows: list[dict], path: str | Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            s = row.get("summary", {})
+            writer.writerow({
+                "artifact": Path(row["artifact"]).name, "variant": row.get("variant"), "backend": row.get("backend"),
+                "precision": row.get("precision"), "device": _device_name(row), "settings": _setting(row),
+                "status": row.get("status"), "median_ms": s.get("median"), "p10_ms": s.get("p10"),
+                "p90_ms": s.get("p90"), "min_ms": s.get("min"), "trimmed_mean_ms": s.get("trimmed_mean"),
+                "std_ms": s.get("std"), "count": s.get("count"), "load_ms": row.get("load_ms"),
+                "first_inference_ms": row.get("first_inference_ms"), "peak_memory_mb": row.get("peak_memory_mb"),
+                "git_revision": row.get("git_revision"), "timestamp_utc": row.get("timestamp_utc")})
+
+
+def plot(rows: list[dict], path: str | Path) -> None:
+    """Median latency with p10-p90 whiskers per artifact, one panel per device."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BenchError("--plot needs matplotlib: pip install 'emo-mobile[bench]'") from None
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("summary", {}).get("median") is not None]
+    if not ok:
+        raise BenchError("nothing to plot: no successful rows")
+    by_device: dict[str, list[dict]] = defaultdict(list)
+    for row in ok:
+        by_device[_device_name(row)].append(row)
+    fig, axes = plt.subplots(len(by_device), 1, figsize=(9, 1.2 + 0.45 * max(len(v) for v in by_device.values())
+                                                         * len(by_device)), squeeze=False)
+    for ax, (device, device_rows) in zip(axes[:, 0], sorted(by_device.items()), strict=True):
+        device_rows.sort(key=lambda r: r["summary"]["median"])
+        labels = [f"{Path(r['artifact']).name} [{_setting(r)}]" for r in device_rows]
+        medians = [r["summary"]["median"] for r in device_rows]
+        low = [m - r["summary"].get("p10", m) for m, r in zip(medians, device_rows, strict=True)]
+        high = [r["summary"].get("p90", m) - m for m, r in zip(medians, device_rows, strict=True)]
+        ax.barh(labels, medians, xerr=[low, high], capsize=3, color="#4c72b0")
+        ax.set_title(device, fontsize=10)
+        ax.set_xlabel("latency (ms): median, whiskers p10-p90")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(rows_a: list[dict], rows_b: list[dict]) -> str:
+    """Median of B over median of A for every (artifact, device, settings) present in both."""
+    def keyed(rows):
+        return {(Path(r["artifact"]).name, _device_name(r), _setting(r)): r for r in rows if r.get("status") == "ok"}
+
+    a, b = keyed(rows_a), keyed(rows_b)
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise BenchError("the two result files have no successful (artifact, device, settings) in common")
+    header = ["artifact", "device", "settings", "A median ms", "B median ms", "B/A"]
+    body = []
+    for k in common:
+        ma, mb = a[k]["summary"]["median"], b[k]["summary"]["median"]
+        body.append([*k, f"{ma:.3f}", f"{mb:.3f}", f"{mb / ma:.3f}x"])
+    return render(header, body)

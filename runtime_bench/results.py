@@ -1,0 +1,163 @@
+"""Artifacts on disk, their sidecars, and the result row: one JSON object per (artifact, device, settings).
+
+This package never imports ``emo``: it reads artifacts and the sidecar JSON that ``emo-export`` writes next to
+them, so it runs on a machine that has only a runtime installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+SUFFIXES = (".onnx", ".ort", ".tflite", ".pte", ".pt2", ".mlpackage")
+SCHEMA = "emo-mobile/bench/1"
+
+
+class BenchError(Exception):
+    """Bad input for emo-bench: one line on stderr, exit code 2."""
+
+
+@dataclass
+class Artifact:
+    path: Path
+    sidecar: dict | None          # None when missing or unreadable (the row then fails with the reason)
+    sidecar_error: str | None = None
+
+    @property
+    def backend(self) -> str:
+        if self.sidecar:
+            return self.sidecar.get("backend", "?")
+        return {".onnx": "onnx", ".ort": "ort", ".tflite": "tflite", ".pt2": "pt2",
+                ".mlpackage": "coreml"}.get(self.path.suffix, "?")
+
+    @property
+    def variant(self) -> str:
+        return (self.sidecar or {}).get("variant", "?")
+
+    @property
+    def precision(self) -> str:
+        return (self.sidecar or {}).get("precision", "?")
+
+    @property
+    def input_shape(self) -> list:
+        shape = list((self.sidecar or {}).get("input", {}).get("shape", [1, 3, 224, 224]))
+        return [1 if d == "batch" else int(d) for d in shape]
+
+
+def read_artifact(path: Path) -> Artifact:
+    side = path.with_suffix(".json")
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or "backend" not in data:
+            raise ValueError("not an emo-export sidecar")
+        return Artifact(path, data)
+    except FileNotFoundError:
+        return Artifact(path, None, f"no sidecar {side.name}")
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        return Artifact(path, None, f"unreadable sidecar {side.name}: {str(e).splitlines()[0]}")
+
+
+def find_artifacts(paths: list[str]) -> list[Artifact]:
+    """Artifacts named directly, and every artifact inside the folders named (not recursive)."""
+    found: list[Artifact] = []
+    for item in paths:
+        path = Path(item)
+        if not path.exists():
+            raise BenchError(f"no such file or folder: {path}")
+        if path.is_dir() and path.suffix != ".mlpackage":
+            inside = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and not p.name.startswith("."))
+            if not inside:
+                raise BenchError(f"{path} holds no artifacts ({', '.join(SUFFIXES)}); export some with emo-export")
+            found += [read_artifact(p) for p in inside]
+        elif path.suffix in SUFFIXES:
+            found.append(read_artifact(path))
+        else:
+            raise BenchError(f"{path} is not an artifact ({', '.join(SUFFIXES)})")
+    return found
+
+
+def file_sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_revision() -> str | None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        if out.returncode == 0:
+            return out.stdout.strip()
+    return None
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("emo-mobile", *names):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+@dataclass
+class BenchResult:
+    """One result row (JSON Lines). Latencies in ms, memory in MB."""
+
+    artifact: str
+    artifact_sha256: str | None
+    variant: str
+    backend: str
+    precision: str
+    device: dict
+    settings: dict
+    status: str = "ok"                         # "ok" | "failed: <reason>"
+    load_ms: float | None = None
+    first_inference_ms: float | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+    latencies_source: str = "raw"              # "raw" per-iteration, or "runner summary" (phones' runners)
+    summary: dict = field(default_factory=dict)
+    peak_memory_mb: float | None = None
+    versions: dict = field(default_factory=dict)
+    git_revision: str | None = None
+    timestamp_utc: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    schema: str = SCHEMA
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def base_row(artifact: Artifact, device: dict, settings: dict) -> BenchResult:
+    return BenchResult(artifact=str(artifact.path), artifact_sha256=(artifact.sidecar or {}).get("sha256")
+                       or file_sha256(artifact.path), variant=artifact.variant, backend=artifact.backend,
+                       precision=artifact.precision, device=device, settings=settings, git_revision=git_revision())
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (FileNotFoundError, IsADirectoryError):
+        raise BenchError(f"no such results file: {path}") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise BenchError(f"{path}:{number} is not a JSON line: {e.msg}") from None
+    return rows

@@ -1,0 +1,108 @@
+"""emo-bench on the host: real runs of tiny artifacts in their own runtimes, rows, table, CSV, plot, compare."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from emo.export import cli as export_cli
+from emo.runtime_bench import host
+from emo.runtime_bench.cli import main
+
+ROW_KEYS = {"artifact", "artifact_sha256", "variant", "backend", "precision", "device", "settings", "status",
+            "load_ms", "first_inference_ms", "latencies_ms", "summary", "peak_memory_mb", "versions",
+            "git_revision", "timestamp_utc", "schema"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    assert export_cli.export_main(["--model", "emo_1m", "--format", "onnx,tflite,executorch,pt2", "--input-size",
+                                   "64", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def bench_rows(tiny, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    out, csv, png = results / "r.jsonl", results / "r.csv", results / "r.png"
+    code = main([str(tiny), "--device", "host", "--threads", "2", "--warmup", "2", "--iters", "4",
+                 "--out", str(out), "--csv", str(csv), "--plot", str(png)])
+    return code, [json.loads(line) for line in out.read_text().splitlines()], csv, png, out
+
+
+def test_every_runtime_runs(bench_rows):
+    code, rows, *_ = bench_rows
+    assert code == 0
+    assert sorted(r["backend"] for r in rows) == ["executorch", "onnx", "pt2", "tflite"]
+    for row in rows:
+        assert ROW_KEYS <= row.keys()
+        assert row["status"] == "ok", row["status"]
+        assert len(row["latencies_ms"]) == 4 and row["summary"]["count"] == 4
+        assert row["summary"]["min"] <= row["summary"]["median"] <= row["summary"]["max"]
+        assert row["load_ms"] > 0 and row["peak_memory_mb"] > 10 and row["first_inference_ms"] > 0
+        assert row["settings"]["threads"] == 2 and row["device"]["target"] == "host"
+        assert len(row["artifact_sha256"]) == 64
+
+
+def test_csv_plot_and_compare(bench_rows, capsys):
+    _, rows, csv, png, out = bench_rows
+    assert csv.read_text().splitlines()[0].startswith("artifact,variant,backend,precision,device")
+    assert len(csv.read_text().splitlines()) == 1 + len(rows)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["compare", str(out), str(out)]) == 0
+    assert capsys.readouterr().out.count("1.000x") == len(rows)
+
+
+def test_failed_rows_are_kept(tiny, tmp_path, capsys):
+    (tmp_path / "emo_1m_onnx_fp32.onnx").write_bytes((tiny / "emo_1m_onnx_fp32.onnx").read_bytes())
+    (tmp_path / "emo_1m_onnx_fp32.json").write_text("{broken")
+    (tmp_path / "emo_1m_tflite_fp32.tflite").write_bytes(b"no sidecar")
+    coreml = tmp_path / "emo_1m_coreml_fp16.mlpackage"
+    coreml.mkdir()
+    (tmp_path / "emo_1m_coreml_fp16.json").write_text(json.dumps({"backend": "coreml", "variant": "emo_1m"}))
+    out = tmp_path / "r.jsonl"
+    code = main([str(tmp_path), "--device", "host", "--iters", "2", "--out", str(out)])
+    rows = {r["artifact"].rsplit("/", 1)[-1]: r["status"] for r in map(json.loads, out.read_text().splitlines())}
+    assert code == 1
+    assert rows["emo_1m_onnx_fp32.onnx"].startswith("failed: unreadable sidecar emo_1m_onnx_fp32.json")
+    assert rows["emo_1m_tflite_fp32.tflite"] == "failed: no sidecar emo_1m_tflite_fp32.json"
+    assert rows["emo_1m_coreml_fp16.mlpackage"] == "failed: Core ML artifacts run with --device mac (macOS) or ios"
+    assert capsys.readouterr().err.count("emo-bench: emo_1m_") == 3
+
+
+def test_missing_runtime_names_the_package(tiny, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with pytest.raises(host.RuntimeMissingError, match="tflite runtime not installed.*pip install ai-edge-litert"):
+        host._load(tiny / "emo_1m_tflite_fp32.tflite", "tflite", 1)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--device", "host"], "holds no artifacts"),
+    (["--device", "phone"], "unknown --device 'phone'; use host | adb[:SERIAL] | mac | ios[:UDID] | aihub:DEVICE_NAME"),
+    (["--device", "aihub"], "--device aihub needs a device name"),
+    (["--device", "host", "--threads", "0"], "--threads must be at least 1"),
+])
+def test_bad_input_one_line(tmp_path, capsys, args, message):
+    (tmp_path / "empty").mkdir()
+    code = main([str(tmp_path / "empty"), *args, "--out", str(tmp_path / "r.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_compare_bad_files(tmp_path, capsys):
+    (tmp_path / "bad.jsonl").write_text("{}\nnot json\n")
+    assert main(["compare", str(tmp_path / "missing.jsonl"), str(tmp_path / "bad.jsonl")]) == 2
+    assert "no such results file" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "bad.jsonl"), str(tmp_path / "bad.jsonl")]) == 2
+    assert "bad.jsonl:2 is not a JSON line" in capsys.readouterr().err
+
+
+def test_bench_never_imports_torch_or_the_model():
+    code = ("import sys, emo.runtime_bench.cli, emo.runtime_bench.host, emo.runtime_bench.android, "
+            "emo.runtime_bench.apple, emo.runtime_bench.aihub, emo.runtime_bench.report; "
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('emo.model', 'emo.export'))]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
