@@ -114,8 +114,9 @@ class Stem(nn.Module):
         return self.convs[0](x)
 
     def fuse(self) -> None:
-        conv, bn = self.convs[0]
-        self.convs[0] = nn.Sequential(_fold_bn_into_conv(conv, bn))
+        if len(self.convs[0]) == 2:  # idempotent: an already fused stem has no BatchNorm left
+            conv, bn = self.convs[0]
+            self.convs[0] = nn.Sequential(_fold_bn_into_conv(conv, bn))
 
 
 def _fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -235,7 +236,10 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
         return shortcut + x if self.has_skip else x
 
     def fuse(self) -> None:
-        """Switch to the deploy form in place: fold BatchNorms, fold the attention scale into q, rank-4 attention."""
+        """Switch to the deploy form in place: fold BatchNorms, fold the attention scale into q, rank-4 attention.
+        Idempotent: fusing twice must not fold the scale twice."""
+        if self.fused:
+            return
         self.conv_local.fuse()
         if isinstance(self.norm, nn.BatchNorm2d) and not self.attention and isinstance(self.v, ConvNormAct):
             self.v.conv = _fold_bn_into_pointwise(self.norm, self.v.conv)

@@ -105,61 +105,64 @@ def parse_benchmark_model(text: str) -> RunnerReport:
     return report
 
 
-def _parse_compiled_model_block(lines: list[str], report: RunnerReport) -> None:
-    """The newer LiteRT CompiledModel tool: a labelled block in milliseconds."""
-    if not any("BENCHMARK RESULTS" in x for x in lines):
-        return
+def _read_labelled(lines: list[str], table: list[tuple[str, str, float | None]], report: RunnerReport) -> None:
+    """Set ``report`` fields from lines that match a (pattern, field, scale) table; scale None reads an int,
+    a field named ``extra.x`` goes to ``report.extra``."""
     for line in lines:
-        if m := re.match(rf"Model initialization:\s*({_NUM}) ms", line):
-            report.init_ms = float(m.group(1))
-        elif m := re.match(rf"Warmup \(first\):\s*({_NUM}) ms", line):
-            report.first_ms = float(m.group(1))
-        elif m := re.match(rf"Warmup \(avg\):\s*({_NUM}) ms", line):
-            report.warmup_avg_ms = float(m.group(1))
-        elif m := re.match(rf"Inference \(avg\):\s*({_NUM}) ms \((\d+) runs\)", line):
-            report.avg_ms, report.count = float(m.group(1)), int(m.group(2))
-        elif m := re.match(rf"Inference \(min\):\s*({_NUM}) ms", line):
-            report.min_ms = float(m.group(1))
-        elif m := re.match(rf"Inference \(max\):\s*({_NUM}) ms", line):
-            report.max_ms = float(m.group(1))
-        elif m := re.match(rf"Inference \(std\):\s*({_NUM})", line):
-            report.std_ms = float(m.group(1))
-        elif m := re.match(rf"Overall footprint:\s*({_NUM}) MB", line):
-            report.peak_memory_mb = float(m.group(1))
+        for pattern, name, scale in table:
+            if m := re.match(pattern, line):
+                value = int(m.group(1)) if scale is None else float(m.group(1)) * scale
+                if name.startswith("extra."):
+                    report.extra[name[len("extra."):]] = value
+                else:
+                    setattr(report, name, value)
+
+
+# The newer LiteRT CompiledModel tool: a labelled block in milliseconds.
+_COMPILED_MODEL = [
+    (rf"Model initialization:\s*({_NUM}) ms", "init_ms", 1.0),
+    (rf"Warmup \(first\):\s*({_NUM}) ms", "first_ms", 1.0),
+    (rf"Warmup \(avg\):\s*({_NUM}) ms", "warmup_avg_ms", 1.0),
+    (rf"Inference \(avg\):\s*({_NUM}) ms", "avg_ms", 1.0),
+    (r"Inference \(avg\):.*\((\d+) runs\)", "count", None),
+    (rf"Inference \(min\):\s*({_NUM}) ms", "min_ms", 1.0),
+    (rf"Inference \(max\):\s*({_NUM}) ms", "max_ms", 1.0),
+    (rf"Inference \(std\):\s*({_NUM})", "std_ms", 1.0),
+    (rf"Overall footprint:\s*({_NUM}) MB", "peak_memory_mb", 1.0),
+]
+
+
+def _parse_compiled_model_block(lines: list[str], report: RunnerReport) -> None:
+    if any("BENCHMARK RESULTS" in x for x in lines):
+        _read_labelled(lines, _COMPILED_MODEL, report)
+
+
+# onnxruntime_perf_test: the average in ms, session creation and percentiles in SECONDS, memory in bytes.
+_ORT_PERF_TEST = [
+    (rf"Session creation time cost:\s*({_NUM}) s", "init_ms", 1e3),
+    (rf"First inference time cost:\s*({_NUM}) ms", "first_ms", 1.0),
+    (rf"Average (?:inference )?time cost:\s*({_NUM}) ms", "avg_ms", 1.0),
+    (r"Total inference requests:\s*(\d+)", "count", None),
+    (r"Runs:\s*(\d+)", "count", None),
+    (rf"Peak working set size:\s*({_NUM})", "peak_memory_mb", 1 / 2**20),
+    (rf"Min Latency:\s*({_NUM}) s", "min_ms", 1e3),
+    (rf"Max Latency:\s*({_NUM}) s", "max_ms", 1e3),
+    (rf"P50 Latency:\s*({_NUM}) s", "median_ms", 1e3),
+    (rf"P90 Latency:\s*({_NUM}) s", "p90_ms", 1e3),
+    (rf"P95 Latency:\s*({_NUM}) s", "extra.p95_ms", 1e3),
+    (rf"P99 Latency:\s*({_NUM}) s", "extra.p99_ms", 1e3),
+    (rf"P999 Latency:\s*({_NUM}) s", "extra.p999_ms", 1e3),
+    (rf"P50 Latency is\s*({_NUM})\s*sec", "median_ms", 1e3),  # older builds
+]
 
 
 def parse_onnxruntime_perf_test(text: str) -> RunnerReport:
     """``onnxruntime_perf_test``: average in ms, percentiles in **seconds**, working set in bytes."""
     report = RunnerReport("onnxruntime_perf_test")
-    for line in _lines(text):
-        if m := re.match(rf"Session creation time cost:\s*({_NUM}) s", line):
-            report.init_ms = float(m.group(1)) * 1e3
-        elif m := re.match(rf"First inference time cost:\s*({_NUM}) ms", line):
-            report.first_ms = float(m.group(1))
-        elif m := re.match(rf"Average (?:inference )?time cost:\s*({_NUM}) ms", line):
-            report.avg_ms = float(m.group(1))
-        elif m := re.match(r"Total inference requests:\s*(\d+)", line):
-            report.count = int(m.group(1))
-        elif m := re.match(r"Runs:\s*(\d+)", line):
-            report.count = int(m.group(1))
-        elif m := re.match(rf"Peak working set size:\s*({_NUM})", line):
-            report.peak_memory_mb = float(m.group(1)) / 2**20
-        elif m := re.match(rf"(Min|Max|P50|P90|P95|P99|P999) Latency:\s*({_NUM}) s", line):
-            value = float(m.group(2)) * 1e3
-            key = m.group(1)
-            if key == "Min":
-                report.min_ms = value
-            elif key == "Max":
-                report.max_ms = value
-            elif key == "P50":
-                report.median_ms = value
-            elif key == "P90":
-                report.p90_ms = value
-            else:
-                report.extra[key.lower() + "_ms"] = value
-        elif m := re.match(rf"P50 Latency is\s*({_NUM})\s*sec", line):
-            report.median_ms = float(m.group(1)) * 1e3
-        elif "failed" in line.lower() and ("error" in line.lower() or line.lower().startswith("failed")):
+    lines = _lines(text)
+    _read_labelled(lines, _ORT_PERF_TEST, report)
+    for line in lines:
+        if "failed" in line.lower() and ("error" in line.lower() or line.lower().startswith("failed")):
             report.failed = report.failed or line
     if report.avg_ms is None and report.failed is None:
         report.failed = "no timing summary in the runner's output"

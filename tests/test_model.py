@@ -89,6 +89,16 @@ def test_deploy_same_function_any_size(name, size):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
+def test_deploy_twice_is_the_same_function():
+    torch.manual_seed(0)
+    model = _randomize_norms(emo.create_model("emo_1m"))
+    once = emo.deploy(model)
+    twice = emo.deploy(once)
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        assert (twice(x) - model(x)).abs().max().item() <= 1e-5
+
+
 def test_deploy_folds_batchnorm_and_keeps_rank_4():
     model = emo.deploy(emo.create_model("emo_1m"))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
