@@ -29,6 +29,7 @@ demo: venv
 	$(BIN)/emo-bench $(OUT) --device host --threads 2 --iters 30 --out $(OUT)/bench.jsonl --plot $(OUT)/bench.png
 
 test: venv
+	$(BIN)/ruff check emo export runtime_bench tests
 	$(BIN)/pytest -q
 
 lint: venv

@@ -13,9 +13,8 @@ import io
 from dataclasses import dataclass
 from types import ModuleType
 
-from emo.export.output import captured_output
-
 from emo.errors import EMOError
+from emo.export.output import captured_output
 
 
 @dataclass(frozen=True)

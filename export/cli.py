@@ -121,10 +121,9 @@ def _export_parser() -> argparse.ArgumentParser:
 
 @_one_line_errors
 def export_main(argv: list[str] | None = None) -> int:
+    from emo.data import read_labels_file
     from emo.export.backends import check_options, parse_formats
     from emo.export.pipeline import ExportOptions, export_all, prepare_run
-
-    from emo.data import read_labels_file
     from emo.model import VARIANTS
 
     args = _export_parser().parse_args(argv)
@@ -234,6 +233,7 @@ def predict_main(argv: list[str] | None = None) -> int:
         probabilities = side["output"].get("kind") == "probabilities"
     else:
         import torch
+
         from emo.export.pipeline import build_model
 
         model = build_model(args.model, args.weights, args.ema)

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import torch
-from emo.export.executorch import lower
 from torch import nn
+
+from emo.export.executorch import lower
 
 CAN_RUN_HERE = sys.platform == "darwin"
 SKIP_REASON = "needs Apple runtime (Core ML delegate runs on iOS/macOS only)"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 import torch
+
 from emo.export import onnx as onnx_backend
 
 load = onnx_backend.load

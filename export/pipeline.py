@@ -22,6 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
+import emo
+from emo.checkpoint import sha256_file
+from emo.data import IMAGENET_MEAN, IMAGENET_STD, LABELS_SOURCE, imagenet_labels, normalize
+from emo.errors import EMOError
 from emo.export.backends import BACKENDS, Backend, precision_for
 from emo.export.output import captured_output
 from emo.export.parity import (
@@ -34,16 +40,9 @@ from emo.export.parity import (
     run_batched,
     skipped,
 )
-from torch import nn
-
-import emo
-from emo.checkpoint import sha256_file
-from emo.data import IMAGENET_MEAN, IMAGENET_STD, LABELS_SOURCE, imagenet_labels, normalize
-from emo.errors import EMOError
 
 SIDECAR_SCHEMA = "emo-mobile/sidecar/1"
 RANDOM_INIT_SEED = 0
-MAX_BATCH = 1024
 DYNAMIC_PARITY_BATCH = 3  # a dynamic-batch artifact is checked at a batch it was not traced with
 
 

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from emo_testutil import REF_CKPT, need_reference
 
 

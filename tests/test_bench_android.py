@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from emo.runtime_bench import android
 from emo.runtime_bench.cli import main
 from emo.runtime_bench.results import BenchError

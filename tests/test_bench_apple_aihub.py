@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from emo.runtime_bench import aihub, apple
 from emo.runtime_bench.cli import main
 from emo.runtime_bench.results import Artifact, BenchError

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+
 from emo.export import cli as export_cli
 from emo.runtime_bench import host
 from emo.runtime_bench.cli import main

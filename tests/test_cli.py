@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from emo.export import cli
-from emo_testutil import REF_CKPT, need_reference
 
 import emo
+from emo.export import cli
+from emo_testutil import REF_CKPT, need_reference
 
 BIN = Path(sys.executable).parent
 

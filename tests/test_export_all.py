@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from emo.export import backends as backends_mod
 from emo.export import cli
 from emo.export.backends import BACKENDS

@@ -6,13 +6,13 @@ import sys
 
 import numpy as np
 import pytest
+
+from emo.data import sample_images
 from emo.export import backends as backends_mod
 from emo.export import cli
 from emo.export.backends import BACKENDS
 from emo.export.mil_interpreter import MILInterpreterError, MILProgram, _BlobFile
 from emo_testutil import need_reference
-
-from emo.data import sample_images
 
 
 @pytest.fixture(scope="module")

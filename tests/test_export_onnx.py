@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+
 from emo.export import cli
 from emo.export.backends import BACKENDS
 from emo.export.parity import TOLERANCES
@@ -93,9 +94,8 @@ def test_verify_catches_a_corrupted_graph(exported, tmp_path, capsys):
 
 
 def test_predict_with_artifact_and_with_pytorch(exported, capsys):
-    from emo_testutil import REF_CKPT
-
     from emo.data import sample_images
+    from emo_testutil import REF_CKPT
 
     cat = str(sample_images()[1])
     assert cli.predict_main([cat, "--artifact", str(exported / "emo_1m_onnx_fp32.onnx"), "--repeat", "2"]) == 0

@@ -5,10 +5,10 @@ import re
 import numpy as np
 import pytest
 import torch
-from emo_testutil import REF_IO, REFERENCE, need_reference
 
 import emo
 from emo.model import VARIANTS
+from emo_testutil import REF_IO, REFERENCE, need_reference
 
 VARIANT_NAMES = list(VARIANTS)
 
