@@ -26,7 +26,10 @@ demo: venv
 	$(BIN)/emo-export --model emo_1m $(if $(WEIGHTS),--weights $(WEIGHTS)) --format all --out $(OUT)
 	$(BIN)/emo-verify $(OUT)/emo_1m_onnx_fp32.onnx
 	$(BIN)/emo-predict emo/assets/samples/cat.jpg --artifact $(OUT)/emo_1m_onnx_fp32.onnx
-	$(BIN)/emo-bench $(OUT) --device host --threads 2 --iters 30 --out $(OUT)/bench.jsonl --plot $(OUT)/bench.png
+	# the host runs every artifact but the Apple-only ones (.mlpackage, the Core ML-delegated .pte)
+	$(BIN)/emo-bench $(OUT)/emo_1m_onnx_fp32.onnx $(OUT)/emo_1m_ort_fp32.ort $(OUT)/emo_1m_tflite_fp32.tflite \
+		$(OUT)/emo_1m_xnnpack_fp32.pte $(OUT)/emo_1m_pytorch_fp32.pt2 --device host --threads 2 --iters 30 \
+		--out $(OUT)/bench.jsonl --plot $(OUT)/bench.png
 
 test: venv
 	$(BIN)/ruff check emo export runtime_bench tests
