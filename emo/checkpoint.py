@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from emo.errors import EMOError
+from emo.errors import EMOError, first_line
 
 # Keys the authors' training loop stores next to the weights; a dict holding one of them is a training checkpoint.
 _WRAPPER_KEYS = ("net", "net_E", "state_dict", "model")
@@ -28,11 +28,6 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:160]
 
 
 def _read(path: str | Path) -> object:
@@ -64,7 +59,7 @@ def _read(path: str | Path) -> object:
 
 
 def _corrupt(path: Path, error: BaseException) -> EMOError:
-    return EMOError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {_first_line(error)}")
+    return EMOError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {first_line(error)}")
 
 
 def load_state_dict(path: str | Path, *, ema: bool = False) -> dict[str, torch.Tensor]:

@@ -3,3 +3,9 @@
 
 class EMOError(Exception):
     """Bad input (file, checkpoint, option). The message says what is wrong and how to fix it."""
+
+
+def first_line(error: BaseException, limit: int = 160) -> str:
+    """An exception's first message line (its type name if it has none), cut to ``limit`` characters."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]

@@ -214,16 +214,13 @@ def predict_main(argv: list[str] | None = None) -> int:
     if bool(args.artifact) == bool(args.model):
         raise EMOError("give either --artifact PATH or --model NAME [--weights PATH]")
     if args.artifact:
-        from emo.export.backends import BACKENDS
-        from emo.export.pipeline import contract_batch_and_size, read_sidecar
+        from emo.export.pipeline import contract_batch_and_size, read_sidecar, sidecar_backend
 
         artifact = Path(args.artifact)
         if not artifact.exists():
             raise EMOError(f"artifact not found: {artifact}")
         side = read_sidecar(artifact)
-        backend = BACKENDS.get(side["backend"])
-        if backend is None:
-            raise EMOError(f"sidecar names an unknown backend {side['backend']!r}")
+        backend = sidecar_backend(side)
         run = backend.load_module().load(artifact)
         batch, size = contract_batch_and_size(side["input"])
         batch = batch or 1

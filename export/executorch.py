@@ -58,7 +58,10 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
 def load(path: Path, threads: int | None = None):
     from executorch.runtime import Runtime
 
-    # executorch.runtime's Python binding has no thread-count knob; XNNPACK uses its default threadpool.
+    if threads:  # XNNPACK's thread pool (process-wide in the Python binding)
+        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+        _unsafe_reset_threadpool(threads)
     method = Runtime.get().load_program(Path(path)).load_method("forward")
 
     def run(x: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from torch import nn
 import emo
 from emo.checkpoint import sha256_file
 from emo.data import IMAGENET_MEAN, IMAGENET_STD, LABELS_SOURCE, imagenet_labels, normalize
-from emo.errors import EMOError
+from emo.errors import EMOError, first_line
 from emo.export.backends import BACKENDS, Backend, precision_for
 from emo.export.output import captured_output
 from emo.export.parity import (
@@ -160,7 +160,7 @@ def artifact_metadata(options: ExportOptions, num_classes: int, weights: dict) -
         "emo.variant": options.variant,
         "emo.input": json.dumps({k: v for k, v in contract.items() if k != "normalization"}),
         "emo.normalization": json.dumps(contract["normalization"]),
-        "emo.output": json.dumps({"name": "logits", "num_classes": num_classes}),
+        "emo.output": json.dumps(output_contract(options, contract["shape"][0], num_classes)),
         "emo.weights_sha256": weights.get("sha256", f"random-init (seed {RANDOM_INIT_SEED})"),
         "emo.labels_source": options.labels_source or "none (class indices)",
         "emo.version": emo.__version__,
@@ -210,6 +210,15 @@ def remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists():
         path.unlink()
+
+
+def sidecar_backend(side: dict) -> Backend:
+    """The backend that wrote a sidecar's artifact (its runtime runs the artifact here)."""
+    backend = BACKENDS.get(side["backend"])
+    if backend is None:
+        raise EMOError(f"sidecar names an unknown backend {side['backend']!r}; this emo-mobile knows: "
+                       + ", ".join(BACKENDS))
+    return backend
 
 
 def read_sidecar(artifact: Path) -> dict:
@@ -266,15 +275,10 @@ def check_parity(backend: Backend, module, path: Path, reference: nn.Module, siz
         try:
             actual = artifact_logits(load(path), images, batch, in_graph_normalization)
         except Exception as e:  # the runtime cannot execute the artifact: that is a failed check, not a crash
-            parities.append(failed(name, precision, f"runtime error: {_first_line(e)}"))
+            parities.append(failed(name, precision, f"runtime error: {first_line(e, limit=300)}"))
             continue
         parities.append(compare(expected, actual, precision, name))
     return combine(parities)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:300]
 
 
 def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: nn.Module,
@@ -311,7 +315,7 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
         log.write("\n" + traceback.format_exc())
         log_path.write_text(log.getvalue(), encoding="utf-8")
         return ExportResult(backend.name, precision, None, None,
-                            f"error: {backend.name} failed: {_first_line(e)} (log: {log_path})")
+                            f"error: {backend.name} failed: {first_line(e, limit=300)} (log: {log_path})")
     remove(final)
     os.replace(tmp, final)
     if log_path.exists():
@@ -377,10 +381,7 @@ def verify(artifact: Path, weights: str | None = None) -> tuple[Parity, dict, li
     if not artifact.exists():
         raise EMOError(f"artifact not found: {artifact}")
     side = read_sidecar(artifact)
-    backend = BACKENDS.get(side["backend"])
-    if backend is None:
-        raise EMOError(f"sidecar names an unknown backend {side['backend']!r}; this emo-mobile knows: "
-                       + ", ".join(BACKENDS))
+    backend = sidecar_backend(side)
     notes = []
     digest, _ = artifact_digest(artifact)
     if side.get("sha256") and digest != side["sha256"]:

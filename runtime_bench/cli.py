@@ -10,11 +10,18 @@ Exit codes: 0 every row ok; 1 some row failed (kept in the results with its reas
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row, find_artifacts, read_rows
+from emo.runtime_bench.results import (
+    Artifact,
+    BenchError,
+    BenchResult,
+    base_row,
+    find_artifacts,
+    first_line,
+    read_rows,
+)
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 TARGETS = "host | adb[:SERIAL] | mac | ios[:UDID] | aihub:DEVICE_NAME"
@@ -130,14 +137,14 @@ def _bench(argv: list[str]) -> int:
             row = run()
         except (BenchError, OSError, RuntimeError, ValueError) as e:  # one run's trouble fails its row only
             row = base_row(artifact, {"target": kind, "serial": arg}, settings)
-            row.status = f"failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+            row.status = f"failed: {first_line(e)}"
         rows.append(row)
         with open(out, "a", encoding="utf-8") as f:  # appended as it goes: an interrupted run keeps its rows
             f.write(row.to_json() + "\n")
         if not row.ok:
             print(f"\nemo-bench: {Path(row.artifact).name}: {row.status}", file=sys.stderr)
     progress.close()
-    dicts = [json.loads(r.to_json()) for r in rows]
+    dicts = [r.to_dict() for r in rows]
     print(report.table(dicts))
     print(f"{len(rows)} rows appended to {out}")
     if args.csv:

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from emo.runtime_bench.results import Artifact, BenchResult, base_row, package_versions
+from emo.runtime_bench.results import Artifact, BenchResult, base_row, first_line, package_versions
 from emo.runtime_bench.stats import measure, summary
 
 RUNTIME_PACKAGES = {"onnx": ("onnxruntime",), "ort": ("onnxruntime",), "tflite": ("ai-edge-litert",),
@@ -125,8 +125,7 @@ def _worker_main(argv: list[str]) -> int:
         result = worker(Path(args.artifact), args.backend, json.loads(args.shape), args.threads, args.warmup,
                         args.iters, args.min_seconds)
     except Exception as e:  # reported to the parent as the row's reason
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        reason = first if isinstance(e, RuntimeMissingError) else f"{type(e).__name__}: {first}"
+        reason = first_line(e) if isinstance(e, RuntimeMissingError) else f"{type(e).__name__}: {first_line(e)}"
         print(json.dumps({"error": reason}))
         return 1
     print(json.dumps(result))

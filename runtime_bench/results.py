@@ -24,6 +24,12 @@ class BenchError(Exception):
     """Bad input for emo-bench: one line on stderr, exit code 2."""
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's first message line, or its type name if it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 @dataclass
 class Artifact:
     path: Path
@@ -61,7 +67,7 @@ def read_artifact(path: Path) -> Artifact:
     except FileNotFoundError:
         return Artifact(path, None, f"no sidecar {side.name}")
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        return Artifact(path, None, f"unreadable sidecar {side.name}: {str(e).splitlines()[0]}")
+        return Artifact(path, None, f"unreadable sidecar {side.name}: {first_line(e)}")
 
 
 def find_artifacts(paths: list[str]) -> list[Artifact]:
@@ -137,8 +143,11 @@ class BenchResult:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    def to_dict(self) -> dict:
+        return asdict(self)
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps(self.to_dict())
 
 
 def base_row(artifact: Artifact, device: dict, settings: dict) -> BenchResult:

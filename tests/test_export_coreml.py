@@ -179,6 +179,8 @@ def test_image_input_classifier(tmp_path, capsys):
     program = MILProgram(tmp_path / "emo_1m_coreml_fp16.mlpackage")
     assert program.spec.description.input[0].type.WhichOneof("Type") == "imageType"
     assert program.spec.description.predictedFeatureName == "classLabel"
+    embedded = json.loads(dict(program.spec.description.metadata.userDefined)["emo.output"])
+    assert embedded == side["output"] and embedded["kind"] == "probabilities"
     out = program.run({"image": np.full((1, 3, 160, 160), 128.0, np.float32)})
     probs = out["classLabel_probs"]
     assert len(probs) == 1000 and abs(sum(probs.values()) - 1) < 1e-2 and out["classLabel"] in probs

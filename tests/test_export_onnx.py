@@ -60,6 +60,7 @@ def test_onnx_graph_contract(exported):
     assert model.opset_import[0].version >= 17
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["emo.variant"] == "emo_1m"
+    assert json.loads(meta["emo.output"]) == {"name": "logits", "kind": "logits", "shape": [1, 1000]}
     assert json.loads(meta["emo.normalization"])["in_graph"] is True
     assert meta["emo.labels"].splitlines()[281] == "tabby cat"
     # NNAPI, the ANE and Hexagon want rank <= 4: every value in the exported graph
