@@ -274,6 +274,8 @@ def check_parity(backend: Backend, module, path: Path, reference: nn.Module, siz
     for name, load in runtimes:
         try:
             actual = artifact_logits(load(path), images, batch, in_graph_normalization)
+        except EMOError:  # the artifact is refused (e.g. an unsafe archive): bad input, not a failed check
+            raise
         except Exception as e:  # the runtime cannot execute the artifact: that is a failed check, not a crash
             parities.append(failed(name, precision, f"runtime error: {first_line(e, limit=300)}"))
             continue

@@ -12,6 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from emo.errors import EMOError
+from emo.runtime_bench.pt2_archive import UnsafeArchiveError, load_program
+
 
 def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if ctx.dynamic_batch else None
@@ -24,7 +27,10 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
 def load(path: Path, threads: int | None = None):
     if threads:
         torch.set_num_threads(threads)
-    module = torch.export.load(str(path)).module()
+    try:
+        module = load_program(path)  # refuses anything in the archive that loading would execute
+    except UnsafeArchiveError as e:
+        raise EMOError(str(e)) from None
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():

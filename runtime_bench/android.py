@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -21,6 +22,7 @@ from emo.runtime_bench.parsers import PARSERS
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row
 
 DEVICE_DIR = "/data/local/tmp/emo-bench"
+SAFE_SUFFIXES = (".tflite", ".onnx", ".ort", ".pte")
 ADB_TIMEOUT_S = 60
 RUN_TIMEOUT_S = 1800
 
@@ -71,8 +73,8 @@ class Adb:
 
     def __call__(self, *args: str, timeout: float = ADB_TIMEOUT_S, check: bool = True) -> str:
         cmd = [self.binary, *(["-s", self.serial] if self.serial else []), *args]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        try:  # adb and device tools may print any bytes: decode leniently rather than fail on them
+            proc = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout)
         except subprocess.TimeoutExpired:
             raise BenchError(f"adb {' '.join(args[:2])} timed out after {timeout:.0f} s") from None
         if check and proc.returncode != 0:
@@ -81,15 +83,23 @@ class Adb:
         return proc.stdout
 
     def shell(self, command: str, timeout: float = ADB_TIMEOUT_S, check: bool = True) -> str:
+        """Run ``command`` in the device's shell. ``adb shell`` joins its words into one string that the device's
+        ``sh`` parses, so every word that is not a literal of this module must come through ``quote``."""
         return self("shell", command, timeout=timeout, check=check)
+
+
+def quote(*words: object) -> str:
+    """Words for the device shell, each quoted: a file name like ``x$(reboot).tflite`` stays one inert word."""
+    return " ".join(shlex.quote(str(w)) for w in words)
 
 
 def list_devices(adb: Adb) -> list[tuple[str, str]]:
     """(serial, state) from ``adb devices``: state is device, unauthorized, offline, ..."""
     devices = []
-    for line in adb("devices").splitlines()[1:]:
+    for line in adb("devices").splitlines():
         parts = line.split()
-        if len(parts) >= 2:
+        # skip the header and the daemon's own start-up lines ("* daemon started successfully")
+        if len(parts) >= 2 and not line.startswith(("*", "List of devices")):
             devices.append((parts[0], parts[1]))
     return devices
 
@@ -182,37 +192,39 @@ def run_adb(artifact: Artifact, adb: Adb, device: dict, settings: dict) -> Bench
         return row
     try:
         runner = find_runner(name, device.get("abi", "arm64-v8a"), settings.get("runners", []))
-        remote_model = f"{DEVICE_DIR}/{artifact.path.name}"
+        # pushed under a fixed name: the real file name (any characters) never reaches the device's shell
+        remote_model = f"{DEVICE_DIR}/model{artifact.path.suffix if artifact.path.suffix in SAFE_SUFFIXES else ''}"
         command = runner_command(name, remote_model, settings)
     except (FileNotFoundError, ValueError) as e:
         row.status = f"failed: {e}"
         return row
-    pin = ""
+    pin: list[str] = []
     if device.get("taskset") and device.get("big_cores") and len(device["big_cores"]) < len(
             device.get("cpu_max_freq_khz", [])):
-        pin = f"taskset {sum(1 << c for c in device['big_cores']):x} "
+        pin = ["taskset", f"{sum(1 << c for c in device['big_cores']):x}"]
     row.device["pinned_cores"] = device.get("big_cores") if pin else None
     row.device["thermal_status_before"] = thermal_status(adb)
+    output_file = f"{DEVICE_DIR}/output.txt"
     try:
-        adb.shell(f"rm -rf {DEVICE_DIR} && mkdir -p {DEVICE_DIR}")
+        adb.shell(f"rm -rf {quote(DEVICE_DIR)} && mkdir -p {quote(DEVICE_DIR)}")
         adb("push", str(runner), f"{DEVICE_DIR}/{name}")
-        adb.shell(f"chmod 755 {DEVICE_DIR}/{name}")
+        adb.shell(f"chmod 755 {quote(f'{DEVICE_DIR}/{name}')}")
         adb("push", str(artifact.path), remote_model)
-        adb("push", str(artifact.path.with_suffix(".json")), f"{DEVICE_DIR}/{artifact.path.stem}.json")
-        code = adb.shell(f"cd {DEVICE_DIR} && {pin}{' '.join(command)} > {DEVICE_DIR}/output.txt 2>&1; echo EXIT=$?",
-                         timeout=RUN_TIMEOUT_S, check=False)
+        adb("push", str(artifact.path.with_suffix(".json")), f"{DEVICE_DIR}/model.json")
+        code = adb.shell(f"cd {quote(DEVICE_DIR)} && {quote(*pin, *command)} > {quote(output_file)} 2>&1; "
+                         "echo EXIT=$?", timeout=RUN_TIMEOUT_S, check=False)
         with tempfile.TemporaryDirectory() as tmp:
-            adb("pull", f"{DEVICE_DIR}/output.txt", f"{tmp}/output.txt")
+            adb("pull", output_file, f"{tmp}/output.txt")
             output = Path(tmp, "output.txt").read_text(errors="replace")
     except BenchError as e:
         row.status = f"failed: {e}"
         return row
     finally:
-        adb.shell(f"rm -rf {DEVICE_DIR}", check=False)
+        adb.shell(f"rm -rf {quote(DEVICE_DIR)}", check=False)
     row.device["thermal_status_after"] = thermal_status(adb)
     report = PARSERS[name](output)
     exit_code = re.search(r"EXIT=(\d+)", code)
-    row.settings = {**settings, "runner": name, "command": f"{pin}{' '.join(command)}"}
+    row.settings = {**settings, "runner": name, "command": quote(*pin, *command)}
     row.latencies_source = "runner summary"
     row.load_ms, row.first_inference_ms, row.peak_memory_mb = report.init_ms, report.first_ms, report.peak_memory_mb
     row.summary = report.summary()

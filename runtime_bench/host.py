@@ -79,8 +79,10 @@ def _load(path: Path, backend: str, threads: int):
         if backend == "pt2":
             import torch
 
+            from emo.runtime_bench.pt2_archive import load_program
+
             torch.set_num_threads(threads)
-            module = torch.export.load(str(path)).module()
+            module = load_program(path)
 
             def run_pt2(x):
                 with torch.no_grad():

@@ -128,7 +128,7 @@ def test_tflite_run_exact_commands_and_numbers(phone, tmp_path, capsys):
                  str(runners / "benchmark_model"), "--cooldown", "0", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     d = "/data/local/tmp/emo-bench"
-    run = (f"cd {d} && taskset c0 ./benchmark_model --graph={d}/emo_1m_tflite_fp32.tflite --num_threads=4 "
+    run = (f"cd {d} && taskset c0 ./benchmark_model --graph={d}/model.tflite --num_threads=4 "
            f"--warmup_runs=1 --num_runs=50 --use_xnnpack=true > {d}/output.txt 2>&1; echo EXIT=$?")
     s = ["-s", "R5CT1234"]
     expected = [
@@ -141,8 +141,8 @@ def test_tflite_run_exact_commands_and_numbers(phone, tmp_path, capsys):
         [*s, "shell", f"rm -rf {d} && mkdir -p {d}"],
         [*s, "push", str(runners / "benchmark_model"), f"{d}/benchmark_model"],
         [*s, "shell", f"chmod 755 {d}/benchmark_model"],
-        [*s, "push", str(model), f"{d}/emo_1m_tflite_fp32.tflite"],
-        [*s, "push", str(model.with_suffix(".json")), f"{d}/emo_1m_tflite_fp32.json"],
+        [*s, "push", str(model), f"{d}/model.tflite"],  # a fixed name: the real one never reaches the shell
+        [*s, "push", str(model.with_suffix(".json")), f"{d}/model.json"],
         [*s, "shell", run],
     ]
     got = calls()
@@ -167,7 +167,7 @@ def test_onnx_runner_and_delegate(phone, tmp_path, capsys):
     assert main([str(model), "--device", "adb:R5CT1234", "--delegate", "nnapi", "--iters", "100", "--runner",
                  str(runners / "onnxruntime_perf_test"), "--cooldown", "0", "--out", str(out)]) == 0
     run = _runner_call(calls())
-    assert "./onnxruntime_perf_test -e nnapi -x 2 -r 100 -m times -s -I /data/local/tmp/emo-bench/emo_1m_onnx" in run
+    assert "./onnxruntime_perf_test -e nnapi -x 2 -r 100 -m times -s -I /data/local/tmp/emo-bench/model.onnx" in run
     row = json.loads(out.read_text())
     assert row["summary"]["median"] == pytest.approx(1.85674) and row["summary"]["p90"] == pytest.approx(1.87215)
     assert row["summary"]["count"] == 100 and row["peak_memory_mb"] == pytest.approx(36696064 / 2**20)
