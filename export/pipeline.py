@@ -40,6 +40,8 @@ from emo.export.parity import (
     run_batched,
     skipped,
 )
+from emo.runtime_bench import sidecar as sidecar_schema
+from emo.runtime_bench.sidecar import sidecar_path
 
 SIDECAR_SCHEMA = "emo-mobile/sidecar/1"
 RANDOM_INIT_SEED = 0
@@ -195,10 +197,6 @@ def artifact_digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def sidecar_path(artifact: Path) -> Path:
-    return artifact.with_suffix(".json")
-
-
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -222,17 +220,11 @@ def sidecar_backend(side: dict) -> Backend:
 
 
 def read_sidecar(artifact: Path) -> dict:
-    path = sidecar_path(artifact)
+    """The artifact's sidecar, checked against the one schema emo-verify, emo-predict and emo-bench share."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EMOError(f"no sidecar {path.name} next to {artifact.name}; re-export it with emo-export") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EMOError(f"unreadable sidecar {path}: {e}") from None
-    missing = [k for k in ("variant", "backend", "precision", "input", "output", "weights") if k not in data]
-    if not isinstance(data, dict) or missing:
-        raise EMOError(f"sidecar {path} lacks {', '.join(missing) or 'a JSON object'}; re-export the artifact")
-    return data
+        return sidecar_schema.read(artifact)
+    except sidecar_schema.SidecarError as e:
+        raise EMOError(str(e)) from None
 
 
 def toolchain_versions(backend: Backend) -> dict[str, str]:
@@ -390,9 +382,10 @@ def verify(artifact: Path, weights: str | None = None) -> tuple[Parity, dict, li
         notes.append("artifact changed since export (sha256 differs from the sidecar)")
     recorded = side["weights"]
     if weights is None and not recorded.get("random_init"):
-        weights = recorded.get("path")
-        if not weights or not Path(weights).exists():
-            raise EMOError(f"the weights of this artifact ({weights}) are not here; pass --weights PATH")
+        try:  # a regular file only (never /dev/zero or a FIFO), relative paths from the sidecar's folder
+            weights = str(sidecar_schema.weights_path(side, artifact))
+        except sidecar_schema.SidecarError as e:
+            raise EMOError(f"{e}; pass --weights PATH") from None
         if sha256_file(weights) != recorded.get("sha256"):
             raise EMOError(f"{weights} changed since export (sha256 differs from the sidecar); pass --weights PATH")
     model = build_model(side["variant"], weights, bool(recorded.get("ema")), side.get("num_classes"))

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from emo.runtime_bench import sidecar
+
 SUFFIXES = (".onnx", ".ort", ".tflite", ".pte", ".pt2", ".mlpackage")
 SCHEMA = "emo-mobile/bench/1"
 
@@ -58,16 +60,11 @@ class Artifact:
 
 
 def read_artifact(path: Path) -> Artifact:
-    side = path.with_suffix(".json")
+    """The artifact with its sidecar; a missing or malformed sidecar is kept as the reason its row fails."""
     try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or "backend" not in data:
-            raise ValueError("not an emo-export sidecar")
-        return Artifact(path, data)
-    except FileNotFoundError:
-        return Artifact(path, None, f"no sidecar {side.name}")
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        return Artifact(path, None, f"unreadable sidecar {side.name}: {first_line(e)}")
+        return Artifact(path, sidecar.read(path))
+    except sidecar.SidecarError as e:
+        return Artifact(path, None, str(e))
 
 
 def find_artifacts(paths: list[str]) -> list[Artifact]:

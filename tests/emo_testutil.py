@@ -1,5 +1,6 @@
 """Paths and helpers shared by the tests (a plain module: `tests` is not a package here)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,3 +14,17 @@ REF_IO = REFERENCE / "emo_1m_seed7_io.npz"
 def need_reference() -> None:
     if not REF_CKPT.exists():
         pytest.skip(f"authors' reference data not found at {REFERENCE}")
+
+
+def write_sidecar(artifact: Path, backend: str, precision: str = "fp32", **fields) -> Path:
+    """A complete, valid sidecar for a stand-in artifact (the bench and CLI tests need no real export)."""
+    side = {"schema": "emo-mobile/sidecar/1", "variant": "emo_1m", "backend": backend, "precision": precision,
+            "file": artifact.name, "sha256": "ab" * 32, "weights": {"random_init": True, "seed": 0},
+            "num_classes": 1000,
+            "input": {"name": "image", "shape": [1, 3, 224, 224], "dtype": "float32", "layout": "NCHW",
+                      "range": [0.0, 1.0], "normalization": {"mean": [0.485, 0.456, 0.406],
+                                                             "std": [0.229, 0.224, 0.225], "in_graph": True}},
+            "output": {"name": "logits", "kind": "logits", "shape": [1, 1000]}, "labels": None, **fields}
+    path = artifact.with_suffix(".json")
+    path.write_text(json.dumps(side))
+    return path

@@ -11,6 +11,7 @@ import pytest
 from emo.runtime_bench import android
 from emo.runtime_bench.cli import main
 from emo.runtime_bench.results import BenchError
+from emo_testutil import write_sidecar
 
 OUTPUTS = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "runner_outputs"
 
@@ -110,9 +111,7 @@ def _artifact(folder: Path, name: str, backend: str) -> Path:
     folder.mkdir(exist_ok=True)
     path = folder / name
     path.write_bytes(b"model bytes")
-    path.with_suffix(".json").write_text(json.dumps({
-        "variant": "emo_1m", "backend": backend, "precision": "fp32", "sha256": "ab" * 32,
-        "input": {"shape": [1, 3, 224, 224]}}))
+    write_sidecar(path, backend)
     return path
 
 

@@ -9,6 +9,7 @@ import pytest
 from emo.export import cli as export_cli
 from emo.runtime_bench import host
 from emo.runtime_bench.cli import main
+from emo_testutil import write_sidecar
 
 ROW_KEYS = {"artifact", "artifact_sha256", "variant", "backend", "precision", "device", "settings", "status",
             "load_ms", "first_inference_ms", "latencies_ms", "summary", "peak_memory_mb", "versions",
@@ -61,13 +62,13 @@ def test_failed_rows_are_kept(tiny, tmp_path, capsys):
     (tmp_path / "emo_1m_tflite_fp32.tflite").write_bytes(b"no sidecar")
     coreml = tmp_path / "emo_1m_coreml_fp16.mlpackage"
     coreml.mkdir()
-    (tmp_path / "emo_1m_coreml_fp16.json").write_text(json.dumps({"backend": "coreml", "variant": "emo_1m"}))
+    write_sidecar(coreml, "coreml", "fp16")
     out = tmp_path / "r.jsonl"
     code = main([str(tmp_path), "--device", "host", "--iters", "2", "--out", str(out)])
     rows = {r["artifact"].rsplit("/", 1)[-1]: r["status"] for r in map(json.loads, out.read_text().splitlines())}
     assert code == 1
     assert rows["emo_1m_onnx_fp32.onnx"].startswith("failed: unreadable sidecar emo_1m_onnx_fp32.json")
-    assert rows["emo_1m_tflite_fp32.tflite"] == "failed: no sidecar emo_1m_tflite_fp32.json"
+    assert rows["emo_1m_tflite_fp32.tflite"].startswith("failed: no sidecar emo_1m_tflite_fp32.json next to ")
     assert rows["emo_1m_coreml_fp16.mlpackage"] == "failed: Core ML artifacts run with --device mac (macOS) or ios"
     assert capsys.readouterr().err.count("emo-bench: emo_1m_") == 3
 

@@ -15,6 +15,7 @@ import pytest
 
 from emo.runtime_bench import android
 from emo.runtime_bench.cli import main
+from emo_testutil import write_sidecar
 
 OUTPUTS = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "runner_outputs"
 
@@ -81,8 +82,7 @@ def test_hostile_artifact_names_run_nothing_on_the_device(sh_phone, tmp_path, na
     folder.mkdir()
     model = folder / name
     model.write_bytes(b"model bytes")
-    model.with_suffix(".json").write_text(json.dumps({"variant": "emo_1m", "backend": "tflite", "precision": "fp32",
-                                                      "input": {"shape": [1, 3, 224, 224]}}))
+    write_sidecar(model, "tflite")
     out = tmp_path / "rows.jsonl"
     code = main([str(model), "--device", "adb", "--runner", str(sh_phone), "--cooldown", "0", "--out", str(out)])
     assert not list(tmp_path.rglob("pwned")), "a command in the artifact's name ran on the device"
