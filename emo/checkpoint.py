@@ -45,6 +45,15 @@ def _read(path: str | Path) -> object:
     is_pickle = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")  # legacy or raw pickle
     if not (is_zip or is_pickle):
         raise EMOError(f"{path} is not a PyTorch checkpoint (neither torch.save's zip format nor a pickle)")
+    if is_zip:  # torch.load does not check the zip's CRCs: a flipped byte inside a tensor would load silently
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            raise _corrupt(path, e) from None
+        if bad is not None:
+            raise EMOError(f"{path} is corrupt: the CRC of {bad.split('/')[-1]!r} does not match (damaged in copy "
+                           "or download?); get the checkpoint again")
     try:
         with warnings.catch_warnings():  # "Detected pickle protocol 4" on raw pickles: the error below says more
             warnings.simplefilter("ignore")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emo.errors import EMOError
+from emo.errors import EMOError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,15 +27,36 @@ def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
 
 def load_image(path: str | Path):
     """Open an image file as RGB, with a one-line error for a missing or unreadable file."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            # phones store photos sideways with an EXIF orientation tag; the model must see them upright
+            return ImageOps.exif_transpose(im).convert("RGB")
     except FileNotFoundError:
         raise EMOError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise EMOError(f"{path} is not a readable image: {e}") from None
+    except IsADirectoryError:
+        raise EMOError(f"{path} is a folder, not an image") from None
+    except Image.DecompressionBombError as e:
+        raise EMOError(f"{path} is refused as a decompression bomb ({first_line(e)})") from None
+    except MemoryError:
+        raise EMOError(f"{path} is too large to decode in memory") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:  # PIL raises SyntaxError on bad headers
+        raise EMOError(f"{path} is not a readable image: {first_line(e)}") from None
+
+
+def _check_image(image) -> None:
+    """A PIL image with pixels, or a TypeError/ValueError that says what to pass instead."""
+    from PIL import Image
+
+    if isinstance(image, str | Path):
+        raise TypeError(f"expected a PIL image, got the path {str(image)!r}; open it with emo.data.load_image(path)")
+    if isinstance(image, np.ndarray):
+        raise TypeError("expected a PIL image, got a numpy array; convert it with PIL.Image.fromarray(array)")
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL image, got {type(image).__name__}")
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"the image is empty ({image.width}x{image.height} pixels)")
 
 
 def to_unit_array(image, size: int | tuple[int, int] = 224) -> np.ndarray:
@@ -45,7 +66,10 @@ def to_unit_array(image, size: int | tuple[int, int] = 224) -> np.ndarray:
     """
     from PIL import Image
 
+    _check_image(image)
     h, w = _size_hw(size)
+    if h < 1 or w < 1:
+        raise ValueError(f"size must be positive, not {size!r}")
     image = image.convert("RGB")
     short = int(max(h, w) / CROP_PCT)
     iw, ih = image.size
@@ -88,9 +112,20 @@ def sample_images() -> list[Path]:
 
 
 def read_labels_file(path: str | Path) -> tuple[str, ...]:
-    """A labels file: one class name per line (a fine-tune's own classes)."""
+    """A labels file: one class name per line (a fine-tune's own classes); trailing blank lines are ignored.
+
+    A blank line between names is refused: dropping it would shift every later class by one.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise EMOError(f"cannot read labels file {path}: {e}") from None
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+        raise EMOError(f"cannot read labels file {path}: {first_line(e)}") from None
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if "" in lines:
+        raise EMOError(f"labels file {path} has a blank line at line {lines.index('') + 1}: every line must name the "
+                       "class of its index; remove the blank line or name the class")
+    if not lines:
+        raise EMOError(f"labels file {path} is empty")
+    return tuple(lines)

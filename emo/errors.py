@@ -5,6 +5,14 @@ class EMOError(Exception):
     """Bad input (file, checkpoint, option). The message says what is wrong and how to fix it."""
 
 
+class Terminated(KeyboardInterrupt):  # noqa: N818 - named after the signal, like KeyboardInterrupt
+    """SIGTERM, raised in the main thread so that the clean-up of Ctrl-C runs for it too (exit code 143)."""
+
+
+def raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def first_line(error: BaseException, limit: int = 160) -> str:
     """An exception's first message line (its type name if it has none), cut to ``limit`` characters."""
     text = str(error).strip()

@@ -349,10 +349,13 @@ def create_model(name: str, weights: str | None = None, *, num_classes: int | No
     ``num_classes`` defaults to the checkpoint's head size (fine-tunes load without flags), else 1000.
     """
     from emo.checkpoint import check_variant, load_state_dict  # checkpoint handling lives apart
+    from emo.errors import EMOError
 
     if name not in VARIANTS:
-        from emo.errors import EMOError
         raise EMOError(f"unknown model {name!r}; choose one of: {', '.join(VARIANTS)}")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 1):
+        raise EMOError(f"num_classes must be a positive integer, not {num_classes!r}")
     state = None
     if weights is not None:
         state = load_state_dict(weights, ema=ema)

@@ -11,13 +11,14 @@ import argparse
 import functools
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from emo.errors import EMOError
+from emo.errors import EMOError, Terminated, first_line, raise_terminated
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_CHECKED = 1, 2, 3
 
@@ -40,16 +41,21 @@ def _one_line_errors(main):
         except EMOError as e:
             print(f"emo-{prog}: error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        except Terminated:
+            print(f"emo-{prog}: terminated (nothing half-written was left behind)", file=sys.stderr)
+            return 143
         except KeyboardInterrupt:
-            print(f"emo-{prog}: interrupted", file=sys.stderr)
+            print(f"emo-{prog}: interrupted (nothing half-written was left behind)", file=sys.stderr)
             return 130
         except BrokenPipeError:  # `emo-predict ... | head`: the reader left, nothing more to say
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep Python's exit flush quiet
             return 0
 
     def entry(argv: list[str] | None = None) -> int:
+        if argv is None:  # console script: SIGTERM cleans up as Ctrl-C does
+            signal.signal(signal.SIGTERM, raise_terminated)
         code = wrapper(argv)
-        if argv is None:  # console script
+        if argv is None:
             sys.exit(code)
         return code
 
@@ -133,6 +139,10 @@ def export_main(argv: list[str] | None = None) -> int:
     size = parse_input_size(args.input_size)
     if not 1 <= args.batch <= 1024:
         raise EMOError(f"--batch {args.batch} is out of range; use 1..1024")
+    if args.dynamic_batch and args.batch != 1:
+        raise EMOError("--batch and --dynamic-batch exclude each other: a dynamic batch takes any size; drop one")
+    if not args.out.strip():
+        raise EMOError("--out is empty; name an output folder")
     if args.weights is not None and not Path(args.weights).is_file():
         raise EMOError(f"checkpoint not found: {args.weights}")
     flags = [flag for flag, given in (("--dynamic-batch", args.dynamic_batch), ("--nhwc", args.nhwc),
@@ -208,11 +218,18 @@ def predict_main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="PyTorch instead: emo_1m | emo_2m | emo_5m | emo_6m")
     p.add_argument("--weights", help="checkpoint for --model")
     p.add_argument("--ema", action="store_true")
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=int, default=5, help="classes to print (default 5)")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per image after one warm-up (default 5)")
     args = p.parse_args(argv)
     if bool(args.artifact) == bool(args.model):
         raise EMOError("give either --artifact PATH or --model NAME [--weights PATH]")
+    if args.top < 1:
+        raise EMOError(f"--top {args.top} must be at least 1")
+    if not 1 <= args.repeat <= 10_000:
+        raise EMOError(f"--repeat {args.repeat} is out of range; use 1..10000")
+    missing = [path for path in args.images if not Path(path).is_file()]
+    if missing:  # checked up front; the images themselves are decoded one at a time below
+        raise EMOError(f"image not found (or not a file): {missing[0]}")
     if args.artifact:
         from emo.export.pipeline import contract_batch_and_size, read_sidecar, sidecar_backend
 
@@ -221,7 +238,17 @@ def predict_main(argv: list[str] | None = None) -> int:
             raise EMOError(f"artifact not found: {artifact}")
         side = read_sidecar(artifact)
         backend = sidecar_backend(side)
-        run = backend.load_module().load(artifact)
+        module = backend.load_module()
+        if not getattr(module, "CAN_RUN_HERE", True):
+            print(f"emo-predict: {artifact.name} cannot run on this host: {module.SKIP_REASON}", file=sys.stderr)
+            return EXIT_NOT_CHECKED
+        try:
+            run = module.load(artifact)
+        except EMOError:
+            raise
+        except Exception as e:  # truncated or foreign file: the runtime's own parser error, on one line
+            raise EMOError(f"{backend.runtime} cannot load {artifact.name} (truncated or not a {backend.name} "
+                           f"artifact?): {first_line(e)}") from None
         batch, size = contract_batch_and_size(side["input"])
         batch = batch or 1
         in_graph = bool(side["input"]["normalization"]["in_graph"])
@@ -243,18 +270,23 @@ def predict_main(argv: list[str] | None = None) -> int:
 
         batch, size, in_graph, runtime, probabilities = 1, (224, 224), False, "PyTorch (eager)", False
         labels = imagenet_labels() if model.head.out_features == 1000 else None
-    images = [(path, load_image(path)) for path in args.images]
-    for path, image in images:
-        x = to_unit_array(image, size)
+    for path in args.images:  # one image decoded at a time: 40 large photos never sit in memory together
+        x = to_unit_array(load_image(path), size)
         if not in_graph:
             x = normalize(x)
         x = np.repeat(x[None].astype(np.float32), batch, axis=0)
-        run(x)  # warm-up
-        times = []
-        for _ in range(max(1, args.repeat)):
-            start = time.perf_counter()
-            logits = np.asarray(run(x))[0]
-            times.append((time.perf_counter() - start) * 1e3)
+        try:
+            run(x)  # warm-up
+            times = []
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                logits = np.asarray(run(x))[0]
+                times.append((time.perf_counter() - start) * 1e3)
+        except EMOError:
+            raise
+        except Exception as e:  # e.g. an artifact whose graph does not match its sidecar's input contract
+            raise EMOError(f"{runtime} failed on {path}: {first_line(e)} (does the sidecar match the artifact?)"
+                           ) from None
         probs = logits.astype(np.float64) if probabilities else _softmax(logits.astype(np.float64))
         print(f"{path}  ({runtime}: {np.median(times):.2f} ms median of {len(times)})")
         for rank, idx in enumerate(np.argsort(-probs)[: args.top], 1):

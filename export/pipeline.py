@@ -199,8 +199,12 @@ def artifact_digest(path: Path) -> tuple[str, int]:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C and SIGTERM included: never leave the temporary file behind
+        remove(tmp)
+        raise
 
 
 def remove(path: Path) -> None:
@@ -238,6 +242,8 @@ def toolchain_versions(backend: Backend) -> dict[str, str]:
 
 def check_out_dir(out: Path) -> None:
     """Create ``out`` and prove it writable, before any slow work."""
+    if out.exists() and not out.is_dir():
+        raise EMOError(f"--out {out} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".emo-write-test-{os.getpid()}"
@@ -302,14 +308,17 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
             parity = check_parity(backend, module, tmp, model, options.input_size, parity_batch, precision,
                                   options.normalize, probabilities=bool(options.backend_options.get("classifier")))
     except EMOError:
-        remove(tmp)
+        _remove_temporaries(out, final, tmp)
         raise
     except Exception as e:  # a converter's or runtime's own failure: one line here, the whole story in the log
-        remove(tmp)
+        _remove_temporaries(out, final, tmp)
         log.write("\n" + traceback.format_exc())
         log_path.write_text(log.getvalue(), encoding="utf-8")
         return ExportResult(backend.name, precision, None, None,
                             f"error: {backend.name} failed: {first_line(e, limit=300)} (log: {log_path})")
+    except BaseException:  # Ctrl-C or SIGTERM (emo.errors.Terminated): clean up, then let the CLI exit 130/143
+        _remove_temporaries(out, final, tmp)
+        raise
     remove(final)
     os.replace(tmp, final)
     if log_path.exists():
@@ -340,11 +349,19 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
     return ExportResult(backend.name, precision, final, side, parity.status, seconds, size, parity)
 
 
+def _remove_temporaries(out: Path, final: Path, tmp: Path) -> None:
+    """The temporary artifact and whatever a converter wrote beside it under the same temporary stem."""
+    remove(tmp)
+    for stray in out.glob(f".{final.stem}.tmp-{os.getpid()}*"):
+        remove(stray)
+
+
 def prepare_run(options: ExportOptions, out: Path) -> nn.Module:
-    """Every check that can fail on bad input, before any slow work: output folder, checkpoint, labels."""
-    check_out_dir(out)
+    """Every check that can fail on bad input, before any slow work: checkpoint, labels, then the output folder
+    (created only once everything else is known to be valid)."""
     model = build_model(options.variant, options.weights, options.ema)
     resolve_labels(options, model.head.out_features)
+    check_out_dir(out)
     return model
 
 

@@ -10,6 +10,9 @@ Exit codes: 0 every row ok; 1 some row failed (kept in the results with its reas
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -25,6 +28,17 @@ from emo.runtime_bench.results import (
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 TARGETS = "host | adb[:SERIAL] | mac | ios[:UDID] | aihub:DEVICE_NAME"
+MAX_THREADS = 256       # no phone or Mac has more cores; the host is capped at its own count
+MAX_ITERS = 1_000_000
+PLOT_FORMATS = (".png", ".pdf", ".svg")
+
+
+class Terminated(KeyboardInterrupt):  # noqa: N818 - named after the signal, like KeyboardInterrupt
+    """SIGTERM, handled as Ctrl-C is (the rows so far are kept), exit code 143."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,6 +87,9 @@ def _runs(kind: str, arg: str | None, artifacts: list[Artifact], settings: dict,
 
         adb = android.select_device(android.find_adb(), arg)
         device = android.describe_device(adb)
+        cores = len(device.get("cpu_max_freq_khz") or [])
+        if cores and settings["threads"] > cores:
+            raise BenchError(f"--threads {settings['threads']} is more than the {cores} cores of {device['model']}")
 
         def run(a):
             row = android.run_adb(a, adb, device, settings)
@@ -120,10 +137,8 @@ def _bench(argv: list[str]) -> int:
     p.add_argument("--compute-units", action="append", choices=("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL"),
                    help="mac/ios: repeatable (mac default: all four; ios default: ALL)")
     args = p.parse_args(argv)
-    for name in ("threads", "iters"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise BenchError(f"--{name} must be at least 1")
     kind, arg = parse_target(args.device)
+    check_options(args, kind)
     artifacts = find_artifacts(args.paths)
     settings = {"threads": args.threads, "warmup": args.warmup, "iters": args.iters or (None if args.min_seconds
                 else 50), "min_seconds": args.min_seconds, "delegate": args.delegate, "runners": args.runner}
@@ -154,6 +169,44 @@ def _bench(argv: list[str]) -> int:
     return 0 if all(r.ok for r in rows) else EXIT_FAILED
 
 
+def _writable(path: str, flag: str) -> None:
+    """Fail before any measuring when an output file could not be written at the end."""
+    target = Path(path)
+    if not path.strip() or target.is_dir():
+        raise BenchError(f"{flag} {path!r} is not a file name")
+    folder = target.parent
+    if not folder.is_dir():
+        raise BenchError(f"{flag} {path}: folder {folder} does not exist")
+    if (target.exists() and not os.access(target, os.W_OK)) or not os.access(folder, os.W_OK):
+        raise BenchError(f"{flag} {path} is not writable")
+
+
+def check_options(args, kind: str) -> None:
+    """Every option checked before the first artifact is measured (numbers in range, outputs writable)."""
+    limit = (os.cpu_count() or 1) if kind == "host" else MAX_THREADS
+    if not 1 <= args.threads <= limit:
+        where = f"this host has {limit} cores" if kind == "host" else f"at most {MAX_THREADS}"
+        raise BenchError(f"--threads {args.threads} is out of range: use 1..{limit} ({where})")
+    if args.iters is not None and not 1 <= args.iters <= MAX_ITERS:
+        raise BenchError(f"--iters {args.iters} is out of range: use 1..{MAX_ITERS}")
+    if not 0 <= args.warmup <= MAX_ITERS:
+        raise BenchError(f"--warmup {args.warmup} is out of range: use 0..{MAX_ITERS}")
+    if args.min_seconds is not None and not (math.isfinite(args.min_seconds) and 0 < args.min_seconds <= 86400):
+        raise BenchError(f"--min-seconds {args.min_seconds} must be a positive number of seconds (at most a day)")
+    if not (math.isfinite(args.cooldown) and 0 <= args.cooldown <= 3600):
+        raise BenchError(f"--cooldown {args.cooldown} must be 0..3600 seconds")
+    _writable(args.out, "--out")
+    if args.csv:
+        _writable(args.csv, "--csv")
+    if args.plot:
+        if Path(args.plot).suffix.lower() not in PLOT_FORMATS:
+            raise BenchError(f"--plot {args.plot}: unsupported format; use one of {', '.join(PLOT_FORMATS)}")
+        _writable(args.plot, "--plot")
+        from emo.runtime_bench import report
+
+        report.require_matplotlib()
+
+
 def _compare(argv: list[str]) -> int:
     from emo.runtime_bench import report
 
@@ -161,11 +214,18 @@ def _compare(argv: list[str]) -> int:
     p.add_argument("a")
     p.add_argument("b")
     args = p.parse_args(argv)
-    print(report.compare(read_rows(args.a), read_rows(args.b)))
+    rows_a, rows_b = read_rows(args.a), read_rows(args.b)
+    print(report.compare(rows_a, rows_b))
+    skipped = sum(not report.comparable(r) for r in [*rows_a, *rows_b])
+    if skipped:
+        print(f"emo-bench compare: {skipped} rows skipped (failed, or not result rows with a positive median)",
+              file=sys.stderr)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # console script: SIGTERM keeps the rows so far, as Ctrl-C does
+        signal.signal(signal.SIGTERM, _raise_terminated)
     argv = sys.argv[1:] if argv is None else argv
     try:
         code = _compare(argv[1:]) if argv[:1] == ["compare"] else _bench(argv)
@@ -174,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         print(f"emo-bench: error: {e}", file=sys.stderr)
         code = EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("emo-bench: interrupted (rows so far are in the results file)", file=sys.stderr)
-        code = 130
+    except KeyboardInterrupt as e:
+        print(f"emo-bench: {'terminated' if isinstance(e, Terminated) else 'interrupted'} (rows so far are in the "
+              "results file)", file=sys.stderr)
+        code = 143 if isinstance(e, Terminated) else 130
     return code

@@ -152,7 +152,15 @@ _ORT_PERF_TEST = [
     (rf"P95 Latency:\s*({_NUM}) s", "extra.p95_ms", 1e3),
     (rf"P99 Latency:\s*({_NUM}) s", "extra.p99_ms", 1e3),
     (rf"P999 Latency:\s*({_NUM}) s", "extra.p999_ms", 1e3),
-    (rf"P50 Latency is\s*({_NUM})\s*sec", "median_ms", 1e3),  # older builds
+    # older builds: "Total iterations:1000", "Min Latency is 0.0559777sec" (seconds, a "sec" suffix)
+    (r"Total iterations:\s*(\d+)", "count", None),
+    (rf"Min Latency is\s*({_NUM})\s*sec", "min_ms", 1e3),
+    (rf"Max Latency is\s*({_NUM})\s*sec", "max_ms", 1e3),
+    (rf"P50 Latency is\s*({_NUM})\s*sec", "median_ms", 1e3),
+    (rf"P90 Latency is\s*({_NUM})\s*sec", "p90_ms", 1e3),
+    (rf"P95 Latency is\s*({_NUM})\s*sec", "extra.p95_ms", 1e3),
+    (rf"P99 Latency is\s*({_NUM})\s*sec", "extra.p99_ms", 1e3),
+    (rf"P999 Latency is\s*({_NUM})\s*sec", "extra.p999_ms", 1e3),
 ]
 
 

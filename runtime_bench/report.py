@@ -10,13 +10,13 @@ from emo.runtime_bench.results import BenchError
 
 
 def _device_name(row: dict) -> str:
-    device = row.get("device", {})
+    device = row.get("device") if isinstance(row.get("device"), dict) else {}
     name = device.get("model") or device.get("target", "?")
     return f"{device.get('target', '?')}:{name}"
 
 
 def _setting(row: dict) -> str:
-    s = row.get("settings", {})
+    s = row.get("settings") if isinstance(row.get("settings"), dict) else {}
     parts = [f"{s['threads']}t" if s.get("threads") else None, s.get("delegate"), s.get("compute_units")]
     return ",".join(p for p in parts if p)
 
@@ -79,8 +79,7 @@ def write_csv(rows: list[dict], path: str | Path) -> None:
                 "git_revision": row.get("git_revision"), "timestamp_utc": row.get("timestamp_utc")})
 
 
-def plot(rows: list[dict], path: str | Path) -> None:
-    """Median latency with p10-p90 whiskers per artifact, one panel per device."""
+def require_matplotlib():
     try:
         import matplotlib
 
@@ -88,6 +87,12 @@ def plot(rows: list[dict], path: str | Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise BenchError("--plot needs matplotlib: pip install 'emo-mobile[bench]'") from None
+    return plt
+
+
+def plot(rows: list[dict], path: str | Path) -> None:
+    """Median latency with p10-p90 whiskers per artifact, one panel per device."""
+    plt = require_matplotlib()
     ok = [r for r in rows if r.get("status") == "ok" and r.get("summary", {}).get("median") is not None]
     if not ok:
         raise BenchError("nothing to plot: no successful rows")
@@ -111,10 +116,18 @@ def plot(rows: list[dict], path: str | Path) -> None:
     plt.close(fig)
 
 
+def comparable(row) -> bool:
+    """A successful result row with an artifact name and a positive median (files may hold anything)."""
+    if not isinstance(row, dict) or row.get("status") != "ok" or not isinstance(row.get("artifact"), str):
+        return False
+    median = (row.get("summary") if isinstance(row.get("summary"), dict) else {}).get("median")
+    return isinstance(median, int | float) and not isinstance(median, bool) and 0 < median < float("inf")
+
+
 def compare(rows_a: list[dict], rows_b: list[dict]) -> str:
     """Median of B over median of A for every (artifact, device, settings) present in both."""
     def keyed(rows):
-        return {(Path(r["artifact"]).name, _device_name(r), _setting(r)): r for r in rows if r.get("status") == "ok"}
+        return {(Path(r["artifact"]).name, _device_name(r), _setting(r)): r for r in rows if comparable(r)}
 
     a, b = keyed(rows_a), keyed(rows_b)
     common = sorted(set(a) & set(b))

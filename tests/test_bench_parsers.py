@@ -84,6 +84,18 @@ def test_onnxruntime_perf_test_older_format():
     assert report.avg_ms == 3.5 and report.median_ms == pytest.approx(3.4)
 
 
+def test_onnxruntime_perf_test_older_summary_has_count_min_max_percentiles():
+    text = (Path(__file__).parent / "data" / "onnxruntime_perf_test_older_summary.txt").read_text()
+    report = parse_onnxruntime_perf_test(text)
+    assert report.failed is None and report.count == 1000 and report.avg_ms == pytest.approx(58.8027)
+    assert report.min_ms == pytest.approx(55.9777) and report.max_ms == pytest.approx(71.2345)
+    assert report.median_ms == pytest.approx(58.7611) and report.p90_ms == pytest.approx(60.1244)
+    assert report.extra == pytest.approx({"p95_ms": 61.2034, "p99_ms": 65.4321, "p999_ms": 70.1234})
+    assert report.init_ms == pytest.approx(32.3455)
+    assert report.summary() == pytest.approx({"count": 1000, "median": 58.7611, "p90": 60.1244, "min": 55.9777,
+                                              "max": 71.2345, "mean": 58.8027})
+
+
 def test_executor_runner():
     text = ("I 00:00:01.234567 executorch:executor_runner.cpp:210] Model executed successfully 50 time(s) in "
             "612.500000 ms.\n")
