@@ -143,8 +143,6 @@ def export_main(argv: list[str] | None = None) -> int:
         raise EMOError("--batch and --dynamic-batch exclude each other: a dynamic batch takes any size; drop one")
     if not args.out.strip():
         raise EMOError("--out is empty; name an output folder")
-    if args.weights is not None and not Path(args.weights).is_file():
-        raise EMOError(f"checkpoint not found: {args.weights}")
     flags = [flag for flag, given in (("--dynamic-batch", args.dynamic_batch), ("--nhwc", args.nhwc),
                                       ("--image-input", args.image_input), ("--classifier", args.classifier),
                                       ("--min-target", args.min_target is not None)) if given]
@@ -157,6 +155,8 @@ def export_main(argv: list[str] | None = None) -> int:
     if args.image_input and args.no_normalize:
         raise EMOError("--image-input feeds raw pixels, so the normalisation must stay in the graph; "
                        "drop --no-normalize")
+    if args.weights is not None and not Path(args.weights).is_file():  # files last: every option is checked first
+        raise EMOError(f"checkpoint not found: {args.weights}")
     labels = read_labels_file(args.labels) if args.labels else None
     options = ExportOptions(variant=args.model, weights=args.weights, ema=args.ema, input_size=size,
                             batch=args.batch, dynamic_batch=args.dynamic_batch, normalize=not args.no_normalize,

@@ -28,3 +28,28 @@ def write_sidecar(artifact: Path, backend: str, precision: str = "fp32", **field
     path = artifact.with_suffix(".json")
     path.write_text(json.dumps(side))
     return path
+
+
+def run_tool(tool: str, *args, timeout: float = 300, **kwargs):
+    """Run one of our console scripts as a user does (a subprocess of this venv's bin folder)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([str(Path(sys.executable).parent / tool), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
+
+
+def assert_one_line_error(proc, code: int, pattern: str) -> None:
+    """The documented exit code, exactly one line on stderr naming the problem, and no traceback."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert pattern in lines[0], lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, bytes] | None:
+    """Every file under ``folder`` with its bytes (None if the folder does not exist)."""
+    if not folder.exists():
+        return None
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -1,0 +1,89 @@
+"""emo-export misused as a new or hostile user would: each case through the real console script.
+
+Every case: the documented exit code, one line on stderr, no traceback, and the output folder exactly as it was.
+"""
+
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from emo_testutil import REF_CKPT, assert_one_line_error, need_reference, run_tool, snapshot
+
+
+@pytest.fixture
+def out(tmp_path) -> Path:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("a file the user had here")
+    return folder
+
+
+def _crc_broken_checkpoint(tmp_path: Path) -> Path:
+    """The reference checkpoint with one byte flipped inside a tensor's data (the zip stays readable)."""
+    need_reference()
+    data = bytearray(REF_CKPT.read_bytes())
+    with zipfile.ZipFile(REF_CKPT) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)  # the largest tensor storage
+    offset = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + info.file_size // 2
+    data[offset] ^= 0xFF
+    path = tmp_path / "crc.pth"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_checkpoint_with_a_corrupt_tensor_is_refused(tmp_path, out):
+    before = snapshot(out)
+    proc = run_tool("emo-export", "--model", "emo_1m", "--weights", _crc_broken_checkpoint(tmp_path),
+                    "--format", "onnx", "--out", out)
+    assert_one_line_error(proc, 2, "does not match (damaged in copy or download?)")
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize(("args", "pattern"), [
+    (["--out", ""], "--out is empty"),
+    (["--out", "   "], "--out is empty"),
+    (["--batch", "4", "--dynamic-batch", "--out", "{new}"], "--batch and --dynamic-batch exclude each other"),
+    (["--weights", "{tmp}/missing.pth", "--out", "{new}"], "checkpoint not found"),
+    (["--weights", "{random}", "--out", "{new}"], "is not a plain checkpoint"),
+    (["--labels", "{blank}", "--out", "{new}"], "has a blank line at line 2"),
+    (["--out", "{file}"], "is a file, not a folder"),
+])
+def test_bad_input_writes_nothing_and_creates_no_folder(tmp_path, args, pattern):
+    (tmp_path / "random.pth").write_bytes(b"\x80\x04garbage" * 100)
+    (tmp_path / "blank.txt").write_text("cat\n\ndog\n")
+    (tmp_path / "a_file").write_text("x")
+    fill = {"{new}": tmp_path / "new", "{tmp}": tmp_path, "{random}": tmp_path / "random.pth",
+            "{blank}": tmp_path / "blank.txt", "{file}": tmp_path / "a_file"}
+    argv = []
+    for a in args:
+        for key, value in fill.items():
+            a = a.replace(key, str(value))
+        argv.append(a)
+    before = snapshot(tmp_path)
+    proc = run_tool("emo-export", "--model", "emo_1m", "--format", "onnx", *argv, cwd=tmp_path)
+    assert_one_line_error(proc, 2, pattern)
+    assert snapshot(tmp_path) == before  # no empty --out folder, nothing written into the current folder
+
+
+@pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
+                                                    (signal.SIGTERM, 143, "terminated")])
+def test_interrupted_export_leaves_nothing_half_written(out, sig, code, word):
+    before = snapshot(out)
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.Popen([str(bin_dir / "emo-export"), "--model", "emo_1m", "--format", "onnx",
+                             "--input-size", "64", "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not any(p.name.startswith(".emo_1m_onnx_fp32.tmp-") for p in out.iterdir()):
+        assert proc.poll() is None, "the export finished before the test could interrupt it"
+        assert time.monotonic() < deadline, "no temporary artifact appeared"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and word in err.strip().splitlines()[-1]
+    assert snapshot(out) == before  # the temporary artifact (and anything beside it) was removed
