@@ -128,3 +128,9 @@ def test_strict_loading_rejects_extra_model_keys(tmp_path, ref_state):
     state["stage9.0.weight"] = torch.zeros(1)
     with pytest.raises(EMOError):
         emo.create_model("emo_1m", _save(tmp_path, state))
+
+
+@pytest.mark.parametrize("num_classes", [-5, 0, 2.5, True, "10"])
+def test_num_classes_must_be_a_positive_integer(num_classes):
+    with pytest.raises(emo.EMOError, match="num_classes must be a positive integer"):
+        emo.create_model("emo_1m", num_classes=num_classes)

@@ -44,3 +44,39 @@ def test_shorter_side_resized_to_256_then_centre_crop():
 @pytest.mark.parametrize("size", [(200, 264), (32, 48)])
 def test_non_square_sizes(size):
     assert to_unit_array(Image.new("RGB", (640, 480)), size).shape == (3, *size)
+
+
+@pytest.mark.parametrize(("value", "error", "pattern"), [
+    (np.zeros((8, 8, 3), dtype=np.uint8), TypeError, "PIL.Image.fromarray"),
+    ("cat.jpg", TypeError, "emo.data.load_image"),
+    (None, TypeError, "got NoneType"),
+    (Image.new("RGB", (0, 0)), ValueError, "the image is empty (0x0 pixels)"),
+])
+def test_preprocess_bad_values_say_what_to_pass(value, error, pattern):
+    with pytest.raises(error, match=pattern.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        emo.preprocess(value)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """Phones store portrait photos landscape with EXIF orientation 6 (rotate 90 degrees clockwise to view)."""
+    from emo.data import load_image
+
+    upright = np.zeros((60, 40, 3), dtype=np.uint8)
+    upright[:10] = 255  # a white band at the top of the upright picture
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # as the sensor wrote it
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "portrait.jpg", exif=exif.tobytes(), quality=95)
+    loaded = np.asarray(load_image(tmp_path / "portrait.jpg"))
+    assert loaded.shape == (60, 40, 3)
+    assert loaded[:8].mean() > 200 and loaded[15:].mean() < 30
+
+
+def test_labels_file_with_a_blank_line_in_the_middle_is_refused(tmp_path):
+    from emo.data import read_labels_file
+
+    (tmp_path / "ok.txt").write_text("cat\ndog\n\n\n")
+    assert read_labels_file(tmp_path / "ok.txt") == ("cat", "dog")  # trailing blank lines are fine
+    (tmp_path / "bad.txt").write_text("cat\n\ndog\n")
+    with pytest.raises(emo.EMOError, match="blank line at line 2"):
+        read_labels_file(tmp_path / "bad.txt")
