@@ -145,22 +145,11 @@ _ORT_PERF_TEST = [
     (r"Total inference requests:\s*(\d+)", "count", None),
     (r"Runs:\s*(\d+)", "count", None),
     (rf"Peak working set size:\s*({_NUM})", "peak_memory_mb", 1 / 2**20),
-    (rf"Min Latency:\s*({_NUM}) s", "min_ms", 1e3),
-    (rf"Max Latency:\s*({_NUM}) s", "max_ms", 1e3),
-    (rf"P50 Latency:\s*({_NUM}) s", "median_ms", 1e3),
-    (rf"P90 Latency:\s*({_NUM}) s", "p90_ms", 1e3),
-    (rf"P95 Latency:\s*({_NUM}) s", "extra.p95_ms", 1e3),
-    (rf"P99 Latency:\s*({_NUM}) s", "extra.p99_ms", 1e3),
-    (rf"P999 Latency:\s*({_NUM}) s", "extra.p999_ms", 1e3),
-    # older builds: "Total iterations:1000", "Min Latency is 0.0559777sec" (seconds, a "sec" suffix)
-    (r"Total iterations:\s*(\d+)", "count", None),
-    (rf"Min Latency is\s*({_NUM})\s*sec", "min_ms", 1e3),
-    (rf"Max Latency is\s*({_NUM})\s*sec", "max_ms", 1e3),
-    (rf"P50 Latency is\s*({_NUM})\s*sec", "median_ms", 1e3),
-    (rf"P90 Latency is\s*({_NUM})\s*sec", "p90_ms", 1e3),
-    (rf"P95 Latency is\s*({_NUM})\s*sec", "extra.p95_ms", 1e3),
-    (rf"P99 Latency is\s*({_NUM})\s*sec", "extra.p99_ms", 1e3),
-    (rf"P999 Latency is\s*({_NUM})\s*sec", "extra.p999_ms", 1e3),
+    (r"Total iterations:\s*(\d+)", "count", None),  # older builds
+    # percentiles, in seconds: "P90 Latency: 0.00187 s" (current) or "P90 Latency is 0.0599742sec" (older builds)
+    *[(rf"{label} Latency(?::| is)\s*({_NUM})\s*s(?:ec)?$", field, 1e3) for label, field in (
+        ("Min", "min_ms"), ("Max", "max_ms"), ("P50", "median_ms"), ("P90", "p90_ms"), ("P95", "extra.p95_ms"),
+        ("P99", "extra.p99_ms"), ("P999", "extra.p999_ms"))],
 ]
 
 
