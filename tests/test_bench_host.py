@@ -84,7 +84,7 @@ def test_missing_runtime_names_the_package(tiny, monkeypatch):
     (["--device", "host"], "holds no artifacts"),
     (["--device", "phone"], "unknown --device 'phone'; use host | adb[:SERIAL] | mac | ios[:UDID] | aihub:DEVICE_NAME"),
     (["--device", "aihub"], "--device aihub needs a device name"),
-    (["--device", "host", "--threads", "0"], "--threads must be at least 1"),
+    (["--device", "host", "--threads", "0"], "--threads 0 is out of range"),
 ])
 def test_bad_input_one_line(tmp_path, capsys, args, message):
     (tmp_path / "empty").mkdir()
