@@ -27,6 +27,10 @@ class MILInterpreterError(RuntimeError):
     """The program uses something the interpreter does not implement, or is malformed."""
 
 
+class MILUnsupportedError(MILInterpreterError):
+    """An op, or a parameter of an op, the interpreter does not implement: refused by name, never guessed."""
+
+
 # MIL DataType enum values (coremltools/mlmodel/format/MIL.proto) -> NumPy
 _DTYPES = {1: np.bool_, 10: np.float16, 11: np.float32, 12: np.float64, 21: np.int8, 22: np.int16, 23: np.int32,
            24: np.int64, 31: np.uint8, 32: np.uint16, 33: np.uint32, 34: np.uint64}
@@ -77,13 +81,14 @@ class MILProgram:
         function = self.spec.mlProgram.functions["main"]
         self.opset = function.opset
         self.block = function.block_specializations[function.opset]
-        self.inputs = [value.name for value in function.inputs]
+        self.inputs = {value.name: _DTYPES.get(value.type.tensorType.dataType, np.float32)
+                       for value in function.inputs}
         self.weights_dir = (self.package / "Data" / root).parent / "weights"
         self._blobs: dict[str, _BlobFile] = {}
         self.op_types = sorted({op.type for op in self.block.operations})
         unknown = [t for t in self.op_types if t not in OPS]
         if unknown:
-            raise MILInterpreterError(f"MIL op(s) the interpreter does not implement: {', '.join(unknown)}")
+            raise MILUnsupportedError(f"MIL op(s) the interpreter does not implement: {', '.join(unknown)}")
 
     # ------------------------------------------------------------------------------------------ values
     def _blob(self, file_name: str) -> _BlobFile:
@@ -120,10 +125,10 @@ class MILProgram:
     # --------------------------------------------------------------------------------------------- run
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, object]:
         env: dict[str, object] = {}
-        for name in self.inputs:
+        for name, dtype in self.inputs.items():
             if name not in feeds:
                 raise MILInterpreterError(f"missing input {name!r}")
-            env[name] = np.asarray(feeds[name], dtype=np.float32)
+            env[name] = np.asarray(feeds[name]).astype(dtype, copy=False)
         for op in self.block.operations:
             args: dict[str, object] = {}
             for key, argument in op.inputs.items():
@@ -171,7 +176,7 @@ def _f32(x) -> np.ndarray:
 def _conv(x, weight, strides=None, pad_type="valid", pad=None, dilations=None, groups=1, bias=None):
     x, weight = _f32(x), _f32(weight)
     if x.ndim != 4:
-        raise MILInterpreterError(f"conv: only 2-D convolution is implemented (input rank {x.ndim})")
+        raise MILUnsupportedError(f"conv: only 2-D convolution is implemented (input rank {x.ndim})")
     groups = int(groups)
     sh, sw = (int(s) for s in (strides if strides is not None else (1, 1)))
     dh, dw = (int(d) for d in (dilations if dilations is not None else (1, 1)))
@@ -189,7 +194,7 @@ def _conv(x, weight, strides=None, pad_type="valid", pad=None, dilations=None, g
         top, left = (ph // 2, pw // 2) if small_first else (ph - ph // 2, pw - pw // 2)
         bottom, right = ph - top, pw - left
     else:
-        raise MILInterpreterError(f"conv: pad_type {pad_type!r} not implemented")
+        raise MILUnsupportedError(f"conv: pad_type {pad_type!r} not implemented")
     x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     windows = np.lib.stride_tricks.sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
     windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]                             # (N, C, OH, OW, kh, kw)
@@ -252,7 +257,7 @@ def _gelu(x, mode="EXACT"):
     elif mode == "SIGMOID_APPROXIMATION":
         out = x64 / (1.0 + np.exp(-1.702 * x64))
     else:
-        raise MILInterpreterError(f"gelu: mode {mode!r} not implemented")
+        raise MILUnsupportedError(f"gelu: mode {mode!r} not implemented")
     return out.astype(np.float32)
 
 
@@ -283,7 +288,7 @@ def _pad(x, pad, mode="constant", constant_val=0.0):
     pad = [int(p) for p in np.asarray(pad).reshape(-1)]
     pairs = [(0, 0)] * (np.ndim(x) - len(pad) // 2) + [(pad[i], pad[i + 1]) for i in range(0, len(pad), 2)]
     if mode != "constant":
-        raise MILInterpreterError(f"pad: mode {mode!r} not implemented")
+        raise MILUnsupportedError(f"pad: mode {mode!r} not implemented")
     return np.pad(x, pairs, constant_values=float(constant_val))
 
 
