@@ -35,6 +35,8 @@ class MILUnsupportedError(MILInterpreterError):
 _DTYPES = {1: np.bool_, 10: np.float16, 11: np.float32, 12: np.float64, 21: np.int8, 22: np.int16, 23: np.int32,
            24: np.int64, 31: np.uint8, 32: np.uint16, 33: np.uint32, 34: np.uint64}
 _STRING = 2
+# sub-byte types (iOS18 compression): stored packed, least significant bit first; (bits, signed)
+_SUB_BYTE = {25: (4, True), 35: (4, False), 36: (2, False), 37: (1, False), 38: (6, False), 39: (3, False)}
 _CAST_NAMES = {"fp16": np.float16, "fp32": np.float32, "int32": np.int32, "bool": np.bool_, "int8": np.int8,
                "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16, "fp64": np.float64, "int64": np.int64}
 
@@ -54,6 +56,25 @@ class _BlobFile:
             raise MILInterpreterError(f"weight blob at offset {offset}: bad sentinel {sentinel:#x}")
         array = np.frombuffer(self.data, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=data_offset)
         return array.reshape(shape)
+
+    def read_packed(self, offset: int, bits: int, signed: bool, shape: tuple[int, ...]) -> np.ndarray:
+        sentinel, _storage_type, size, data_offset = struct.unpack_from("<IIQQ", self.data, offset)
+        if sentinel != self.SENTINEL:
+            raise MILInterpreterError(f"weight blob at offset {offset}: bad sentinel {sentinel:#x}")
+        raw = np.frombuffer(self.data, dtype=np.uint8, count=size, offset=data_offset)
+        return _unpack_bits(raw, bits, signed, shape)
+
+
+def _unpack_bits(raw: np.ndarray, bits: int, signed: bool, shape: tuple[int, ...]) -> np.ndarray:
+    """Sub-byte integers packed least significant bit first (coremltools' ``pack_elements_into_bits``)."""
+    count = math.prod(shape)
+    if raw.size * 8 < count * bits:
+        raise MILInterpreterError(f"packed {bits}-bit data: {raw.size} bytes for {count} elements")
+    groups = np.unpackbits(raw, bitorder="little")[:count * bits].reshape(count, bits).astype(np.int16)
+    values = (groups << np.arange(bits, dtype=np.int16)).sum(axis=1)
+    if signed:
+        values = np.where(values >= 1 << (bits - 1), values - (1 << bits), values)
+    return values.astype(np.int8 if signed else np.uint8).reshape(shape)
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -86,7 +107,10 @@ class MILProgram:
         self.weights_dir = (self.package / "Data" / root).parent / "weights"
         self._blobs: dict[str, _BlobFile] = {}
         self.op_types = sorted({op.type for op in self.block.operations})
-        unknown = [t for t in self.op_types if t not in OPS]
+        # ops whose semantics changed in an opset (CoreML7 = iOS17) take that version from there on
+        version = int(self.opset[len("CoreML"):]) if self.opset.startswith("CoreML") else 0
+        self.ops = {**OPS, **(OPS_IOS17 if version >= 7 else {})}
+        unknown = [t for t in self.op_types if t not in self.ops]
         if unknown:
             raise MILUnsupportedError(f"MIL op(s) the interpreter does not implement: {', '.join(unknown)}")
 
@@ -106,20 +130,29 @@ class MILProgram:
         tensor_type = vtype.tensorType
         shape = tuple(d.constant.size for d in tensor_type.dimensions)
         which = value.WhichOneof("value")
+        data_type = tensor_type.dataType
+        if data_type not in _DTYPES and data_type not in _SUB_BYTE and data_type != _STRING:
+            raise MILUnsupportedError(f"MIL data type {data_type} is not implemented")
         if which == "blobFileValue":
-            dtype = _DTYPES[tensor_type.dataType]
-            return self._blob(value.blobFileValue.fileName).read(value.blobFileValue.offset, dtype, shape).copy()
+            blob = self._blob(value.blobFileValue.fileName)
+            if data_type in _SUB_BYTE:
+                return blob.read_packed(value.blobFileValue.offset, *_SUB_BYTE[data_type], shape)
+            return blob.read(value.blobFileValue.offset, _DTYPES[data_type], shape).copy()
         tensor = value.immediateValue.tensor
         field = tensor.WhichOneof("value")
-        if tensor_type.dataType == _STRING:
+        if data_type == _STRING:
             strings = list(tensor.strings.values)
             return strings[0] if not shape else np.array(strings, dtype=object).reshape(shape)
         if field is None:
+            if math.prod(shape) == 0:
+                return np.zeros(shape, dtype=_DTYPES.get(data_type, np.float32))
             raise MILInterpreterError("immediate value without data")
+        if field == "bytes" and data_type in _SUB_BYTE:
+            return _unpack_bits(np.frombuffer(tensor.bytes.values, dtype=np.uint8), *_SUB_BYTE[data_type], shape)
         if field == "bytes":
-            data = np.frombuffer(tensor.bytes.values, dtype=_DTYPES[tensor_type.dataType])
+            data = np.frombuffer(tensor.bytes.values, dtype=_DTYPES[data_type])
         else:
-            data = np.array(list(getattr(tensor, field).values), dtype=_DTYPES.get(tensor_type.dataType, np.float32))
+            data = np.array(list(getattr(tensor, field).values)).astype(_DTYPES.get(data_type, np.float32))
         return data.reshape(shape)
 
     # --------------------------------------------------------------------------------------------- run
@@ -134,12 +167,12 @@ class MILProgram:
             for key, argument in op.inputs.items():
                 bindings = argument.arguments
                 values = [env[b.name] if b.WhichOneof("binding") == "name" else self._value(b.value) for b in bindings]
-                args[key] = values[0] if len(values) == 1 else values
+                args[key] = values if key in _TUPLE_INPUTS.get(op.type, ()) or len(values) != 1 else values[0]
             attributes = {k: v for k, v in op.attributes.items() if k != "name"}
             if op.type == "const":
                 results = (self._value(attributes["val"]),)
             else:
-                results = OPS[op.type](**args)
+                results = self.ops[op.type](**args)
                 if not isinstance(results, tuple):
                     results = (results,)
             for output, result in zip(op.outputs, results, strict=True):
@@ -215,9 +248,74 @@ def _conv(x, weight, strides=None, pad_type="valid", pad=None, dilations=None, g
 
 
 def _reshape(x, shape):
+    """iOS15/16: a 0 in ``shape`` copies the input's dimension at the same index (``len(shape) == rank``)."""
+    x = np.asarray(x)
     shape = [int(s) for s in np.asarray(shape).reshape(-1)]
-    shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]  # 0 copies the input's dimension
+    shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
     return np.reshape(x, shape)
+
+
+def _reshape_ios17(x, shape):
+    """iOS17: a 0 matches the input's dimension counted from the right; a 0 with no such dimension is 1."""
+    x = np.asarray(x)
+    shape = [int(s) for s in np.asarray(shape).reshape(-1)]
+    offset = len(shape) - x.ndim
+    shape = [(x.shape[i - offset] if i - offset >= 0 else 1) if s == 0 else s for i, s in enumerate(shape)]
+    return np.reshape(x, shape)
+
+
+def _squeeze(x, axes=None):
+    """Axes whose size is not 1 are ignored (PyTorch's rule, as the MIL documentation says), not an error."""
+    x = np.asarray(x)
+    if axes is None:
+        return np.squeeze(x)
+    axes = tuple(int(a) % x.ndim for a in np.asarray(axes).reshape(-1) if x.shape[int(a)] == 1)
+    return np.squeeze(x, axis=axes)
+
+
+def _concat(values, axis, interleave=False):
+    """``interleave``: the output takes one slice along ``axis`` from each input in turn (all inputs the same
+    shape), e.g. [a0, b0, a1, b1, ...]."""
+    values = [np.asarray(v) for v in values]
+    axis = int(axis) % values[0].ndim
+    if not bool(interleave):
+        return np.concatenate(values, axis=axis)
+    stacked = np.stack(values, axis=axis + 1)                       # (..., n_axis, len(values), ...)
+    shape = list(values[0].shape)
+    shape[axis] *= len(values)
+    return stacked.reshape(shape)
+
+
+def _depth_to_space(x, block_size):
+    """(n, C*b*b, H, W) -> (n, C, H*b, W*b), depth taken as (b, b, C): TensorFlow's DCR order."""
+    n, c, h, w = np.shape(x)
+    b = int(block_size)
+    out = np.reshape(x, (n, b, b, c // (b * b), h, w)).transpose(0, 3, 4, 1, 5, 2)
+    return out.reshape(n, c // (b * b), h * b, w * b)
+
+
+def _space_to_depth(x, block_size):
+    """(n, C, H, W) -> (n, C*b*b, H/b, W/b), the inverse of ``depth_to_space``."""
+    n, c, h, w = np.shape(x)
+    b = int(block_size)
+    out = np.reshape(x, (n, c, h // b, b, w // b, b)).transpose(0, 3, 5, 1, 2, 4)
+    return out.reshape(n, c * b * b, h // b, w // b)
+
+
+def _pixel_shuffle(x, upscale_factor):
+    """(n, C*f*f, H, W) -> (n, C, H*f, W*f), depth taken as (C, f, f): PyTorch's ``PixelShuffle``."""
+    n, c, h, w = np.shape(x)
+    f = int(upscale_factor)
+    out = np.reshape(x, (n, c // (f * f), f, f, h, w)).transpose(0, 1, 4, 2, 5, 3)
+    return out.reshape(n, c // (f * f), h * f, w * f)
+
+
+def _pixel_unshuffle(x, downscale_factor):
+    """(n, C, H, W) -> (n, C*f*f, H/f, W/f): PyTorch's ``PixelUnshuffle``, the inverse of ``pixel_shuffle``."""
+    n, c, h, w = np.shape(x)
+    f = int(downscale_factor)
+    out = np.reshape(x, (n, c, h // f, f, w // f, f)).transpose(0, 1, 3, 5, 2, 4)
+    return out.reshape(n, c * f * f, h // f, w // f)
 
 
 def _slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
@@ -293,8 +391,10 @@ def _pad(x, pad, mode="constant", constant_val=0.0):
 
 
 def _classify(probabilities, classes):
+    """(top label, {label: probability}); labels are strings or, as Core ML allows, int64."""
     probabilities = np.asarray(probabilities, dtype=np.float32).reshape(-1)
-    labels = [str(c) if not isinstance(c, np.ndarray) else str(c.reshape(-1)[0]) for c in classes]
+    items = [c.reshape(-1)[0] if isinstance(c, np.ndarray) else c for c in classes]
+    labels = [int(c) if isinstance(c, (int, np.integer)) else str(c) for c in items]
     if len(labels) != probabilities.size:
         raise MILInterpreterError(f"classify: {len(labels)} classes for {probabilities.size} probabilities")
     return labels[int(probabilities.argmax())], dict(zip(labels, probabilities.tolist(), strict=True))
@@ -302,6 +402,127 @@ def _classify(probabilities, classes):
 
 def _binary(fn: Callable) -> Callable:
     return lambda x, y: fn(_f32(x), _f32(y))
+
+
+def _layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
+    """(x - mean) / sqrt(var + epsilon) * gamma + beta over ``axes`` (all when absent); gamma and beta have the
+    shape of x at ``axes``."""
+    x64 = np.asarray(x, dtype=np.float64)
+    rank = x64.ndim
+    axes = tuple(range(rank)) if axes is None else tuple(sorted(int(a) % rank for a in np.asarray(axes).reshape(-1)))
+    mean = x64.mean(axis=axes, keepdims=True)
+    var = np.square(x64 - mean).mean(axis=axes, keepdims=True)
+    out = (x64 - mean) / np.sqrt(var + float(epsilon))
+    param_shape = [x64.shape[i] if i in axes else 1 for i in range(rank)]
+    if gamma is not None:
+        out = out * np.asarray(gamma, dtype=np.float64).reshape(param_shape)
+    if beta is not None:
+        out = out + np.asarray(beta, dtype=np.float64).reshape(param_shape)
+    return out.astype(np.float32)
+
+
+def _pool_padding(pad_type, pad, spatial, kernel, strides, ceil_mode):
+    """Per spatial dimension (before, after, extra): the padding of ``pad_type`` and, in ceil mode, the
+    extra cells past the end that only complete the last window (they never count in an average)."""
+    result = []
+    for i, (size, k, s) in enumerate(zip(spatial, kernel, strides, strict=True)):
+        if pad_type == "valid":
+            before = after = 0
+        elif pad_type == "custom":
+            before, after = int(pad[2 * i]), int(pad[2 * i + 1])
+        elif pad_type in ("same", "same_lower"):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            small = total // 2
+            before, after = (small, total - small) if pad_type == "same" else (total - small, small)
+        else:
+            raise MILUnsupportedError(f"avg_pool: pad_type {pad_type!r} not implemented")
+        extra = 0
+        if ceil_mode and pad_type in ("valid", "custom"):
+            out = math.ceil((size + before + after - k) / s) + 1
+            if (out - 1) * s >= size + before:  # PyTorch: the last window must start inside input or left pad
+                out -= 1
+            extra = max((out - 1) * s + k - (size + before + after), 0)
+        result.append((before, after, extra))
+    return result
+
+
+def _avg_pool(x, kernel_sizes, pad_type="valid", strides=None, pad=None, exclude_padding_from_average=False,
+              ceil_mode=False):
+    """Average over windows of 1, 2 or 3 spatial dimensions; padding counts in the divisor unless excluded."""
+    x = np.asarray(x, dtype=np.float64)
+    dims = x.ndim - 2
+    kernel = [int(k) for k in np.asarray(kernel_sizes).reshape(-1)]
+    strides = [1] * dims if strides is None else [int(s) for s in np.asarray(strides).reshape(-1)]
+    padding = _pool_padding(str(pad_type), None if pad is None else np.asarray(pad).reshape(-1), x.shape[2:],
+                            kernel, strides, bool(ceil_mode))
+    widths = [(0, 0), (0, 0)] + [(b, a + e) for b, a, e in padding]
+    padded = np.pad(x, widths)
+    inside = np.pad(np.ones(x.shape[2:]), widths[2:])                          # 1 on the input
+    in_pad = np.pad(np.ones([s + b + a for s, (b, a, _) in zip(x.shape[2:], padding, strict=True)]),
+                    [(0, e) for _, _, e in padding])                         # 1 on input and padding
+    axes = tuple(range(2, x.ndim))
+    step = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
+    sums = np.lib.stride_tricks.sliding_window_view(padded, kernel, axis=axes)[step].sum(axis=tuple(
+        range(-dims, 0)))
+    counts_from = inside if bool(exclude_padding_from_average) else in_pad
+    counts = np.lib.stride_tricks.sliding_window_view(counts_from, kernel)[step[2:]].sum(axis=tuple(
+        range(-dims, 0)))
+    return (sums / counts).astype(np.float32)
+
+
+def _per_axis(param, rank: int, axis) -> np.ndarray:
+    """A scalar or a vector along ``axis`` (quantization scale / zero point), broadcastable to rank ``rank``."""
+    param = np.asarray(param)
+    if param.ndim == 0 or axis is None:
+        return param
+    shape = [1] * rank
+    shape[int(axis) % rank] = param.size
+    return param.reshape(shape)
+
+
+def _quantize(input, scale, output_dtype, zero_point=None, axis=None):  # noqa: A002 (the MIL name)
+    """clip(round(input / scale) + zero_point) to int8 or uint8; rounding half to even."""
+    x = np.asarray(input, dtype=np.float32)
+    q = np.rint(x / _per_axis(scale, x.ndim, axis).astype(np.float32))
+    if zero_point is not None:
+        q = q + _per_axis(zero_point, x.ndim, axis).astype(np.float32)
+    dtype = _CAST_NAMES[str(output_dtype)]
+    info = np.iinfo(dtype)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _dequantize(input, scale, zero_point=None, axis=None):  # noqa: A002 (the MIL name)
+    """scale * (input - zero_point), in the dtype of ``scale``."""
+    q = np.asarray(input).astype(np.float32)
+    if zero_point is not None:
+        q = q - _per_axis(zero_point, q.ndim, axis).astype(np.float32)
+    return (q * _per_axis(scale, q.ndim, axis).astype(np.float32)).astype(np.asarray(scale).dtype)
+
+
+def _constexpr_affine_dequantize(quantized_data, zero_point, scale, axis):
+    """iOS16 weight decompression: scale * (quantized_data - zero_point), scale and zero point per ``axis``."""
+    return _dequantize(quantized_data, scale, zero_point, axis)
+
+
+def _constexpr_blockwise_shift_scale(data, scale, offset=None):
+    """iOS18 block-wise decompression: scale * (data - offset), each scale covering a block of
+    data.shape / scale.shape elements."""
+    scale = np.asarray(scale)
+    data = np.asarray(data).astype(np.float32)
+    for size, blocks in zip(data.shape, scale.shape, strict=True):
+        if size % blocks:
+            raise MILInterpreterError(f"constexpr_blockwise_shift_scale: {blocks} scales for {size} elements")
+    repeat = [size // blocks for size, blocks in zip(data.shape, scale.shape, strict=True)]
+
+    def expand(param):
+        param = np.asarray(param).astype(np.float32)
+        for axis, r in enumerate(repeat):
+            param = np.repeat(param, r, axis=axis)
+        return param
+
+    if offset is not None:
+        data = data - expand(offset)
+    return (expand(scale) * data).astype(scale.dtype)
 
 
 OPS: dict[str, Callable] = {
@@ -315,15 +536,24 @@ OPS: dict[str, Callable] = {
     "real_div": _binary(np.divide),
     "maximum": _binary(np.maximum),
     "minimum": _binary(np.minimum),
+    "pow": _binary(np.power),
     "reshape": _reshape,
-    "transpose": lambda x, perm: np.transpose(x, [int(p) for p in perm]),
+    "transpose": lambda x, perm: np.transpose(x, [int(p) for p in np.asarray(perm).reshape(-1)]),
     "slice_by_index": _slice_by_index,
-    "squeeze": lambda x, axes=None: np.squeeze(x, axis=None if axes is None else tuple(int(a) for a in axes)),
-    "expand_dims": lambda x, axes: np.expand_dims(x, tuple(int(a) for a in axes)),
-    "concat": lambda values, axis, interleave=False: np.concatenate(values, axis=int(axis)),
+    "squeeze": _squeeze,
+    "expand_dims": lambda x, axes: np.expand_dims(x, tuple(int(a) for a in np.asarray(axes).reshape(-1))),
+    "concat": _concat,
+    "identity": lambda x: np.asarray(x).copy(),
+    "depth_to_space": _depth_to_space,
+    "space_to_depth": _space_to_depth,
+    "pixel_shuffle": _pixel_shuffle,
+    "pixel_unshuffle": _pixel_unshuffle,
     "pad": _pad,
+    "avg_pool": _avg_pool,
+    "layer_norm": _layer_norm,
     "reduce_mean": _reduce(np.mean),
     "reduce_sum": _reduce(np.sum),
+    "reduce_max": _reduce(np.max),
     "softmax": _softmax,
     "sigmoid": _sigmoid,
     "silu": lambda x: (_f32(x) * _sigmoid(x)).astype(np.float32),
@@ -337,4 +567,14 @@ OPS: dict[str, Callable] = {
     "batch_norm": _batch_norm,
     "cast": lambda x, dtype: np.asarray(x).astype(_CAST_NAMES[str(dtype)]),
     "classify": _classify,
+    "quantize": _quantize,
+    "dequantize": _dequantize,
+    "constexpr_affine_dequantize": _constexpr_affine_dequantize,
+    "constexpr_blockwise_shift_scale": _constexpr_blockwise_shift_scale,
 }
+
+# iOS17 (opset CoreML7) changed these ops' semantics; a program of that opset or later uses this version
+OPS_IOS17: dict[str, Callable] = {"reshape": _reshape_ios17}
+
+# inputs that are a tuple of values even when the tuple has one element
+_TUPLE_INPUTS = {"concat": ("values",)}
