@@ -172,6 +172,8 @@ class MILProgram:
             if op.type == "const":
                 results = (self._value(attributes["val"]),)
             else:
+                # iOS16 constexpr ops keep their constant parameters as attributes, not inputs
+                args.update({key: self._value(value) for key, value in attributes.items()})
                 results = self.ops[op.type](**args)
                 if not isinstance(results, tuple):
                     results = (results,)
@@ -385,9 +387,11 @@ def _batch_norm(x, mean, variance, gamma=None, beta=None, epsilon=1e-5):
 def _pad(x, pad, mode="constant", constant_val=0.0):
     pad = [int(p) for p in np.asarray(pad).reshape(-1)]
     pairs = [(0, 0)] * (np.ndim(x) - len(pad) // 2) + [(pad[i], pad[i + 1]) for i in range(0, len(pad), 2)]
-    if mode != "constant":
-        raise MILUnsupportedError(f"pad: mode {mode!r} not implemented")
-    return np.pad(x, pairs, constant_values=float(constant_val))
+    if mode == "constant":
+        return np.pad(x, pairs, constant_values=float(constant_val))
+    if mode in ("reflect", "replicate"):  # reflect excludes the edge value; replicate repeats it
+        return np.pad(x, pairs, mode="reflect" if mode == "reflect" else "edge")
+    raise MILUnsupportedError(f"pad: mode {mode!r} not implemented")
 
 
 def _classify(probabilities, classes):

@@ -20,3 +20,8 @@ def ref_state(ref_ckpt) -> dict[str, torch.Tensor]:
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(2)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--coremltools-full-grid", action="store_true",
+                     help="test_mil_coremltools_ops: run every case of coremltools' per-op grids, not a sample")
