@@ -209,43 +209,45 @@ def _f32(x) -> np.ndarray:
 
 
 def _conv(x, weight, strides=None, pad_type="valid", pad=None, dilations=None, groups=1, bias=None):
+    """1-D, 2-D or 3-D convolution (input rank 3, 4 or 5), grouped and dilated, as a sum over strided windows."""
     x, weight = _f32(x), _f32(weight)
-    if x.ndim != 4:
-        raise MILUnsupportedError(f"conv: only 2-D convolution is implemented (input rank {x.ndim})")
+    dims = x.ndim - 2
+    if dims not in (1, 2, 3):
+        raise MILUnsupportedError(f"conv: input rank {x.ndim} not implemented (1-D, 2-D and 3-D convolution are)")
     groups = int(groups)
-    sh, sw = (int(s) for s in (strides if strides is not None else (1, 1)))
-    dh, dw = (int(d) for d in (dilations if dilations is not None else (1, 1)))
-    cout, cin_g, kh, kw = weight.shape
-    if pad_type == "custom":
-        top, bottom, left, right = (int(p) for p in pad)
-    elif pad_type == "valid":
-        top = bottom = left = right = 0
-    elif pad_type in ("same", "same_lower"):
-        eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-        out_h, out_w = math.ceil(x.shape[2] / sh), math.ceil(x.shape[3] / sw)
-        ph = max((out_h - 1) * sh + eh - x.shape[2], 0)
-        pw = max((out_w - 1) * sw + ew - x.shape[3], 0)
-        small_first = pad_type == "same"
-        top, left = (ph // 2, pw // 2) if small_first else (ph - ph // 2, pw - pw // 2)
-        bottom, right = ph - top, pw - left
-    else:
-        raise MILUnsupportedError(f"conv: pad_type {pad_type!r} not implemented")
-    x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    windows = np.lib.stride_tricks.sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]                             # (N, C, OH, OW, kh, kw)
-    n, c, oh, ow = windows.shape[:4]
+    strides = [1] * dims if strides is None else [int(s) for s in np.asarray(strides).reshape(-1)]
+    dilations = [1] * dims if dilations is None else [int(d) for d in np.asarray(dilations).reshape(-1)]
+    cout, cin_g = weight.shape[:2]
+    spans = [(k - 1) * d + 1 for k, d in zip(weight.shape[2:], dilations, strict=True)]  # dilated kernel extent
+    widths = []
+    for i, (size, span, stride) in enumerate(zip(x.shape[2:], spans, strides, strict=True)):
+        if pad_type == "custom":
+            widths.append((int(pad[2 * i]), int(pad[2 * i + 1])))
+        elif pad_type == "valid":
+            widths.append((0, 0))
+        elif pad_type in ("same", "same_lower"):  # same: the smaller half first; same_lower: the larger
+            total = max((math.ceil(size / stride) - 1) * stride + span - size, 0)
+            first = total // 2 if pad_type == "same" else total - total // 2
+            widths.append((first, total - first))
+        else:
+            raise MILUnsupportedError(f"conv: pad_type {pad_type!r} not implemented")
+    x = np.pad(x, [(0, 0), (0, 0), *widths])
+    windows = np.lib.stride_tricks.sliding_window_view(x, spans, axis=tuple(range(2, x.ndim)))
+    windows = windows[(slice(None), slice(None), *(slice(None, None, s) for s in strides),
+                       *(slice(None, None, d) for d in dilations))]             # (N, C, *out, *kernel)
+    c = windows.shape[1]
+    out_ix, k_ix = "hwd"[:dims], "ijk"[:dims]
     if groups == 1:
-        out = np.einsum("nchwij,ocij->nohw", windows, weight, optimize=True)
+        out = np.einsum(f"nc{out_ix}{k_ix},oc{k_ix}->no{out_ix}", windows, weight, optimize=True)
     elif groups == c and cin_g == 1 and cout == c:                               # depth-wise
-        out = np.einsum("nchwij,cij->nchw", windows, weight[:, 0], optimize=True)
+        out = np.einsum(f"nc{out_ix}{k_ix},c{k_ix}->nc{out_ix}", windows, weight[:, 0], optimize=True)
     else:
-        per = c // groups
-        out_per = cout // groups
+        per, out_per = c // groups, cout // groups
         out = np.concatenate([
-            np.einsum("nchwij,ocij->nohw", windows[:, g * per:(g + 1) * per],
+            np.einsum(f"nc{out_ix}{k_ix},oc{k_ix}->no{out_ix}", windows[:, g * per:(g + 1) * per],
                       weight[g * out_per:(g + 1) * out_per], optimize=True) for g in range(groups)], axis=1)
     if bias is not None:
-        out = out + _f32(bias).reshape(1, -1, 1, 1)
+        out = out + _f32(bias).reshape((1, -1) + (1,) * dims)
     return out.astype(np.float32)
 
 

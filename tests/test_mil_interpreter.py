@@ -85,12 +85,13 @@ def test_unknown_op_is_refused_by_name(tmp_path):
         _convert(prog, tmp_path)
 
 
-def test_unsupported_parameter_is_refused(tmp_path):
-    from coremltools.converters.mil import Builder as mb  # noqa: N813 (their name)
-
-    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 1, 8))], opset_version=ct.target.iOS17)
-    def prog(x):
-        return mb.conv(x=x, weight=np.ones((1, 1, 3), np.float32))
-
-    with pytest.raises(MILUnsupportedError, match="conv: only 2-D convolution is implemented"):
-        _convert(prog, tmp_path).run({"x": np.zeros((1, 1, 8), np.float32)})
+@pytest.mark.parametrize(("op", "args", "message"), [
+    ("pad", dict(x=np.zeros((2, 2)), pad=np.array([1, 1]), mode="symmetric"), "pad: mode 'symmetric'"),
+    ("gelu", dict(x=np.zeros(2), mode="CUBIC"), "gelu: mode 'CUBIC'"),
+    ("conv", dict(x=np.zeros((1, 1, 2, 2, 2, 2)), weight=np.zeros((1, 1, 1, 1, 1, 1))), "conv: input rank 6"),
+    ("avg_pool", dict(x=np.zeros((1, 1, 4)), kernel_sizes=[2], pad_type="full"), "avg_pool: pad_type 'full'"),
+])
+def test_unsupported_parameter_is_refused(op, args, message):
+    """A parameter value outside what the interpreter implements is refused by name, never approximated."""
+    with pytest.raises(MILUnsupportedError, match=message):
+        OPS[op](**args)
