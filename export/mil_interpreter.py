@@ -291,7 +291,8 @@ def _concat(values, axis, interleave=False):
 
 
 def _depth_to_space(x, block_size):
-    """(n, C*b*b, H, W) -> (n, C, H*b, W*b), depth taken as (b, b, C): TensorFlow's DCR order."""
+    """(n, C*b*b, H, W) -> (n, C, H*b, W*b), depth taken as (b, b, C): TensorFlow's DCR order (coremltools
+    maps ``tf.nn.depth_to_space`` to this op between layout transposes; ``pixel_shuffle`` is the CRD order)."""
     n, c, h, w = np.shape(x)
     b = int(block_size)
     out = np.reshape(x, (n, b, b, c // (b * b), h, w)).transpose(0, 3, 4, 1, 5, 2)

@@ -95,3 +95,24 @@ def test_unsupported_parameter_is_refused(op, args, message):
     """A parameter value outside what the interpreter implements is refused by name, never approximated."""
     with pytest.raises(MILUnsupportedError, match=message):
         OPS[op](**args)
+
+
+def test_depth_to_space_is_tensorflow_order_pixel_shuffle_is_pytorch_order():
+    """coremltools' own cases use one output channel, where the two orders agree; with 3 they differ.
+    depth_to_space follows tf.nn.depth_to_space (NHWC: out[h*b+i, w*b+j, c] = in[h, w, (i*b+j)*C + c]),
+    pixel_shuffle follows torch.nn.PixelShuffle (in[(c*b+i)*b+j, h, w])."""
+    import torch
+
+    b, c, h, w = 2, 3, 2, 3
+    x = np.arange(c * b * b * h * w, dtype=np.float32).reshape(1, c * b * b, h, w)
+    nhwc = x[0].transpose(1, 2, 0)
+    tf_order = np.empty((h * b, w * b, c), np.float32)
+    for i in range(b):
+        for j in range(b):
+            tf_order[i::b, j::b, :] = nhwc[:, :, (i * b + j) * c:(i * b + j + 1) * c]
+    np.testing.assert_array_equal(OPS["depth_to_space"](x, b)[0], tf_order.transpose(2, 0, 1))
+    np.testing.assert_array_equal(OPS["space_to_depth"](OPS["depth_to_space"](x, b), b), x)
+    torch_order = torch.nn.functional.pixel_shuffle(torch.from_numpy(x), b).numpy()
+    np.testing.assert_array_equal(OPS["pixel_shuffle"](x, b), torch_order)
+    np.testing.assert_array_equal(OPS["pixel_unshuffle"](torch_order, b), x)
+    assert not np.array_equal(OPS["depth_to_space"](x, b), torch_order)
