@@ -7,7 +7,9 @@ its outputs, so an export can be checked where it is made.
 - Every op is computed in float32 (float64 for reductions where it matters) and its result is rounded to the
   dtype the program declares for that output: an fp16 program is thus executed with fp16 rounding at op
   boundaries, approximately what the GPU and the Neural Engine do (they may keep wider accumulators inside an op).
-- An op it does not know raises ``MILInterpreterError`` naming the op; nothing is skipped.
+- An op, or a parameter value, it does not implement raises ``MILUnsupportedError`` (a ``MILInterpreterError``)
+  naming it; nothing is skipped or approximated. The ops' semantics are checked against coremltools' own per-op
+  tests (``tests/test_mil_coremltools_ops.py``).
 - Only the protobuf classes of coremltools are used (plain protobuf, no Core ML runtime); the weight file is
   parsed here (``_BlobFile``), its format checked against coremltools' own reader in the tests.
 """
@@ -487,7 +489,7 @@ def _per_axis(param, rank: int, axis) -> np.ndarray:
     return param.reshape(shape)
 
 
-def _quantize(input, scale, output_dtype, zero_point=None, axis=None):  # noqa: A002 (the MIL name)
+def _quantize(input, scale, output_dtype, zero_point=None, axis=None):
     """clip(round(input / scale) + zero_point) to int8 or uint8; rounding half to even."""
     x = np.asarray(input, dtype=np.float32)
     q = np.rint(x / _per_axis(scale, x.ndim, axis).astype(np.float32))
@@ -498,7 +500,7 @@ def _quantize(input, scale, output_dtype, zero_point=None, axis=None):  # noqa: 
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def _dequantize(input, scale, zero_point=None, axis=None):  # noqa: A002 (the MIL name)
+def _dequantize(input, scale, zero_point=None, axis=None):
     """scale * (input - zero_point), in the dtype of ``scale``."""
     q = np.asarray(input).astype(np.float32)
     if zero_point is not None:
