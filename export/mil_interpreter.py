@@ -333,3 +333,34 @@ OPS: dict[str, Callable] = {
     "cast": lambda x, dtype: np.asarray(x).astype(_CAST_NAMES[str(dtype)]),
     "classify": _classify,
 }
+
+
+# Space <-> depth (issue 12's window partition). MIL's space_to_depth / depth_to_space follow TensorFlow's channel
+# order ("DCR": block position outside the channel, out[:, (i*b + j)*C + c, y, x] = in[:, c, y*b + i, x*b + j]);
+# pixel_shuffle / pixel_unshuffle follow PyTorch's ("CRD": out[:, c*b*b + i*b + j, y, x]). coremltools' TensorFlow
+# frontend maps SpaceToDepth straight to space_to_depth, its torch frontend pixel_unshuffle to pixel_unshuffle.
+def _to_depth(x, block: int, dcr: bool) -> np.ndarray:
+    n, c, h, w = x.shape
+    b = int(block)
+    blocks = np.asarray(x).reshape(n, c, h // b, b, w // b, b)                 # (n, c, y, i, x, j)
+    order = (0, 3, 5, 1, 2, 4) if dcr else (0, 1, 3, 5, 2, 4)
+    return blocks.transpose(order).reshape(n, c * b * b, h // b, w // b)
+
+
+def _to_space(x, block: int, dcr: bool) -> np.ndarray:
+    n, cb, h, w = x.shape
+    b = int(block)
+    c = cb // (b * b)
+    if dcr:
+        blocks = np.asarray(x).reshape(n, b, b, c, h, w).transpose(0, 3, 4, 1, 5, 2)  # (n, c, y, i, x, j)
+    else:
+        blocks = np.asarray(x).reshape(n, c, b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+    return blocks.reshape(n, c, h * b, w * b)
+
+
+OPS.update({
+    "space_to_depth": lambda x, block_size: _to_depth(x, block_size, dcr=True),
+    "depth_to_space": lambda x, block_size: _to_space(x, block_size, dcr=True),
+    "pixel_unshuffle": lambda x, downscale_factor: _to_depth(x, downscale_factor, dcr=False),
+    "pixel_shuffle": lambda x, upscale_factor: _to_space(x, upscale_factor, dcr=False),
+})
