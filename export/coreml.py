@@ -69,7 +69,7 @@ DEPLOY_TARGET = "native"  # the window partition as MIL space_to_depth / depth_t
 def _register_window_ops() -> None:
     """``emo::space_to_depth`` / ``emo::depth_to_space`` (window-major "DCR" order, square block in the native
     form) are MIL's own ``space_to_depth`` / ``depth_to_space``, which follow TensorFlow's channel order."""
-    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil import Builder as mb  # noqa: N813 - coremltools' own spelling
     from coremltools.converters.mil.frontend.torch.ops import _get_inputs
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY, register_torch_op
 

@@ -19,6 +19,25 @@ import onnxsim
 import torch
 
 OPSET = 18
+DEPLOY_TARGET = "native"  # the window partition as one SpaceToDepth / DepthToSpace (translated below)
+
+
+def _window_translations() -> dict:
+    """``emo::space_to_depth`` / ``emo::depth_to_space`` are ONNX SpaceToDepth / DepthToSpace (mode DCR): the same
+    window-major channel order. The native form only uses them with a square block (ONNX's blocksize is one int)."""
+    from onnxscript import opset18 as op
+
+    import emo.model  # noqa: F401 - registers torch.ops.emo
+
+    def space_to_depth(x, block_h: int, block_w: int):
+        assert block_h == block_w, "SpaceToDepth needs a square block"
+        return op.SpaceToDepth(x, blocksize=block_h)
+
+    def depth_to_space(x, block_h: int, block_w: int):
+        assert block_h == block_w, "DepthToSpace needs a square block"
+        return op.DepthToSpace(x, blocksize=block_h, mode="DCR")
+
+    return {torch.ops.emo.space_to_depth.default: space_to_depth, torch.ops.emo.depth_to_space.default: depth_to_space}
 
 
 def to_onnx(model: torch.nn.Module, example: torch.Tensor, ctx) -> onnx.ModelProto:
@@ -31,7 +50,8 @@ def to_onnx(model: torch.nn.Module, example: torch.Tensor, ctx) -> onnx.ModelPro
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if ctx.dynamic_batch else None
     program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
-                                opset_version=OPSET, dynamic_shapes=dynamic_shapes, verbose=False)
+                                opset_version=OPSET, dynamic_shapes=dynamic_shapes, verbose=False,
+                                custom_translation_table=_window_translations())
     proto = program.model_proto
     simplified, ok = onnxsim.simplify(proto)
     if not ok:
