@@ -307,14 +307,17 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
             # LiteRT's SOFTMAX only reduces the last axis (another axis becomes six ops): softmax(q^T k) over the
             # last axis, transposed as an operand of the next bmm (BATCH_MATMUL adj_x/adj_y, XNNPACK transpose_b).
             attn_t = torch.softmax(torch.bmm(q.transpose(1, 2), k), dim=-1).transpose(1, 2)
-        out = torch.bmm(values, attn_t).reshape(-1, C, WINDOW, WINDOW)
-        out = self.v(out)
+        out = torch.bmm(values, attn_t)                                             # (B*n*heads, dh, t)
+        # Windows go back before v: v (1x1 conv + activation) is per pixel, so it commutes with the rearrangement;
+        # depth-to-space then moves C channels instead of mid = 3-4x C, and v skips the cropped padding.
         if n > 1:
-            out = out.reshape(-1, n * out.shape[1], WINDOW, WINDOW)
+            out = out.reshape(-1, n * C, WINDOW, WINDOW)
             out = depth_to_space(out, n1, n2) if native else depth_to_space_reference(out, n1, n2)
+        else:
+            out = out.reshape(-1, C, WINDOW, WINDOW)
         if pad_b or pad_r:
             out = out[:, :, :H, :W]
-        return out
+        return self.v(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x

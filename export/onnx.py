@@ -10,6 +10,7 @@ Recipe:
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -37,7 +38,16 @@ def _window_translations() -> dict:
         assert block_h == block_w, "DepthToSpace needs a square block"
         return op.DepthToSpace(x, blocksize=block_h, mode="DCR")
 
-    return {torch.ops.emo.space_to_depth.default: space_to_depth, torch.ops.emo.depth_to_space.default: depth_to_space}
+    def gelu(x, approximate: str = "none"):
+        # exact GELU written as x * (1 + erf(x / sqrt 2)) * 0.5: the order ORT's GeluFusion matches (the exporter's
+        # 0.5 * (1 + erf) * x is left as five ops); opset 20 has Gelu itself, opset 18 does not
+        if approximate != "none":
+            raise ValueError(f"gelu approximate={approximate!r}: EMO uses the exact (erf) GELU")
+        inner = op.Add(op.Erf(op.Div(x, op.CastLike(math.sqrt(2.0), x))), op.CastLike(1.0, x))
+        return op.Mul(op.Mul(x, inner), op.CastLike(0.5, x))
+
+    return {torch.ops.emo.space_to_depth.default: space_to_depth, torch.ops.emo.depth_to_space.default: depth_to_space,
+            torch.ops.aten.gelu.default: gelu}
 
 
 def to_onnx(model: torch.nn.Module, example: torch.Tensor, ctx) -> onnx.ModelProto:
