@@ -5,9 +5,10 @@
 Each runtime gets three graphs of the same weights, exported by the real backends (``emo.export.onnx``,
 ``tflite``, ``executorch``): ``legacy`` (``emo.deploy(model, target="legacy")``, the form before issue 12),
 ``new`` (the target that backend uses today: ``DEPLOY_TARGET`` of its module) and ``naive`` (the reference model,
-not deployed). Every graph is checked against the PyTorch model before it is timed. Timing is interleaved: each
-round runs every graph of every runtime once, in turn, so that the load of a shared machine hits all of them alike;
-medians are reported with the ratios next to them, then the operator counts of every format (Core ML included,
+not deployed). Every graph is checked against the PyTorch model before it is timed. Timing is interleaved: for each
+runtime and size, each round runs its three graphs once, in turn, so that the load of a shared machine hits them
+alike (runtimes are not mixed: their thread pools spin after a run); medians are reported with the ratios next to
+them, then the operator counts of every format (Core ML included,
 which is counted but not timed: its runtime is macOS only). Nothing is written outside a temporary folder.
 """
 
@@ -71,15 +72,19 @@ def op_counts(backend: str, facts: dict) -> dict:
 
 
 def measure(runners: dict, x: dict, rounds: int, warmup: int) -> dict[tuple, list[float]]:
+    """Per (runtime, size), its graphs interleaved round by round. Runtimes are not interleaved with each other:
+    their thread pools spin-wait after a run, and one runtime's spinning threads would slow the next one down."""
     times: dict[tuple, list[float]] = {key: [] for key in runners}
-    for key, run in runners.items():
-        for _ in range(warmup):
-            run(x[key[2]])
-    for _ in range(rounds):
-        for key, run in runners.items():
-            start = time.perf_counter()
-            run(x[key[2]])
-            times[key].append((time.perf_counter() - start) * 1e3)
+    for group in dict.fromkeys((backend, size) for backend, _, size in runners):
+        keys = [key for key in runners if (key[0], key[2]) == group]
+        for key in keys:
+            for _ in range(warmup):
+                runners[key](x[key[2]])
+        for _ in range(rounds):
+            for key in keys:
+                start = time.perf_counter()
+                runners[key](x[key[2]])
+                times[key].append((time.perf_counter() - start) * 1e3)
     return times
 
 
