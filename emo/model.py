@@ -19,10 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EMO", "EMOConfig", "VARIANTS", "iRMB", "create_model", "deploy", "list_models"]
+__all__ = ["DEPLOY_TARGETS", "EMO", "EMOConfig", "VARIANTS", "iRMB", "create_model", "deploy", "list_models"]
 
 NORM_EPS = 1e-6
 WINDOW = 7
+# Deploy targets (emo.deploy(model, target=...)); each backend picks one (its module's DEPLOY_TARGET):
+#   "portable": window partition in plain torch ops (two rank-4 transposes each way), attention without a per-head
+#               transpose of q, v or the output; what ExecuTorch/XNNPACK, LiteRT and the .pt2 program get.
+#   "native":   the same, but the strided-grid partition is one emo::space_to_depth op (and its inverse one
+#               emo::depth_to_space), which ONNX (SpaceToDepth/DepthToSpace) and Core ML (space_to_depth) lower to
+#               their own op when n1 == n2; only a converter that registers these ops can take this form.
+#   "legacy":   the previous deploy form (transposes per window and per head), kept for bench_deploy's comparison.
+DEPLOY_TARGETS = ("portable", "native", "legacy")
 
 
 # ----------------------------------------------------------------------------------------------- building blocks
@@ -144,6 +152,56 @@ def _fold_bn_into_pointwise(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
     return fused
 
 
+# ------------------------------------------------------------------------------------------ strided-grid windows
+# The authors' strided grid puts pixel (a*n1 + i, b*n2 + j) into window (i, j) as token (a, b): that is a
+# space-to-depth with block (n1, n2). We need the window index outside the channel index ("DCR" order, as ONNX
+# SpaceToDepth, TFLite SPACE_TO_DEPTH and MIL space_to_depth define it; PyTorch's pixel_unshuffle is the other
+# order), so that (B, n*C, 7, 7) reshapes for free to (B*n, C, 7, 7): one 7x7 map per window.
+def space_to_depth_reference(x: torch.Tensor, block_h: int, block_w: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, bh*bw*C, H/bh, W/bw) with out[:, (i*bw + j)*C + c, a, b] = x[:, c, a*bh + i, b*bw + j].
+
+    Written with rank <= 4 tensors (Core ML caps rank at 5; NNAPI, the ANE and Hexagon want 4)."""
+    C, H, W = (int(d) for d in x.shape[1:])
+    h, w = H // block_h, W // block_w
+    x = x.reshape(-1, C * h, block_h, W).permute(0, 2, 1, 3)                  # (B, i, (c a), (b j))
+    x = x.reshape(-1, C * h * w, block_w).permute(0, 2, 1)                    # ((B i), j, (c a b))
+    return x.reshape(-1, block_h * block_w * C, h, w)
+
+
+def depth_to_space_reference(x: torch.Tensor, block_h: int, block_w: int) -> torch.Tensor:
+    """The inverse of ``space_to_depth_reference`` (ONNX DepthToSpace mode DCR, MIL depth_to_space)."""
+    CB, h, w = (int(d) for d in x.shape[1:])
+    C = CB // (block_h * block_w)
+    x = x.reshape(-1, block_w, C * h * w).permute(0, 2, 1)                    # ((B i), (c a b), j)
+    x = x.reshape(-1, block_h, C * h, w * block_w).permute(0, 2, 1, 3)        # (B, (c a), i, (b j))
+    return x.reshape(-1, C, h * block_h, w * block_w)
+
+
+@torch.library.custom_op("emo::space_to_depth", mutates_args=())
+def space_to_depth(x: torch.Tensor, block_h: int, block_w: int) -> torch.Tensor:
+    """One graph op for the window partition (the "native" deploy target); converters that know it (our ONNX and
+    Core ML backends register it) emit their SpaceToDepth; ``space_to_depth_reference`` is its definition."""
+    return space_to_depth_reference(x, block_h, block_w).clone()
+
+
+@space_to_depth.register_fake
+def _(x, block_h, block_w):
+    B, C, H, W = x.shape
+    return x.new_empty((B, C * block_h * block_w, H // block_h, W // block_w))
+
+
+@torch.library.custom_op("emo::depth_to_space", mutates_args=())
+def depth_to_space(x: torch.Tensor, block_h: int, block_w: int) -> torch.Tensor:
+    """The inverse of ``space_to_depth`` (DCR), as one graph op."""
+    return depth_to_space_reference(x, block_h, block_w).clone()
+
+
+@depth_to_space.register_fake
+def _(x, block_h, block_w):
+    B, C, H, W = x.shape
+    return x.new_empty((B, C // (block_h * block_w), H * block_h, W * block_w))
+
+
 # ------------------------------------------------------------------------------------------------------ the block
 class iRMB(nn.Module):  # noqa: N801 - the paper's name
     """inverted Residual Mobile Block: norm -> (window attention ->) v -> depth-wise conv (-> SE) -> proj.
@@ -170,6 +228,7 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
         self.se = SqueezeExcite(mid, act) if se else nn.Identity()
         self.proj = ConvNormAct(mid, cout)
         self.fused = False
+        self.target = "portable"
 
     # reference path: the authors' window partition, written as reshapes (rank 6)
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,11 +282,51 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
             out = out[:, :, :H, :W]
         return out
 
+    # deploy path ("portable" and "native" targets): one 7x7 map per window, no transpose per head
+    def _attend_windows(self, x: torch.Tensor) -> torch.Tensor:
+        C, H, W = (int(d) for d in x.shape[1:])  # batch left symbolic so that --dynamic-batch can work
+        pad_b, pad_r = (WINDOW - H % WINDOW) % WINDOW, (WINDOW - W % WINDOW) % WINDOW
+        if pad_b or pad_r:
+            x = F.pad(x, (0, pad_r, 0, pad_b))
+        n1, n2 = (H + pad_b) // WINDOW, (W + pad_r) // WINDOW
+        n, t, dh = n1 * n2, WINDOW * WINDOW, self.head_dim
+        native = self.target == "native" and n1 == n2  # SpaceToDepth's block is square in ONNX, TFLite and MIL
+        if n > 1:
+            x = space_to_depth(x, n1, n2) if native else space_to_depth_reference(x, n1, n2)
+        x = x.reshape(-1, C, WINDOW, WINDOW)                                       # (B*n, C, 7, 7): free
+        qk = self.qk(x)                                                             # scale folded into q
+        q = qk[:, :C].reshape(-1, dh, t)                                            # (B*n*heads, dh, t)
+        k = qk[:, C:].reshape(-1, dh, t)
+        values = x.reshape(-1, dh, t)
+        # Everything stays channel-major (dh, t), so values @ attn^T is already the output layout.
+        if self.target == "native":
+            # scores^T = k^T q (keys on rows), softmax over the keys: one transposed operand per block, which ORT
+            # (FusedMatMul) and Core ML (matmul transpose_x) fold into the matmul.
+            attn_t = torch.softmax(torch.bmm(k.transpose(1, 2), q), dim=-2)       # (B*n*heads, keys, queries)
+        else:
+            # LiteRT's SOFTMAX only reduces the last axis (another axis becomes six ops): softmax(q^T k) over the
+            # last axis, transposed as an operand of the next bmm (BATCH_MATMUL adj_x/adj_y, XNNPACK transpose_b).
+            attn_t = torch.softmax(torch.bmm(q.transpose(1, 2), k), dim=-1).transpose(1, 2)
+        out = torch.bmm(values, attn_t)                                             # (B*n*heads, dh, t)
+        # Windows go back before v: v (1x1 conv + activation) is per pixel, so it commutes with the rearrangement;
+        # depth-to-space then moves C channels instead of mid = 3-4x C, and v skips the cropped padding.
+        if n > 1:
+            out = out.reshape(-1, n * C, WINDOW, WINDOW)
+            out = depth_to_space(out, n1, n2) if native else depth_to_space_reference(out, n1, n2)
+        else:
+            out = out.reshape(-1, C, WINDOW, WINDOW)
+        if pad_b or pad_r:
+            out = out[:, :, :H, :W]
+        return self.v(out)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.norm(x)
         if self.attention:
-            x = self._attend_rank4(x) if self.fused else self._attend(x)
+            if not self.fused:
+                x = self._attend(x)
+            else:
+                x = self._attend_rank4(x) if self.target == "legacy" else self._attend_windows(x)
         else:
             x = self.v(x)
         y = self.se(self.conv_local(x))
@@ -235,9 +334,10 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
         x = self.proj(x)
         return shortcut + x if self.has_skip else x
 
-    def fuse(self) -> None:
+    def fuse(self, target: str = "portable") -> None:
         """Switch to the deploy form in place: fold BatchNorms, fold the attention scale into q, rank-4 attention.
-        Idempotent: fusing twice must not fold the scale twice."""
+        Idempotent: fusing twice must not fold the scale twice (a second fuse only changes the target)."""
+        self.target = target
         if self.fused:
             return
         self.conv_local.fuse()
@@ -368,13 +468,21 @@ def create_model(name: str, weights: str | None = None, *, num_classes: int | No
     return model.eval()
 
 
-def deploy(model: EMO) -> EMO:
-    """A fused deep copy in the export-friendly form; computes the same function (EMO_SPEC.md)."""
+def deploy(model: EMO, target: str = "portable") -> EMO:
+    """A fused deep copy in the export-friendly form; computes the same function (EMO_SPEC.md).
+
+    ``target`` (``DEPLOY_TARGETS``) only changes how the window partition is written: "portable" in plain torch
+    ops, "native" as one ``emo::space_to_depth`` op for converters that map it to theirs, "legacy" the earlier
+    form with transposes per head (for comparisons)."""
+    if target not in DEPLOY_TARGETS:
+        from emo.errors import EMOError
+
+        raise EMOError(f"unknown deploy target {target!r}; choose one of: {', '.join(DEPLOY_TARGETS)}")
     model = copy.deepcopy(model).eval()
     model.stage0[0].fuse()
     for module in model.modules():
         if isinstance(module, iRMB):
-            module.fuse()
+            module.fuse(target)
     if isinstance(model.norm, LayerNorm2d):
         model.norm.fuse()
     return model

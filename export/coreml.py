@@ -63,8 +63,36 @@ class _Probabilities(nn.Module):
         return torch.softmax(self.model(image), dim=-1)
 
 
+DEPLOY_TARGET = "native"  # the window partition as MIL space_to_depth / depth_to_space (registered below)
+
+
+def _register_window_ops() -> None:
+    """``emo::space_to_depth`` / ``emo::depth_to_space`` (window-major "DCR" order, square block in the native
+    form) are MIL's own ``space_to_depth`` / ``depth_to_space``, which follow TensorFlow's channel order."""
+    from coremltools.converters.mil import Builder as mb  # noqa: N813 - coremltools' own spelling
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY, register_torch_op
+
+    if "emo::space_to_depth" in _TORCH_OPS_REGISTRY:
+        return
+
+    def convert(op_name: str):
+        def lower(context, node):
+            x, block_h, block_w = _get_inputs(context, node, expected=3)
+            if block_h.val != block_w.val:
+                raise ValueError(f"{node.kind}: MIL needs a square block, got {block_h.val}x{block_w.val}")
+            context.add(getattr(mb, op_name)(x=x, block_size=int(block_h.val), name=node.name))
+        lower.__name__ = f"emo_{op_name}"  # the registry also keys on the function's name
+        return lower
+
+    for op_name in ("space_to_depth", "depth_to_space"):
+        register_torch_op(convert(op_name), torch_alias=[f"emo::{op_name}"])
+
+
 def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
     import coremltools as ct
+
+    _register_window_ops()
 
     opts = ctx.options.backend_options
     target = check_target(opts.get("min_target") or DEFAULT_TARGET)

@@ -41,13 +41,16 @@ def lower(model: nn.Module, example: torch.Tensor, path: Path, kind: str, precis
     from executorch.exir import to_edge_transform_and_lower
 
     program = torch.export.export(model, (example,))
+    # the operators handed to the partitioner (the delegate's own list is not readable from the program)
+    graph_ops = Counter(n.target.__name__.split(".")[0] for n in program.graph.nodes if n.op == "call_function")
     edge = to_edge_transform_and_lower(program, partitioner=[_partitioner(kind, precision)])
     calls = Counter(str(getattr(n.target, "__name__", n.target)) for n in edge.exported_program().graph.nodes
                     if n.op == "call_function")
     delegated = calls.pop(DELEGATE_CALL, 0)
     calls.pop("getitem", None)
     path.write_bytes(edge.to_executorch().buffer)
-    return {"delegate": kind, "delegate_partitions": delegated, "ops_outside_delegate": dict(sorted(calls.items())),
+    return {"delegate": kind, "graph_ops": dict(sorted(graph_ops.items())), "delegate_partitions": delegated,
+            "ops_outside_delegate": dict(sorted(calls.items())),
             "whole_graph_delegated": delegated == 1 and not calls}
 
 

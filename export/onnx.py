@@ -10,6 +10,7 @@ Recipe:
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +20,34 @@ import onnxsim
 import torch
 
 OPSET = 18
+DEPLOY_TARGET = "native"  # the window partition as one SpaceToDepth / DepthToSpace (translated below)
+
+
+def _window_translations() -> dict:
+    """``emo::space_to_depth`` / ``emo::depth_to_space`` are ONNX SpaceToDepth / DepthToSpace (mode DCR): the same
+    window-major channel order. The native form only uses them with a square block (ONNX's blocksize is one int)."""
+    from onnxscript import opset18 as op
+
+    import emo.model  # noqa: F401 - registers torch.ops.emo
+
+    def space_to_depth(x, block_h: int, block_w: int):
+        assert block_h == block_w, "SpaceToDepth needs a square block"
+        return op.SpaceToDepth(x, blocksize=block_h)
+
+    def depth_to_space(x, block_h: int, block_w: int):
+        assert block_h == block_w, "DepthToSpace needs a square block"
+        return op.DepthToSpace(x, blocksize=block_h, mode="DCR")
+
+    def gelu(x, approximate: str = "none"):
+        # exact GELU written as x * (1 + erf(x / sqrt 2)) * 0.5: the order ORT's GeluFusion matches (the exporter's
+        # 0.5 * (1 + erf) * x is left as five ops); opset 20 has Gelu itself, opset 18 does not
+        if approximate != "none":
+            raise ValueError(f"gelu approximate={approximate!r}: EMO uses the exact (erf) GELU")
+        inner = op.Add(op.Erf(op.Div(x, op.CastLike(math.sqrt(2.0), x))), op.CastLike(1.0, x))
+        return op.Mul(op.Mul(x, inner), op.CastLike(0.5, x))
+
+    return {torch.ops.emo.space_to_depth.default: space_to_depth, torch.ops.emo.depth_to_space.default: depth_to_space,
+            torch.ops.aten.gelu.default: gelu}
 
 
 def to_onnx(model: torch.nn.Module, example: torch.Tensor, ctx) -> onnx.ModelProto:
@@ -31,7 +60,8 @@ def to_onnx(model: torch.nn.Module, example: torch.Tensor, ctx) -> onnx.ModelPro
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if ctx.dynamic_batch else None
     program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
-                                opset_version=OPSET, dynamic_shapes=dynamic_shapes, verbose=False)
+                                opset_version=OPSET, dynamic_shapes=dynamic_shapes, verbose=False,
+                                custom_translation_table=_window_translations())
     proto = program.model_proto
     simplified, ok = onnxsim.simplify(proto)
     if not ok:

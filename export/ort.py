@@ -16,6 +16,7 @@ import torch
 from emo.export import onnx as onnx_backend
 
 load = onnx_backend.load
+DEPLOY_TARGET = onnx_backend.DEPLOY_TARGET
 
 
 def export(model: torch.nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:

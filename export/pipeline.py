@@ -122,9 +122,10 @@ def weights_record(weights: str | None, ema: bool) -> dict:
     return {"path": str(Path(weights).resolve()), "sha256": sha256_file(weights), "ema": ema}
 
 
-def prepare(model: nn.Module, normalize_in_graph: bool) -> nn.Module:
-    """Deploy form (fused, rank <= 4), optionally wrapped with the in-graph normalisation."""
-    deployed = emo.deploy(model)
+def prepare(model: nn.Module, normalize_in_graph: bool, target: str = "portable") -> nn.Module:
+    """Deploy form (fused, rank <= 4) for the backend's target (its module's ``DEPLOY_TARGET``), optionally
+    wrapped with the in-graph normalisation."""
+    deployed = emo.deploy(model, target=target)
     return (Normalized(deployed) if normalize_in_graph else deployed).eval()
 
 
@@ -301,7 +302,9 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
     try:
         start = time.perf_counter()
         with captured_output(log):
-            facts = module.export(prepare(model, options.normalize), example, tmp, ctx) or {}
+            target = getattr(module, "DEPLOY_TARGET", "portable")
+            facts = module.export(prepare(model, options.normalize, target), example, tmp, ctx) or {}
+            facts.setdefault("deploy_target", target)
         seconds = time.perf_counter() - start
         parity_batch = DYNAMIC_PARITY_BATCH if options.dynamic_batch else options.batch
         with captured_output(log):

@@ -174,6 +174,8 @@ def runner_command(name: str, artifact: str, settings: dict) -> list[str]:
         cmd = [f"--graph={artifact}", f"--num_threads={threads}", f"--warmup_runs={warmup}", f"--num_runs={iters}"]
         if settings.get("min_seconds"):
             cmd.append(f"--min_secs={settings['min_seconds']}")
+        if settings.get("profile"):
+            cmd.append("--enable_op_profiling=true")
         return [f"./{name}", *cmd, *flags]
     if name == "onnxruntime_perf_test":
         return [f"./{name}", *flags, "-x", str(threads), "-r", str(iters), "-m", "times", "-s", "-I", artifact]
@@ -229,6 +231,13 @@ def run_adb(artifact: Artifact, adb: Adb, device: dict, settings: dict) -> Bench
     row.load_ms, row.first_inference_ms, row.peak_memory_mb = report.init_ms, report.first_ms, report.peak_memory_mb
     row.summary = report.summary()
     row.versions = {"runner": name}
+    if settings.get("profile"):
+        from emo.runtime_bench.profile import parse_op_profile
+
+        ops = parse_op_profile(output) if name == "benchmark_model" else []
+        row.profile = ({"source": "benchmark_model --enable_op_profiling", "ops": ops} if ops else
+                       {"error": f"no operator profile in the output of {name}" + (
+                           "" if name == "benchmark_model" else " (only LiteRT's benchmark_model profiles by op)")})
     if report.failed or (exit_code and exit_code.group(1) != "0"):
         reason = report.failed or f"exit code {exit_code.group(1)}"
         row.status = f"failed: {name}: {reason}"

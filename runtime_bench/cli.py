@@ -133,6 +133,9 @@ def _bench(argv: list[str]) -> int:
     p.add_argument("--runner", action="append", default=[], help="adb: a runner binary (benchmark_model, "
                    "onnxruntime_perf_test, executor_runner); repeatable")
     p.add_argument("--delegate", help="adb: cpu | xnnpack | gpu | nnapi | qnn (what the runner supports)")
+    p.add_argument("--profile", nargs="?", type=int, const=20, default=0, metavar="RUNS",
+                   help="also profile each artifact per operator type over RUNS inferences (default 20), after "
+                        "timing: ORT profiling, ExecuTorch ETDump, LiteRT benchmark_model --enable_op_profiling")
     p.add_argument("--cooldown", type=float, default=10.0, help="adb: seconds of rest between runs (default 10)")
     p.add_argument("--compute-units", action="append", choices=("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL"),
                    help="mac/ios: repeatable (mac default: all four; ios default: ALL)")
@@ -141,7 +144,8 @@ def _bench(argv: list[str]) -> int:
     check_options(args, kind)
     artifacts = find_artifacts(args.paths)
     settings = {"threads": args.threads, "warmup": args.warmup, "iters": args.iters or (None if args.min_seconds
-                else 50), "min_seconds": args.min_seconds, "delegate": args.delegate, "runners": args.runner}
+                else 50), "min_seconds": args.min_seconds, "delegate": args.delegate, "runners": args.runner,
+                "profile": args.profile}
     runs = _runs(kind, arg, artifacts, settings, args)
     out = Path(args.out)
     rows: list[BenchResult] = []
@@ -161,6 +165,14 @@ def _bench(argv: list[str]) -> int:
     progress.close()
     dicts = [r.to_dict() for r in rows]
     print(report.table(dicts))
+    if args.profile:
+        from emo.runtime_bench.profile import table
+
+        for row in rows:
+            title = f"\n{Path(row.artifact).name}: per-operator time"
+            prof = row.profile or {"error": "not profiled"}
+            print(f"{title}: {prof['error']}" if "error" in prof else
+                  table(prof["ops"], f"{title} ({prof['source']}, ms per inference)"))
     print(f"{len(rows)} rows appended to {out}")
     if args.csv:
         report.write_csv(dicts, args.csv)
@@ -189,6 +201,8 @@ def check_options(args, kind: str) -> None:
         raise BenchError(f"--threads {args.threads} is out of range: use 1..{limit} ({where})")
     if args.iters is not None and not 1 <= args.iters <= MAX_ITERS:
         raise BenchError(f"--iters {args.iters} is out of range: use 1..{MAX_ITERS}")
+    if not 0 <= args.profile <= MAX_ITERS:
+        raise BenchError(f"--profile {args.profile} is out of range: use 1..{MAX_ITERS} runs")
     if not 0 <= args.warmup <= MAX_ITERS:
         raise BenchError(f"--warmup {args.warmup} is out of range: use 0..{MAX_ITERS}")
     if args.min_seconds is not None and not (math.isfinite(args.min_seconds) and 0 < args.min_seconds <= 86400):

@@ -101,7 +101,7 @@ def _peak_rss_mb() -> float:
 
 
 def worker(path: Path, backend: str, shape: list[int], threads: int, warmup: int, iters: int | None,
-           min_seconds: float | None) -> dict:
+           min_seconds: float | None, profile_runs: int = 0) -> dict:
     import numpy as np
 
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
@@ -109,8 +109,43 @@ def worker(path: Path, backend: str, shape: list[int], threads: int, warmup: int
     run = _load(path, backend, threads)
     load_ms = (time.perf_counter() - start) * 1e3
     first_ms, latencies = measure(lambda: run(x), warmup=warmup, iters=iters, min_seconds=min_seconds)
-    return {"load_ms": load_ms, "first_inference_ms": first_ms, "latencies_ms": latencies,
-            "peak_memory_mb": _peak_rss_mb(), "versions": package_versions(*RUNTIME_PACKAGES.get(backend, ()))}
+    result = {"load_ms": load_ms, "first_inference_ms": first_ms, "latencies_ms": latencies,
+              "peak_memory_mb": _peak_rss_mb(), "versions": package_versions(*RUNTIME_PACKAGES.get(backend, ()))}
+    if profile_runs:  # after the timed runs, in separate sessions: profiling must not slow the latencies down
+        result["profile"] = _profile(path, backend, threads, x, profile_runs)
+    return result
+
+
+def _profile(path: Path, backend: str, threads: int, x, runs: int) -> dict:
+    from emo.runtime_bench import profile
+
+    try:
+        if backend in ("onnx", "ort"):
+            return {"source": "onnxruntime profiling JSON", "runs": runs,
+                    "ops": profile.profile_onnxruntime(path, threads, x, runs)}
+        if backend == "executorch":
+            return {"source": "ExecuTorch ETDump (executorch.devtools.Inspector)", "runs": runs,
+                    "ops": profile.profile_executorch(path, threads, x, runs)}
+    except Exception as e:  # a profiler failure is noted in the row; the latencies stand
+        return {"error": f"{type(e).__name__}: {first_line(e)}"}
+    return {"error": f"no per-operator profiler for {backend} artifacts on the host"}
+
+
+def profile_tflite_host(path: Path, runner: Path, threads: int, runs: int) -> dict:
+    """LiteRT on the host: a host build of ``benchmark_model`` with ``--enable_op_profiling=true`` (the Python
+    interpreter has no per-operator profiler); the same parser as on phones."""
+    from emo.runtime_bench import profile
+
+    cmd = [str(runner), f"--graph={path}", f"--num_threads={threads}", f"--num_runs={runs}",
+           "--use_xnnpack=true", "--enable_op_profiling=true"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"error": f"{runner.name}: {first_line(e)}"}
+    ops = profile.parse_op_profile(proc.stdout + "\n" + proc.stderr)
+    if proc.returncode != 0 or not ops:
+        return {"error": f"{runner.name} exited {proc.returncode} without an operator profile"}
+    return {"source": "benchmark_model --enable_op_profiling (host)", "runs": runs, "ops": ops}
 
 
 def _worker_main(argv: list[str]) -> int:
@@ -122,10 +157,11 @@ def _worker_main(argv: list[str]) -> int:
     p.add_argument("--warmup", type=int, required=True)
     p.add_argument("--iters", type=int)
     p.add_argument("--min-seconds", type=float)
+    p.add_argument("--profile-runs", type=int, default=0)
     args = p.parse_args(argv)
     try:
         result = worker(Path(args.artifact), args.backend, json.loads(args.shape), args.threads, args.warmup,
-                        args.iters, args.min_seconds)
+                        args.iters, args.min_seconds, args.profile_runs)
     except Exception as e:  # reported to the parent as the row's reason
         reason = first_line(e) if isinstance(e, RuntimeMissingError) else f"{type(e).__name__}: {first_line(e)}"
         print(json.dumps({"error": reason}))
@@ -150,6 +186,8 @@ def run_host(artifact: Artifact, settings: dict) -> BenchResult:
         cmd += ["--iters", str(settings["iters"])]
     if settings.get("min_seconds"):
         cmd += ["--min-seconds", str(settings["min_seconds"])]
+    if settings.get("profile") and artifact.backend != "tflite":
+        cmd += ["--profile-runs", str(settings["profile"])]
     env = {**os.environ, "OMP_NUM_THREADS": str(settings["threads"])}  # the child's OpenMP pool, never ours
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, env=env)
@@ -164,6 +202,13 @@ def run_host(artifact: Artifact, settings: dict) -> BenchResult:
     row.load_ms, row.first_inference_ms = result["load_ms"], result["first_inference_ms"]
     row.latencies_ms, row.peak_memory_mb = result["latencies_ms"], result["peak_memory_mb"]
     row.summary, row.versions = summary(row.latencies_ms), result["versions"]
+    row.profile = result.get("profile")
+    if settings.get("profile") and artifact.backend == "tflite":
+        runner = next((Path(r) for r in settings.get("runners", []) if Path(r).name.startswith("benchmark_model")),
+                      None)
+        row.profile = (profile_tflite_host(artifact.path, runner, settings["threads"], settings["profile"]) if runner
+                       else {"error": "LiteRT's Python interpreter has no per-operator profiler: pass --runner "
+                                      "PATH/benchmark_model (a host build) to profile .tflite on the host"})
     return row
 
 

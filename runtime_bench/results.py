@@ -133,6 +133,7 @@ class BenchResult:
     peak_memory_mb: float | None = None
     versions: dict = field(default_factory=dict)
     git_revision: str | None = None
+    profile: dict | None = None                # --profile: {"source": ..., "ops": [{op, nodes, ms, percent}]}
     timestamp_utc: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     schema: str = SCHEMA
 

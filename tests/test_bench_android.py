@@ -243,3 +243,37 @@ def test_runner_cache_folder(phone, tmp_path, monkeypatch):
     assert main([str(model), "--device", "adb", "--cooldown", "0", "--out", str(tmp_path / "r.jsonl")]) == 0
     assert any(c[2] == "push" and c[3] == str(tmp_path / "cache" / "arm64-v8a" / "benchmark_model")
                for c in calls() if len(c) > 3)
+
+
+def test_parse_op_profile_summary_by_node_type():
+    """The regular runs' "Summary by node type" table (not the initialisation's), with any line prefix."""
+    from emo.runtime_bench.profile import parse_op_profile
+
+    text = (OUTPUTS / "litert_benchmark_model_sample06.txt").read_text()
+    expected = [("CONV_2D", 15, 2651.853), ("DEPTHWISE_CONV_2D", 13, 296.919), ("AVERAGE_POOL_2D", 1, 0.869),
+                ("SOFTMAX", 1, 0.232), ("SQUEEZE", 1, 0.016)]
+    for variant in (text, "\n".join(f"INFO: {line}" for line in text.splitlines()),
+                    "\n".join(f"11-28 04:40:01.123  4242  4242 I tflite  : {line}" for line in text.splitlines())):
+        ops = parse_op_profile(variant)
+        assert [(r["op"], r["nodes"], r["ms"]) for r in ops] == expected
+        assert abs(sum(r["percent"] for r in ops) - 100) < 0.05  # each rounded to 0.01
+    assert parse_op_profile((OUTPUTS / "litert_benchmark_model_sample01.txt").read_text()) == []  # not profiled
+
+
+def test_profile_on_a_phone(phone, tmp_path, capsys):
+    setup, calls, runners = phone
+    setup(outputs={"benchmark_model": str(OUTPUTS / "litert_benchmark_model_sample06.txt")})
+    tflite = _artifact(tmp_path / "a", "emo_1m_tflite_fp32.tflite", "tflite")
+    onnx_model = _artifact(tmp_path / "a", "emo_1m_onnx_fp32.onnx", "onnx")
+    out = tmp_path / "r.jsonl"
+    code = main([str(tflite), str(onnx_model), "--device", "adb", "--profile", "--runner",
+                 str(runners / "benchmark_model"), "--runner", str(runners / "onnxruntime_perf_test"), "--cooldown",
+                 "0", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert "--use_xnnpack=true" in _runner_call(calls()) and "--enable_op_profiling=true" in _runner_call(calls())
+    rows = {r["backend"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["tflite"]["profile"]["source"] == "benchmark_model --enable_op_profiling"
+    assert rows["tflite"]["profile"]["ops"][0]["op"] == "CONV_2D"
+    assert rows["onnx"]["status"] == "ok" and "only LiteRT's benchmark_model" in rows["onnx"]["profile"]["error"]
+    printed = capsys.readouterr().out
+    assert "emo_1m_tflite_fp32.tflite: per-operator time (benchmark_model --enable_op_profiling" in printed

@@ -108,3 +108,46 @@ def test_bench_never_imports_torch_or_the_model():
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+FAKE_HOST_BENCHMARK_MODEL = """#!/bin/sh
+# a host build of LiteRT's benchmark_model, answering with a real --enable_op_profiling output
+echo "$@" > "$(dirname "$0")/args.txt"
+cat {sample}
+"""
+
+
+def test_profile_per_operator_type(tiny, tmp_path, capsys):
+    """--profile: real ORT profiling and a real ExecuTorch ETDump, summed by operator type; LiteRT through a host
+    benchmark_model (here a stand-in printing a real profiling output), or a note saying how to get one."""
+    from test_bench_android import OUTPUTS
+
+    runner = tmp_path / "benchmark_model"
+    runner.write_text(FAKE_HOST_BENCHMARK_MODEL.format(sample=OUTPUTS / "litert_benchmark_model_sample06.txt"))
+    runner.chmod(0o755)
+    artifacts = [str(tiny / f"emo_1m_{tag}_fp32{suffix}") for tag, suffix in
+                 (("onnx", ".onnx"), ("xnnpack", ".pte"), ("tflite", ".tflite"))]
+    out = tmp_path / "r.jsonl"
+    assert main([*artifacts, "--device", "host", "--iters", "2", "--warmup", "1", "--profile", "3", "--runner",
+                 str(runner), "--out", str(out)]) == 0
+    rows = {r["backend"]: r for r in map(json.loads, out.read_text().splitlines())}
+    onnx_ops = {r["op"]: r for r in rows["onnx"]["profile"]["ops"]}
+    assert rows["onnx"]["profile"]["source"] == "onnxruntime profiling JSON"
+    assert {"Conv", "Softmax", "FusedMatMul"} <= onnx_ops.keys()  # what ORT ran after its fusions
+    assert onnx_ops["Conv"]["nodes"] >= 60 and onnx_ops["Conv"]["ms"] > 0
+    assert abs(sum(r["percent"] for r in onnx_ops.values()) - 100) < 0.1
+    et_ops = {r["op"] for r in rows["executorch"]["profile"]["ops"]}
+    assert any(op.startswith("Convolution (NHWC, F32)") for op in et_ops), et_ops
+    assert not any("::" in op for op in et_ops)  # the runtime's bookkeeping events are not operators
+    lite = rows["tflite"]["profile"]
+    assert lite["source"] == "benchmark_model --enable_op_profiling (host)"
+    assert lite["ops"][0] == {"op": "CONV_2D", "nodes": 15, "ms": 2651.853, "percent": 89.9}
+    assert "--enable_op_profiling=true" in (tmp_path / "args.txt").read_text()
+    printed = capsys.readouterr().out
+    assert "emo_1m_onnx_fp32.onnx: per-operator time (onnxruntime profiling JSON" in printed
+    assert "CONV_2D" in printed and "total" in printed
+    # without a host benchmark_model the LiteRT row says how to profile it, and the latencies stand
+    assert main([artifacts[2], "--device", "host", "--iters", "2", "--warmup", "0", "--profile", "--out",
+                 str(out)]) == 0
+    row = json.loads(out.read_text().splitlines()[-1])
+    assert row["status"] == "ok" and "pass --runner PATH/benchmark_model" in row["profile"]["error"]

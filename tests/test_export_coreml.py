@@ -58,7 +58,8 @@ def test_program_description_and_metadata(exported):
     assert [i.name for i in spec.description.input] == ["image"] and spec.description.input[0].shortDescription
     assert [o.name for o in spec.description.output] == ["logits"]
     info = _side(exported, "emo_1m_coreml_fp16")["backend_info"]
-    assert {"conv", "matmul", "softmax", "gelu", "transpose", "cast"} <= set(info["mil_ops"])
+    assert {"conv", "matmul", "softmax", "gelu", "space_to_depth", "depth_to_space", "cast"} <= set(info["mil_ops"])
+    assert "transpose" not in info["mil_ops"]  # windows as space_to_depth, k^T folded into matmul (issue 12)
 
 
 def test_blob_reader_matches_coremltools(exported):
@@ -101,27 +102,14 @@ def _verify_corrupted(exported, tmp_path, capsys, mutate) -> tuple[int, str, str
     return code, captured.out, captured.err
 
 
-def _perm(const_op):
-    return const_op.attributes["val"].immediateValue.tensor.ints.values
-
-
-def _window_partition_transpose(block, producers):
-    """The first transpose with perm (0, 2, 1, 3): (BC, a, i, W) -> (BC, i, a, W) of the window partition."""
-    for op in block.operations:
-        if op.type == "transpose":
-            const = producers[op.inputs["perm"].arguments[0].name]
-            if list(_perm(const)) == [0, 2, 1, 3]:
-                return op, const
-    raise AssertionError("no window-partition transpose")
-
-
-def test_wrong_window_partition_fails_parity(exported, tmp_path, capsys):
-    """The authors' iOS script: windows as contiguous tiles (the strided-grid transpose left out)."""
+def test_wrong_window_order_fails_parity(exported, tmp_path, capsys):
+    """Put the windows back in PyTorch's pixel_shuffle channel order instead of MIL depth_to_space's (TensorFlow's)
+    order: same shapes, runs, wrong pixels; also proves the interpreter tells the two orders apart."""
     def mutate(block, producers):
-        op, const = _window_partition_transpose(block, producers)
-        _perm(const)[:] = [0, 1, 2, 3]
-        dims = op.outputs[0].type.tensorType.dimensions
-        dims[1].constant.size, dims[2].constant.size = dims[2].constant.size, dims[1].constant.size
+        op = next(op for op in block.operations if op.type == "depth_to_space")
+        op.type = "pixel_shuffle"
+        op.inputs["upscale_factor"].CopyFrom(op.inputs["block_size"])
+        del op.inputs["block_size"]
 
     code, out, _ = _verify_corrupted(exported, tmp_path, capsys, mutate)
     assert code == 1 and "status: failed: max_abs_diff" in out

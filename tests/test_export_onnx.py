@@ -75,19 +75,27 @@ def test_verify_passes(exported, capsys):
     assert "status: passed" in capsys.readouterr().out
 
 
+def test_window_partition_is_native_and_transpose_free(exported):
+    """The strided-grid windows are one SpaceToDepth / DepthToSpace (DCR) per attention block that has several
+    windows (7 at 224: stage 3); the only transposes left are the k^T operands that ORT folds into FusedMatMul."""
+    model = onnx.load(str(exported / "emo_1m_onnx_fp32.onnx"))
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("SpaceToDepth") == 7 and ops.count("DepthToSpace") == 7
+    assert ops.count("Transpose") == 9
+    info = json.loads((exported / "emo_1m_onnx_fp32.json").read_text())["backend_info"]
+    assert info["deploy_target"] == "native" and info["ops"]["SpaceToDepth"] == 7
+
+
 def test_verify_catches_a_corrupted_graph(exported, tmp_path, capsys):
-    """Undo the (a, i) swap of the first window-partition transpose, so windows become contiguous tiles (the
-    authors' iOS-script mistake): the graph still runs, the check must fail."""
+    """Put the windows back in PyTorch's pixel_shuffle channel order (DepthToSpace CRD instead of DCR): the graph
+    still runs with the same shapes, the check must fail."""
     broken = tmp_path / "emo_1m_onnx_fp32.onnx"
     shutil.copy(exported / "emo_1m_onnx_fp32.json", tmp_path / "emo_1m_onnx_fp32.json")
     model = onnx.load(str(exported / "emo_1m_onnx_fp32.onnx"))
-    for node in model.graph.node:
-        perm = next((a for a in node.attribute if a.name == "perm"), None)
-        if node.op_type == "Transpose" and perm is not None and list(perm.ints) == [0, 2, 1, 3]:
-            perm.ints[:] = [0, 1, 2, 3]  # (BC, a, i, W) no longer becomes (BC, i, a, W): contiguous tiles
-            break
-    else:
-        pytest.fail("no window-partition transpose found")
+    node = next(node for node in model.graph.node if node.op_type == "DepthToSpace")
+    mode = next(a for a in node.attribute if a.name == "mode")
+    assert mode.s == b"DCR"
+    mode.s = b"CRD"
     onnx.save(model, str(broken))
     assert cli.verify_main([str(broken)]) == 1
     out = capsys.readouterr().out

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import emo
-from emo.model import VARIANTS
+from emo.model import DEPLOY_TARGETS, VARIANTS, depth_to_space_reference, space_to_depth_reference
 from emo_testutil import REF_IO, REFERENCE, need_reference
 
 VARIANT_NAMES = list(VARIANTS)
@@ -48,10 +48,11 @@ def test_reproduces_authors_reference_outputs(ref_ckpt):
             assert np.abs(out - ref[f"logits_{i}"]).max() <= 1e-4
 
 
-def test_deploy_matches_reference_data(ref_ckpt):
+@pytest.mark.parametrize("target", DEPLOY_TARGETS)
+def test_deploy_matches_reference_data(ref_ckpt, target):
     ref = np.load(REF_IO)
     model = emo.create_model("emo_1m", str(ref_ckpt))
-    deployed = emo.deploy(model)
+    deployed = emo.deploy(model, target=target)
     with torch.no_grad():
         for i in (0, 1):
             x = torch.from_numpy(ref[f"input_{i}"])
@@ -89,6 +90,52 @@ def test_deploy_same_function_any_size(name, size):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
+@pytest.mark.parametrize("target", ["native", "legacy"])
+@pytest.mark.parametrize("size", [(224, 224), (448, 448), (200, 264), (97, 45), (32, 32)])
+def test_deploy_targets_same_function_any_size(target, size):
+    """Every target at square sizes (native space-to-depth), n1 != n2 (200x264: stage 3 is 13x17 -> 2x3 windows,
+    the reference fallback) and padding (97x45)."""
+    torch.manual_seed(0)
+    model = _randomize_norms(emo.create_model("emo_1m"))
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        assert (emo.deploy(model, target=target)(x) - model(x)).abs().max().item() <= 1e-5
+
+
+def test_strided_grid_is_a_window_major_space_to_depth():
+    """EMO_SPEC: window (i, j) holds pixel (a*n1 + i, b*n2 + j) as token (a, b). The deploy form's partition puts
+    window (i, j) at channels (i*n2 + j)*C .. +C-1 (ONNX/TFLite/MIL order) and is undone by depth_to_space."""
+    x = torch.randn(2, 5, 7 * 3, 7 * 2)
+    n1, n2 = 3, 2
+    windows = space_to_depth_reference(x, n1, n2).reshape(2, n1, n2, 5, 7, 7)
+    for i, j, a, b in [(0, 0, 0, 0), (2, 1, 6, 6), (1, 0, 3, 5), (2, 0, 1, 2)]:
+        assert torch.equal(windows[:, i, j, :, a, b], x[:, :, a * n1 + i, b * n2 + j])
+    assert torch.equal(depth_to_space_reference(space_to_depth_reference(x, n1, n2), n1, n2), x)
+    # square blocks: PyTorch's pixel_unshuffle with its channel order (c, i, j) turned into (i, j, c)
+    y = torch.randn(1, 4, 14, 14)
+    reordered = torch.nn.functional.pixel_unshuffle(y, 2).reshape(1, 4, 4, 49).transpose(1, 2).reshape(1, 16, 7, 7)
+    assert torch.equal(torch.ops.emo.space_to_depth(y, 2, 2), reordered)
+    assert torch.equal(torch.ops.emo.depth_to_space(reordered, 2, 2), y)
+
+
+def test_native_form_has_no_partition_transposes():
+    """At 224 the 7 multi-window blocks of stage 3 partition with one space_to_depth each; the only transposes
+    left in the program are the 9 k^T operands (one per attention block), which converters fold into matmuls."""
+    def count(target):
+        program = torch.export.export(emo.deploy(emo.create_model("emo_1m"), target=target),
+                                      (torch.randn(1, 3, 224, 224),))
+        names = [n.target.__name__.split(".")[0] for n in program.graph.nodes if n.op == "call_function"]
+        return {name: names.count(name) for name in ("space_to_depth", "depth_to_space", "transpose", "permute")}
+    assert count("native") == {"space_to_depth": 7, "depth_to_space": 7, "transpose": 9, "permute": 0}
+    legacy = count("legacy")
+    assert legacy["permute"] + legacy["transpose"] == 64 and legacy["space_to_depth"] == 0
+
+
+def test_unknown_deploy_target():
+    with pytest.raises(emo.EMOError, match="unknown deploy target 'coreml'; choose one of: portable, native"):
+        emo.deploy(emo.create_model("emo_1m"), target="coreml")
+
+
 def test_deploy_twice_is_the_same_function():
     torch.manual_seed(0)
     model = _randomize_norms(emo.create_model("emo_1m"))
@@ -99,8 +146,9 @@ def test_deploy_twice_is_the_same_function():
         assert (twice(x) - model(x)).abs().max().item() <= 1e-5
 
 
-def test_deploy_folds_batchnorm_and_keeps_rank_4():
-    model = emo.deploy(emo.create_model("emo_1m"))
+@pytest.mark.parametrize("target", DEPLOY_TARGETS)
+def test_deploy_folds_batchnorm_and_keeps_rank_4(target):
+    model = emo.deploy(emo.create_model("emo_1m"), target=target)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     program = torch.export.export(model, (torch.randn(1, 3, 200, 264),))
     ranks = {node.name: len(node.meta["val"].shape) for node in program.graph.nodes
