@@ -1,7 +1,8 @@
 """Fashion-MNIST (Xiao et al., 2017) from its idx files to the ImageFolder layout that ``emo-train``/``emo-eval`` read.
 
-The Debian package ``dataset-fashion-mnist`` installs the four official files under ``/usr/share/datasets/fashion-mnist``:
-70,000 real 28x28 grayscale photos of 10 kinds of clothing, split 60,000 (train) / 10,000 (test) by the authors.
+The Debian package ``dataset-fashion-mnist`` installs the four official files under
+``/usr/share/datasets/fashion-mnist``: 70,000 real 28x28 grayscale photos of 10 kinds of clothing, split
+60,000 (train) / 10,000 (test) by the authors.
 
 ``python -m emo.fashion_mnist --out DIR`` writes ``DIR/train`` (the official training split minus ``--val`` images
 held out, balanced over classes, for model selection), ``DIR/val`` and ``DIR/test`` (the official test split, for the

@@ -17,12 +17,10 @@ them: ``last.pth`` is ``{'net', 'net_E', 'epoch', 'optimizer', ...}`` (resumable
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
 import os
-import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from emo.data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, load_image, to_unit_array
-from emo.errors import EMOError, Terminated, first_line, raise_terminated
+from emo.errors import EMOError
+from emo.export.cli import _one_line_errors
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 EXIT_BAD_INPUT = 2
@@ -361,7 +360,6 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
     images = train.images.to(device)
     labels = train.labels.to(device)
     warmup = int(config.warmup_epochs * steps_per_epoch)
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     started = time.monotonic()
 
     def snapshot(epoch: int, interrupted: bool = False) -> None:
@@ -374,7 +372,7 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
         while epoch < config.epochs:
             model.train()
             if config.freeze_backbone:  # frozen BatchNorms keep their statistics
-                for name, m in model.named_modules():
+                for m in model.modules():
                     if isinstance(m, nn.BatchNorm2d):
                         m.eval()
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1009 + epoch))
@@ -489,3 +487,135 @@ def plot_curves(history: list[dict], path: Path, log=print) -> None:
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+def _parser():
+    from emo.export.cli import _Parser
+
+    p = _Parser(prog="emo-train", description="Fine-tune EMO on your own classes (or train from scratch): AdamW, "
+                "warm-up + cosine, label smoothing, EMA, RandomResizedCrop + flip; checkpoints in the authors' form "
+                "with the class names and the input contract.")
+    p.add_argument("--model", default="emo_1m", help="emo_1m | emo_2m | emo_5m | emo_6m (default emo_1m)")
+    p.add_argument("--weights", help="start from this checkpoint (any form create_model reads; the head is replaced "
+                   "for the new classes); default: from scratch")
+    p.add_argument("--data", required=True, help="ImageFolder (one sub-folder per class), or a folder with train/ "
+                   "(and val/)")
+    p.add_argument("--val", help="validation ImageFolder (default: DATA/val if present; without one the last epoch "
+                   "is kept as best)")
+    p.add_argument("--input-size", default="224", help="N or HxW (default 224)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--min-lr", type=float, default=1e-6)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--ema-decay", type=float, default=0.9995, help="EMA decay per step (0 < d < 1; default 0.9995)")
+    p.add_argument("--crop-scale", default="0.08,1", help="RandomResizedCrop area range MIN,MAX (default 0.08,1)")
+    p.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. text, left/right classes)")
+    p.add_argument("--freeze-backbone", action="store_true", help="train the new head only (linear probe)")
+    p.add_argument("--resume", help="a last.pth to continue from (after Ctrl-C or a crash), at the step it stopped")
+    p.add_argument("--max-minutes", type=float, help="fit the epochs to this time budget after timing the first")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
+    p.add_argument("--workers", type=int, default=2, help="image decoding threads (default 2)")
+    p.add_argument("--out", required=True, help="output folder: best.pth, last.pth, log.jsonl, curves.png")
+    return p
+
+
+def _config_from_args(args, classes: list[str]) -> TrainConfig:
+    from emo.export.cli import parse_input_size
+    from emo.model import VARIANTS
+
+    if args.model not in VARIANTS:
+        raise EMOError(f"unknown model {args.model!r}; choose one of: {', '.join(VARIANTS)}")
+    checks = [(args.epochs >= 1, f"--epochs {args.epochs} must be at least 1"),
+              (1 <= args.batch_size <= 4096, f"--batch-size {args.batch_size} is out of range; use 1..4096"),
+              (0 < args.lr < 1, f"--lr {args.lr} is out of range; use 0 < lr < 1"),
+              (0 <= args.min_lr <= args.lr, f"--min-lr {args.min_lr} must be in 0..--lr"),
+              (args.warmup_epochs >= 0, f"--warmup-epochs {args.warmup_epochs} must not be negative"),
+              (args.weight_decay >= 0, f"--weight-decay {args.weight_decay} must not be negative"),
+              (0 <= args.label_smoothing < 1, f"--label-smoothing {args.label_smoothing} must be in 0..1"),
+              (0 < args.ema_decay < 1, f"--ema-decay {args.ema_decay} must be between 0 and 1"),
+              (args.max_minutes is None or args.max_minutes > 0, "--max-minutes must be positive"),
+              (1 <= args.workers <= 64, f"--workers {args.workers} is out of range; use 1..64")]
+    for ok, message in checks:
+        if not ok:
+            raise EMOError(message)
+    try:
+        lo, hi = (float(v) for v in args.crop_scale.split(","))
+    except ValueError:
+        raise EMOError(f"--crop-scale {args.crop_scale!r} is not MIN,MAX (e.g. 0.08,1)") from None
+    if not 0 < lo <= hi <= 1:
+        raise EMOError(f"--crop-scale {args.crop_scale!r} must satisfy 0 < MIN <= MAX <= 1")
+    return TrainConfig(model=args.model, weights=args.weights, input_size=parse_input_size(args.input_size),
+                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
+                       warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
+                       label_smoothing=args.label_smoothing, ema_decay=args.ema_decay, crop_scale=(lo, hi),
+                       flip=not args.no_flip, freeze_backbone=args.freeze_backbone, seed=args.seed,
+                       max_minutes=args.max_minutes, classes=list(classes))
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise EMOError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EMOError(f"--device {name}: no CUDA GPU is visible to this torch ({torch.__version__}); use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise EMOError(f"--device {name!r}: emo-train runs on cpu or cuda")
+    return device
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    train_dir, val_dir = data_folders(args.data, args.val)
+    classes, _ = scan_image_folder(train_dir)               # bad data fails before anything slow
+    config = _config_from_args(args, classes)
+    if val_dir is not None:
+        val_classes, _ = scan_image_folder(val_dir, min_classes=1)
+        if val_classes != classes:
+            odd = sorted(set(val_classes) ^ set(classes))
+            raise EMOError(f"the class folders of {val_dir} differ from those of {train_dir} (e.g. {odd[0]!r}); "
+                           "validation needs the same classes")
+    device = _device(args.device)
+    for flag, path in (("--weights", args.weights), ("--resume", args.resume)):
+        if path is not None and not Path(path).is_file():
+            raise EMOError(f"{flag} {path}: checkpoint not found")
+    if args.weights and args.resume:
+        raise EMOError("--weights and --resume exclude each other: --resume continues a run, --weights starts one")
+    out = Path(args.out)
+    if (out / "last.pth").exists() and not args.resume:
+        raise EMOError(f"{out} already holds a run (last.pth); continue it with --resume {out / 'last.pth'} "
+                       "or choose another --out")
+    from emo.export.pipeline import check_out_dir
+    check_out_dir(out)
+    if args.weights:
+        from emo.model import create_model
+        create_model(config.model, config.weights)            # a wrong checkpoint fails now, not after decoding
+    t0 = time.monotonic()
+    train = load_image_folder(train_dir, lambda im: train_view(im, round(max(config.input_size) / CROP_PCT)),
+                              workers=args.workers)
+    val = (load_image_folder(val_dir, lambda im: eval_view(im, config.input_size), workers=args.workers,
+                             classes=classes, min_classes=1) if val_dir is not None else None)
+    print(f"{train_dir}: {len(train)} images, {len(classes)} classes"
+          + (f"; {val_dir}: {len(val)} images" if val is not None else "; no validation set")
+          + f" (decoded in {time.monotonic() - t0:.1f}s)")
+    for name, images in (("training", train), ("validation", val)):
+        if images is not None and images.skipped:
+            print(f"warning: {len(images.skipped)} unreadable {name} images skipped, e.g. {images.skipped[0]}",
+                  file=sys.stderr)
+    print(f"training {config.model} on {device} at {config.input_size[0]}x{config.input_size[1]}, "
+          f"{config.epochs} epochs of {len(train) // config.batch_size} steps"
+          + (f", from {config.weights}" if config.weights else ", from scratch"))
+    summary = fit(config, train, val, out, device, resume=args.resume)
+    print(f"done in {summary['train_s']:.0f}s: best validation top-1 {summary['best_val_top1']}; wrote "
+          f"{out / 'best.pth'}, {out / 'last.pth'}, {out / 'log.jsonl'}")
+    return 0
+
+
+main = _one_line_errors(train_main)
