@@ -280,7 +280,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the report as JSON (for scripts) instead of tables")
     p.add_argument("--out", help="folder for eval.json and one confusion-matrix PNG per row")
     p.add_argument("--workers", type=int, default=2, help="image decoding threads (default 2)")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # checkpoint --model NAME artifact ... in any order
     if args.limit is not None and args.limit < 1:
         raise EMOError(f"--limit {args.limit} must be at least 1")
     if not 1 <= args.workers <= 64:

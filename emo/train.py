@@ -592,6 +592,8 @@ def train_main(argv: list[str] | None = None) -> int:
     if (out / "last.pth").exists() and not args.resume:
         raise EMOError(f"{out} already holds a run (last.pth); continue it with --resume {out / 'last.pth'} "
                        "or choose another --out")
+    if args.resume:
+        _load_resume(args.resume, config)                     # a foreign checkpoint fails now, not after decoding
     from emo.export.pipeline import check_out_dir
     check_out_dir(out)
     if args.weights:

@@ -11,7 +11,7 @@ import torch
 from emo import train as T
 from emo.evaluate import eval_main
 from emo.model import create_model
-from emo_testutil import REPO, assert_one_line_error, run_tool
+from emo_testutil import REF_CKPT, REPO, assert_one_line_error, run_tool
 
 FIXTURE = REPO / "tests" / "fixtures" / "emo_1m_fashion_mnist.pth"
 SUBSET = REPO / "tests" / "fixtures" / "fashion_mnist"
@@ -71,9 +71,11 @@ def _sets(tiny: Path):
 
 @pytest.fixture(scope="module")
 def trained(tiny, tmp_path_factory) -> Path:
-    """emo-train as a user runs it: 3 epochs of 6 steps on the tiny set."""
+    """emo-train as a user runs it: 3 epochs of 4 steps on the tiny set, from the authors'-form reference
+    checkpoint (1000 classes; the head is replaced for 3) when it is available."""
     out = tmp_path_factory.mktemp("run")
-    proc = run_tool("emo-train", "--model", "emo_1m", "--data", tiny, "--input-size", SIZE, "--epochs", 3,
+    start = ["--weights", REF_CKPT] if REF_CKPT.exists() else []
+    proc = run_tool("emo-train", "--model", "emo_1m", *start, "--data", tiny, "--input-size", SIZE, "--epochs", 3,
                     "--batch-size", 6, "--lr", 3e-3, "--warmup-epochs", 0.5, "--ema-decay", 0.9,
                     "--crop-scale", "0.5,1", "--device", "cpu", "--out", out / "run")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -102,29 +104,44 @@ def test_train_loss_goes_down_and_checkpoints_reload(trained):
 def test_resume_after_interrupt_continues_at_the_right_step(tiny, tmp_path, monkeypatch):
     """Ctrl-C mid-epoch saves last.pth; --resume continues at that step and ends where an uninterrupted run ends."""
     train, val = _sets(tiny)
-    T.fit(_config(epochs=2), train, val, tmp_path / "straight", torch.device("cpu"), progress=None, log=lambda s: 0)
+    config = lambda: _config(epochs=2, batch_size=12)  # noqa: E731 - 2 steps per epoch
+    T.fit(config(), train, val, tmp_path / "straight", torch.device("cpu"), progress=None, log=lambda s: 0)
     update = T.EMA.update
 
     def interrupt(self, model, step):
         update(self, model, step)
-        if step == 6:  # 2 steps into the second epoch (4 steps per epoch)
+        if step == 3:  # 1 step into the second epoch
             raise KeyboardInterrupt
 
     monkeypatch.setattr(T.EMA, "update", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        T.fit(_config(epochs=2), train, val, tmp_path / "cut", torch.device("cpu"), progress=None, log=lambda s: 0)
+        T.fit(config(), train, val, tmp_path / "cut", torch.device("cpu"), progress=None, log=lambda s: 0)
     monkeypatch.setattr(T.EMA, "update", update)
     saved = torch.load(tmp_path / "cut" / "last.pth", weights_only=True)
-    assert saved["step"] == 6 and saved["interrupted"] is True
+    assert saved["step"] == 3 and saved["interrupted"] is True
     messages = []
-    summary = T.fit(_config(epochs=2), train, val, tmp_path / "cut", torch.device("cpu"),
+    summary = T.fit(config(), train, val, tmp_path / "cut", torch.device("cpu"),
                     resume=str(tmp_path / "cut" / "last.pth"), progress=None, log=messages.append)
-    assert "at step 6 (epoch 2, 2/4 steps into it)" in messages[0]
-    assert summary["steps"] == 8
+    assert "at step 3 (epoch 2, 1/2 steps into it)" in messages[0]
+    assert summary["steps"] == 4
     a = torch.load(tmp_path / "straight" / "last.pth", weights_only=True)
     b = torch.load(tmp_path / "cut" / "last.pth", weights_only=True)
     for key in a["net"]:
         torch.testing.assert_close(b["net"][key], a["net"][key], rtol=1e-5, atol=1e-6, msg=key)
+    for key in a["net_E"]:
+        torch.testing.assert_close(b["net_E"][key], a["net_E"][key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_freeze_backbone_trains_the_head_only(tiny, tmp_path):
+    train, val = _sets(tiny)
+    T.fit(_config(epochs=1, batch_size=12, freeze_backbone=True), train, val, tmp_path, torch.device("cpu"),
+          progress=None, log=lambda s: 0)
+    torch.manual_seed(0)
+    start = T.build_model(_config(freeze_backbone=True)).state_dict()
+    after = torch.load(tmp_path / "last.pth", weights_only=True)["net"]
+    assert not torch.equal(after["head.weight"], start["head.weight"])
+    frozen = [k for k in start if not k.startswith("head.") and start[k].is_floating_point()]
+    assert frozen and all(torch.equal(after[k], start[k]) for k in frozen)  # weights and BatchNorm statistics
 
 
 def test_labels_round_trip_into_the_sidecar_and_eval_matches(trained, tiny, tmp_path):
@@ -225,7 +242,7 @@ def test_train_refuses_an_existing_run_and_a_foreign_resume(trained, tiny, tmp_p
     proc = run_tool("emo-train", "--data", tiny, "--out", trained, "--input-size", SIZE, "--device", "cpu")
     assert_one_line_error(proc, 2, "already holds a run (last.pth)")
     proc = run_tool("emo-train", "--data", tiny, "--out", tmp_path / "o", "--input-size", 64, "--device", "cpu",
-                    "--resume", trained / "last.pth")
+                    "--batch-size", 6, "--resume", trained / "last.pth")
     assert_one_line_error(proc, 2, "resume with the same --input-size")
 
 
