@@ -136,3 +136,21 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], name: str, pa
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:  # dtype or anything check_variant did not foresee
         raise EMOError(f"{path} does not load into {name}: {str(e).splitlines()[0]}") from None
+
+
+def training_metadata(path: str | Path) -> dict:
+    """What ``emo-train`` stores next to the weights: ``classes`` (label names, head order) and ``input`` (size,
+    mean/std, crop fraction). Empty for the authors' and other checkpoints; malformed entries are ignored."""
+    obj = _read(path)
+    if not isinstance(obj, Mapping):
+        return {}
+    meta = {}
+    classes = obj.get("classes")
+    if isinstance(classes, list | tuple) and classes and all(isinstance(c, str) and c.strip() for c in classes):
+        meta["classes"] = tuple(classes)
+    contract = obj.get("input")
+    size = contract.get("size") if isinstance(contract, Mapping) else None
+    if (isinstance(size, list | tuple) and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 4096 for v in size)):
+        meta["input_size"] = (int(size[0]), int(size[1]))
+    return meta

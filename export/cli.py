@@ -108,7 +108,7 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", action="store_true", help="load the EMA weights ('net_E')")
     p.add_argument("--format", required=True, help=f"comma-separated: {', '.join(BACKENDS)}; or all")
     p.add_argument("--precision", help="fp32 or fp16 (default: the format's default)")
-    p.add_argument("--input-size", default="224", help="N or HxW (default 224)")
+    p.add_argument("--input-size", help="N or HxW (default: the size an emo-train checkpoint was trained at, else 224)")
     p.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension")
     p.add_argument("--no-normalize", action="store_true",
@@ -136,7 +136,7 @@ def export_main(argv: list[str] | None = None) -> int:
     if args.model not in VARIANTS:
         raise EMOError(f"unknown model {args.model!r}; choose one of: {', '.join(VARIANTS)}")
     backends = parse_formats(args.format)
-    size = parse_input_size(args.input_size)
+    size = parse_input_size(args.input_size) if args.input_size else None
     if not 1 <= args.batch <= 1024:
         raise EMOError(f"--batch {args.batch} is out of range; use 1..1024")
     if args.dynamic_batch and args.batch != 1:
@@ -158,10 +158,18 @@ def export_main(argv: list[str] | None = None) -> int:
     if args.weights is not None and not Path(args.weights).is_file():  # files last: every option is checked first
         raise EMOError(f"checkpoint not found: {args.weights}")
     labels = read_labels_file(args.labels) if args.labels else None
+    labels_source = str(Path(args.labels).resolve()) if args.labels else None
+    if args.weights is not None:  # an emo-train checkpoint carries its class names and input size
+        from emo.checkpoint import training_metadata
+        trained = training_metadata(args.weights)
+        if labels is None and "classes" in trained:
+            labels, labels_source = trained["classes"], f"checkpoint {Path(args.weights).name} (emo-train classes)"
+        size = size or trained.get("input_size")
+    size = size or (224, 224)
     options = ExportOptions(variant=args.model, weights=args.weights, ema=args.ema, input_size=size,
                             batch=args.batch, dynamic_batch=args.dynamic_batch, normalize=not args.no_normalize,
                             precision=args.precision, labels=labels,
-                            labels_source=str(Path(args.labels).resolve()) if args.labels else None,
+                            labels_source=labels_source,
                             backend_options={"nhwc": args.nhwc, "image_input": args.image_input,
                                              "classifier": args.classifier, "min_target": args.min_target})
     if len(backends) == 1:  # a missing converter is bad input here; under several formats it is a recorded failure
