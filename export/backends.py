@@ -52,7 +52,7 @@ class Backend:
 
 _ONNX = ("onnx", "onnxruntime", "onnxsim", "onnxscript")
 BACKENDS: dict[str, Backend] = {
-    "onnx": Backend("onnx", "onnx", ".onnx", ("fp32",), "onnx", "onnx", "onnxruntime (CPU EP)", _ONNX,
+    "onnx": Backend("onnx", "onnx", ".onnx", ("fp32", "int8"), "onnx", "onnx", "onnxruntime (CPU EP)", _ONNX,
                     flags=("--dynamic-batch",)),
     "ort": Backend("ort", "ort", ".ort", ("fp32",), "onnx", "ort", "onnxruntime (CPU EP, ORT format)", _ONNX,
                    flags=("--dynamic-batch",)),
