@@ -64,6 +64,8 @@ BACKENDS: dict[str, Backend] = {
                       flags=("--nhwc",)),
     "executorch": Backend("executorch", "xnnpack", ".pte", ("fp32",), "executorch", "executorch",
                           "executorch.runtime (XNNPACK)", ("executorch",)),
+    "qnn": Backend("qnn", "qnn", ".onnx", ("w8a16", "int8"), "qnn", "qnn",
+                   "onnxruntime QNN EP, HTP backend (x86-64 HTP simulator, not a phone)", (*_ONNX, "onnxruntime_qnn")),
     "pt2": Backend("pt2", "pytorch", ".pt2", ("fp32",), "", "pt2", "PyTorch (torch.export program)", ("torch",),
                    flags=("--dynamic-batch",)),
     "executorch-coreml": Backend("executorch-coreml", "coreml-et", ".pte", ("fp16",), "executorch,coreml",
@@ -73,11 +75,17 @@ BACKENDS: dict[str, Backend] = {
 ALL = "all"
 
 
-def parse_formats(text: str) -> list[Backend]:
-    """``onnx,ort`` (or ``all``) -> backends, in the order given; unknown names list the known ones."""
+QUANTIZED = ("int8", "w8a16")
+
+
+def parse_formats(text: str, precision: str | None = None) -> list[Backend]:
+    """``onnx,ort`` (or ``all``) -> backends, in the order given; unknown names list the known ones. ``all`` with a
+    quantized precision is every format that has it; otherwise every format whose default is a float precision."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if ALL in names:
-        return list(BACKENDS.values())
+        if precision in QUANTIZED:
+            return [b for b in BACKENDS.values() if precision in b.precisions]
+        return [b for b in BACKENDS.values() if b.default_precision not in QUANTIZED]
     if not names:
         raise EMOError(f"--format is empty; choose from: {', '.join(BACKENDS)}, {ALL}")
     unknown = [n for n in names if n not in BACKENDS]

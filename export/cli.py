@@ -140,7 +140,7 @@ def export_main(argv: list[str] | None = None) -> int:
     args = _export_parser().parse_args(argv)
     if args.model not in VARIANTS:
         raise EMOError(f"unknown model {args.model!r}; choose one of: {', '.join(VARIANTS)}")
-    backends = parse_formats(args.format)
+    backends = parse_formats(args.format, args.precision)
     size = parse_input_size(args.input_size)
     if not 1 <= args.batch <= 1024:
         raise EMOError(f"--batch {args.batch} is out of range; use 1..1024")

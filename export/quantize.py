@@ -30,9 +30,9 @@ DEFAULT_COUNT = 64              # images read from --calibration DIR (sorted pat
 DEFAULT_SET_COUNT = 32          # augmented crops of the bundled photos when no --calibration is given
 DEFAULT_SET_SEED = 2024
 MAX_COUNT = 10_000
-DEFAULT_SET_WARNING = ("WARNING: no --calibration DIR given: calibrating int8 ranges on {n} random crops of the 4 "
-                       "bundled sample photos. That is a poor calibration set (four scenes, none from your data); "
-                       "pass --calibration DIR with a few hundred images like the ones the model will see.")
+DEFAULT_SET_WARNING = ("WARNING: no --calibration DIR given: calibrating quantization ranges on {n} random crops of "
+                       "the 4 bundled sample photos. That is a poor calibration set (four scenes, none from your "
+                       "data); pass --calibration DIR with a few hundred images like the ones the model will see.")
 
 
 @dataclass
@@ -183,3 +183,80 @@ def quantize_onnx(proto, calibration: np.ndarray, recipe: OnnxRecipe, batch: int
         quantized.metadata_props.add(key=prop.key, value=prop.value)
     quantized.producer_name = "emo-mobile"
     return quantized
+
+
+def _constant(proto, name: str) -> float | None:
+    """The scalar value of an initializer or Constant node output, or None."""
+    from onnx import numpy_helper
+
+    for init in proto.graph.initializer:
+        if init.name == name:
+            value = numpy_helper.to_array(init)
+            return float(value.reshape(-1)[0]) if value.size == 1 else None
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            value = numpy_helper.to_array(node.attribute[0].t)
+            return float(value.reshape(-1)[0]) if value.size == 1 else None
+    return None
+
+
+def fuse_gelu(proto, opset: int = 21):
+    """Rewrite the exporter's exact-GELU decomposition ``x * (0.5 * (erf(x / sqrt 2) + 1))`` into one ONNX ``Gelu``
+    (opset 20+), raising the model to ``opset``. The QNN HTP has Gelu but no Erf; a fused Gelu is also one
+    quantized op instead of four. Returns the number of GELUs fused."""
+    import onnx
+
+    nodes = list(proto.graph.node)
+    producer = {out: node for node in nodes for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def other(node, name):
+        return node.input[1] if node.input[0] == name else node.input[0]
+
+    def only_consumer(name, op_type):
+        users = consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+    removed, added = set(), []
+    for erf in (n for n in nodes if n.op_type == "Erf"):
+        div = producer.get(erf.input[0])
+        if div is None or div.op_type != "Div" or abs((_constant(proto, div.input[1]) or 0) - 2 ** 0.5) > 1e-4:
+            continue
+        x = div.input[0]
+        add = only_consumer(erf.output[0], "Add")
+        if add is None or _constant(proto, other(add, erf.output[0])) != 1.0:
+            continue
+        half = only_consumer(add.output[0], "Mul")
+        if half is None:
+            continue
+        if _constant(proto, other(half, add.output[0])) == 0.5:      # (0.5 * (erf + 1)) * x
+            last = only_consumer(half.output[0], "Mul")
+            if last is None or other(last, half.output[0]) != x:
+                continue
+            chain = [div, erf, add, half, last]
+        elif other(half, add.output[0]) == x:                        # (x * (erf + 1)) * 0.5
+            last = only_consumer(half.output[0], "Mul")
+            if last is None or _constant(proto, other(last, half.output[0])) != 0.5:
+                continue
+            chain = [div, erf, add, half, last]
+        else:
+            continue
+        removed.update(id(n) for n in chain)
+        added.append((last, onnx.helper.make_node("Gelu", [x], [last.output[0]], name=f"{erf.name}_gelu")))
+    if not added:
+        return 0
+    replacement = {id(last): gelu for last, gelu in added}
+    kept = [replacement.get(id(n), n) for n in nodes if id(n) not in removed or id(n) in replacement]
+    del proto.graph.node[:]
+    proto.graph.node.extend(kept)
+    used = {name for node in kept for name in node.input}
+    unused = [init for init in proto.graph.initializer if init.name not in used]
+    for init in unused:
+        proto.graph.initializer.remove(init)
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = max(entry.version, opset)
+    return len(added)
