@@ -133,7 +133,7 @@ def _export_parser() -> argparse.ArgumentParser:
 @_one_line_errors
 def export_main(argv: list[str] | None = None) -> int:
     from emo.data import read_labels_file
-    from emo.export.backends import check_options, parse_formats
+    from emo.export.backends import QUANTIZED, check_options, parse_formats, precision_for
     from emo.export.pipeline import ExportOptions, export_all, prepare_run
     from emo.model import VARIANTS
 
@@ -162,7 +162,7 @@ def export_main(argv: list[str] | None = None) -> int:
                        "drop --no-normalize")
     if args.weights is not None and not Path(args.weights).is_file():  # files last: every option is checked first
         raise EMOError(f"checkpoint not found: {args.weights}")
-    quantized = args.precision in ("int8", "w8a16")
+    quantized = any(precision_for(b, args.precision) in QUANTIZED for b in backends)
     if (args.calibration is not None or args.calibration_count is not None) and not quantized:
         raise EMOError("--calibration and --calibration-count apply to --precision int8 or w8a16 only")
     if args.calibration is not None:

@@ -102,6 +102,24 @@ def _unsupported(log: str) -> str | None:
     return shown + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
 
 
+def compile_for_htp(qdq_path: Path, path: Path) -> None:
+    """Compile a QDQ model for ``SOC_MODEL`` into ``path`` (one EPContext node, context binary embedded). A node the
+    HTP cannot take is an error that names it: CPU fallback is disabled."""
+    log = io.StringIO()
+    try:
+        with captured_output(log):
+            compiler = ort.ModelCompiler(_session_options(compile_for_soc=True), str(qdq_path),
+                                         embed_compiled_data_into_model=True)
+            compiler.compile_to_file(str(path))
+    except Exception as e:
+        print(log.getvalue(), file=sys.stderr)  # into the export log
+        refused = _unsupported(log.getvalue())
+        if refused:
+            raise RuntimeError(f"the HTP cannot take node(s) {refused}; CPU fallback is disabled") from e
+        raise
+    print(log.getvalue(), file=sys.stderr)
+
+
 def export(model: torch.nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
     if ctx.dynamic_batch:
         raise ValueError("the HTP takes static shapes; drop --dynamic-batch")  # rejected earlier by the CLI
@@ -112,19 +130,7 @@ def export(model: torch.nn.Module, example: torch.Tensor, path: Path, ctx) -> di
         quantized = quantize_onnx(proto, ctx.calibration.images, recipe, ctx.batch, Path(work), qnn=True)
         qdq_path = Path(work) / "qdq.onnx"
         onnx.save(quantized, str(qdq_path))
-        log = io.StringIO()
-        try:
-            with captured_output(log):
-                compiler = ort.ModelCompiler(_session_options(compile_for_soc=True), str(qdq_path),
-                                             embed_compiled_data_into_model=True)
-                compiler.compile_to_file(str(path))
-        except Exception as e:
-            refused = _unsupported(log.getvalue())
-            print(log.getvalue(), file=sys.stderr)  # into the export log
-            if refused:
-                raise RuntimeError(f"the HTP cannot take node(s) {refused}; CPU fallback is disabled") from e
-            raise
-        print(log.getvalue(), file=sys.stderr)
+        compile_for_htp(qdq_path, path)
     compiled = onnx.load(str(path), load_external_data=False)
     ops = [n.op_type for n in compiled.graph.node]
     if not ops or set(ops) != {"EPContext"}:
