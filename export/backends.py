@@ -76,6 +76,11 @@ ALL = "all"
 
 
 QUANTIZED = ("int8", "w8a16")
+# why a format has no quantized precision (the refusal names it)
+_MIL = ("the MIL interpreter that checks Core ML programs on Linux cannot run constexpr_affine_dequantize, quantize "
+        "or dequantize yet, so a quantized program could not be verified here; use --precision fp16")
+NOT_QUANTIZED = {"coreml": _MIL, "executorch-coreml": _MIL,
+                 "ort": "export --format onnx --precision int8 (QDQ); ORT-format int8 is not built yet"}
 
 
 def parse_formats(text: str, precision: str | None = None) -> list[Backend]:
@@ -106,6 +111,8 @@ def check_options(backends: list[Backend], *, precision: str | None, flags: list
             able = ", ".join(b.name for b in BACKENDS.values() if flag in b.flags)
             raise EMOError(f"{flag} is not available for {lacking[0]}; it applies to: {able}")
     if precision and not any(precision in b.precisions for b in backends):
+        if precision in QUANTIZED and backends[0].name in NOT_QUANTIZED:
+            raise EMOError(f"{backends[0].name} has no {precision}: {NOT_QUANTIZED[backends[0].name]}")
         raise EMOError(f"{backends[0].name} has no precision {precision!r}; "
                        f"choose from: {', '.join(backends[0].precisions)}")
 

@@ -216,8 +216,36 @@ def test_qnn_names_a_node_the_htp_cannot_take(tmp_path):
         qnn.compile_for_htp(tmp_path / "q.onnx", tmp_path / "out.onnx")
 
 
+def test_coreml_int8_is_refused_with_the_reason(tmp_path, capsys):
+    assert cli.export_main(["--model", "emo_1m", "--format", "coreml", "--precision", "int8",
+                            "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "coreml has no int8" in err and "constexpr_affine_dequantize" in err and not (tmp_path / "o").exists()
+
+
 def test_qnn_refuses_float_precisions(tmp_path, capsys):
     assert BACKENDS["qnn"].precisions == ("w8a16", "int8")
     assert cli.export_main(["--model", "emo_1m", "--format", "qnn", "--precision", "fp32",
                             "--out", str(tmp_path / "o")]) == 2
     assert "qnn has no precision 'fp32'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- TFLite, ExecuTorch
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt, stem", [("tflite", "emo_1m_tflite_int8"), ("executorch", "emo_1m_xnnpack_int8")])
+def test_tflite_and_executorch_int8(fmt, stem, tmp_path, calibration_dir):
+    need_reference()
+    from emo_testutil import REF_CKPT
+
+    code = cli.export_main(["--model", "emo_1m", "--weights", str(REF_CKPT), "--format", fmt, "--precision", "int8",
+                            "--input-size", SIZE, "--calibration", str(calibration_dir), "--calibration-count", "4",
+                            "--out", str(tmp_path)])
+    side = _side(tmp_path, stem)
+    assert code == 0 and side["parity"]["status"] == "passed", side["parity"]
+    assert side["quantization"]["calibration"]["count"] == 4 and "int8" in side["quantization"]["scheme"]
+    info = side["backend_info"]
+    if fmt == "tflite":
+        assert info["ops"]["CONV_2D"] > 0 and side["quantization"]["io"]["input"]["dtype"] == "int8"
+        assert info["xnnpack_partitions"] >= 1  # recorded; one partition is the target, not yet reached
+    else:
+        assert info["delegate_partitions"] >= 1
