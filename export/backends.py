@@ -52,18 +52,20 @@ class Backend:
 
 _ONNX = ("onnx", "onnxruntime", "onnxsim", "onnxscript")
 BACKENDS: dict[str, Backend] = {
-    "onnx": Backend("onnx", "onnx", ".onnx", ("fp32",), "onnx", "onnx", "onnxruntime (CPU EP)", _ONNX,
+    "onnx": Backend("onnx", "onnx", ".onnx", ("fp32", "int8"), "onnx", "onnx", "onnxruntime (CPU EP)", _ONNX,
                     flags=("--dynamic-batch",)),
     "ort": Backend("ort", "ort", ".ort", ("fp32",), "onnx", "ort", "onnxruntime (CPU EP, ORT format)", _ONNX,
                    flags=("--dynamic-batch",)),
     "coreml": Backend("coreml", "coreml", ".mlpackage", ("fp16", "fp32"), "coreml", "coreml",
                       "mil-interpreter (numpy)", ("coremltools",),
                       flags=("--image-input", "--classifier", "--min-target")),
-    "tflite": Backend("tflite", "tflite", ".tflite", ("fp32", "fp16"), "tflite", "tflite",
+    "tflite": Backend("tflite", "tflite", ".tflite", ("fp32", "fp16", "int8"), "tflite", "tflite",
                       "ai-edge-litert interpreter (XNNPACK)", ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
                       flags=("--nhwc",)),
-    "executorch": Backend("executorch", "xnnpack", ".pte", ("fp32",), "executorch", "executorch",
+    "executorch": Backend("executorch", "xnnpack", ".pte", ("fp32", "int8"), "executorch", "executorch",
                           "executorch.runtime (XNNPACK)", ("executorch",)),
+    "qnn": Backend("qnn", "qnn", ".onnx", ("w8a16", "int8"), "qnn", "qnn",
+                   "onnxruntime QNN EP, HTP backend (x86-64 HTP simulator, not a phone)", (*_ONNX, "onnxruntime_qnn")),
     "pt2": Backend("pt2", "pytorch", ".pt2", ("fp32",), "", "pt2", "PyTorch (torch.export program)", ("torch",),
                    flags=("--dynamic-batch",)),
     "executorch-coreml": Backend("executorch-coreml", "coreml-et", ".pte", ("fp16",), "executorch,coreml",
@@ -73,11 +75,22 @@ BACKENDS: dict[str, Backend] = {
 ALL = "all"
 
 
-def parse_formats(text: str) -> list[Backend]:
-    """``onnx,ort`` (or ``all``) -> backends, in the order given; unknown names list the known ones."""
+QUANTIZED = ("int8", "w8a16")
+# why a format has no quantized precision (the refusal names it)
+_MIL = ("the MIL interpreter that checks Core ML programs on Linux cannot run constexpr_affine_dequantize, quantize "
+        "or dequantize yet, so a quantized program could not be verified here; use --precision fp16")
+NOT_QUANTIZED = {"coreml": _MIL, "executorch-coreml": _MIL,
+                 "ort": "export --format onnx --precision int8 (QDQ); ORT-format int8 is not built yet"}
+
+
+def parse_formats(text: str, precision: str | None = None) -> list[Backend]:
+    """``onnx,ort`` (or ``all``) -> backends, in the order given; unknown names list the known ones. ``all`` with a
+    quantized precision is every format that has it; otherwise every format whose default is a float precision."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if ALL in names:
-        return list(BACKENDS.values())
+        if precision in QUANTIZED:
+            return [b for b in BACKENDS.values() if precision in b.precisions]
+        return [b for b in BACKENDS.values() if b.default_precision not in QUANTIZED]
     if not names:
         raise EMOError(f"--format is empty; choose from: {', '.join(BACKENDS)}, {ALL}")
     unknown = [n for n in names if n not in BACKENDS]
@@ -98,6 +111,8 @@ def check_options(backends: list[Backend], *, precision: str | None, flags: list
             able = ", ".join(b.name for b in BACKENDS.values() if flag in b.flags)
             raise EMOError(f"{flag} is not available for {lacking[0]}; it applies to: {able}")
     if precision and not any(precision in b.precisions for b in backends):
+        if precision in QUANTIZED and backends[0].name in NOT_QUANTIZED:
+            raise EMOError(f"{backends[0].name} has no {precision}: {NOT_QUANTIZED[backends[0].name]}")
         raise EMOError(f"{backends[0].name} has no precision {precision!r}; "
                        f"choose from: {', '.join(backends[0].precisions)}")
 

@@ -107,7 +107,12 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="checkpoint in any of the authors' forms (default: random init, loudly)")
     p.add_argument("--ema", action="store_true", help="load the EMA weights ('net_E')")
     p.add_argument("--format", required=True, help=f"comma-separated: {', '.join(BACKENDS)}; or all")
-    p.add_argument("--precision", help="fp32 or fp16 (default: the format's default)")
+    p.add_argument("--precision", help="fp32, fp16, int8 or w8a16 (default: the format's default); int8/w8a16 "
+                   "are calibrated on --calibration images")
+    p.add_argument("--calibration", metavar="DIR", help="int8/w8a16: folder of calibration images (recursive; never "
+                   "the parity images; default: crops of the 4 bundled photos, a poor set, with a warning)")
+    p.add_argument("--calibration-count", type=int, metavar="N",
+                   help="int8/w8a16: calibrate on the first N images of --calibration in sorted order (default 64)")
     p.add_argument("--input-size", help="N or HxW (default: the size an emo-train checkpoint was trained at, else 224)")
     p.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension")
@@ -128,14 +133,14 @@ def _export_parser() -> argparse.ArgumentParser:
 @_one_line_errors
 def export_main(argv: list[str] | None = None) -> int:
     from emo.data import read_labels_file
-    from emo.export.backends import check_options, parse_formats
+    from emo.export.backends import QUANTIZED, check_options, parse_formats, precision_for
     from emo.export.pipeline import ExportOptions, export_all, prepare_run
     from emo.model import VARIANTS
 
     args = _export_parser().parse_args(argv)
     if args.model not in VARIANTS:
         raise EMOError(f"unknown model {args.model!r}; choose one of: {', '.join(VARIANTS)}")
-    backends = parse_formats(args.format)
+    backends = parse_formats(args.format, args.precision)
     size = parse_input_size(args.input_size) if args.input_size else None
     if not 1 <= args.batch <= 1024:
         raise EMOError(f"--batch {args.batch} is out of range; use 1..1024")
@@ -157,6 +162,14 @@ def export_main(argv: list[str] | None = None) -> int:
                        "drop --no-normalize")
     if args.weights is not None and not Path(args.weights).is_file():  # files last: every option is checked first
         raise EMOError(f"checkpoint not found: {args.weights}")
+    quantized = any(precision_for(b, args.precision) in QUANTIZED for b in backends)
+    if (args.calibration is not None or args.calibration_count is not None) and not quantized:
+        raise EMOError("--calibration and --calibration-count apply to --precision int8 or w8a16 only")
+    if args.calibration is not None:
+        from emo.export.quantize import check_calibration_folder
+        check_calibration_folder(args.calibration)
+    if args.calibration_count is not None and not 1 <= args.calibration_count <= 10_000:
+        raise EMOError(f"--calibration-count {args.calibration_count} is out of range; use 1..10000")
     labels = read_labels_file(args.labels) if args.labels else None
     labels_source = str(Path(args.labels).resolve()) if args.labels else None
     if args.weights is not None:  # an emo-train checkpoint carries its class names and input size
@@ -171,7 +184,8 @@ def export_main(argv: list[str] | None = None) -> int:
                             precision=args.precision, labels=labels,
                             labels_source=labels_source,
                             backend_options={"nhwc": args.nhwc, "image_input": args.image_input,
-                                             "classifier": args.classifier, "min_target": args.min_target})
+                                             "classifier": args.classifier, "min_target": args.min_target},
+                            calibration=args.calibration, calibration_count=args.calibration_count)
     if len(backends) == 1:  # a missing converter is bad input here; under several formats it is a recorded failure
         backends[0].load_module()
     model = prepare_run(options, Path(args.out))

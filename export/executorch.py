@@ -5,6 +5,8 @@ Recipe (ExecuTorch's aot_compiler):
 2. ``to_edge_transform_and_lower`` with the XNNPACK partitioner (CPU, Android and iOS), or the Core ML
    partitioner (``--format executorch-coreml``: fp16, iOS 17+; Apple devices only).
 3. ``to_executorch()`` and the program buffer is the artifact. What stayed outside the delegate is recorded.
+int8 (``--precision int8``): before step 2 the program goes through the XNNPACK quantizer (PT2E), calibrated on the
+pipeline's calibration images; the quantized program must still be one XNNPACK delegate.
 
 The XNNPACK program runs here in ``executorch.runtime``. A Core ML-delegated program needs Apple's Core ML runtime,
 so its parity is recorded as "skipped: needs Apple runtime" and the check is that lowering delegated everything.
@@ -54,8 +56,36 @@ def lower(model: nn.Module, example: torch.Tensor, path: Path, kind: str, precis
             "whole_graph_delegated": delegated == 1 and not calls}
 
 
+INT8_SCHEME = ("PT2E static quantization with ExecuTorch's XNNPACKQuantizer: weights int8 symmetric per output "
+               "channel, activations int8 per tensor (MinMax observers), float graph input and output")
+
+
+def quantize_for_xnnpack(model: nn.Module, example: torch.Tensor, calibration: np.ndarray) -> nn.Module:
+    """int8 through the XNNPACK quantizer (PT2E): export, insert observers, run the calibration images, convert.
+    The quantize/dequantize pairs around each op are what the XNNPACK partitioner lowers to int8 kernels."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from emo.export.parity import batches
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
+    with torch.no_grad():
+        for chunk in batches(calibration, example.shape[0]):
+            prepared(torch.from_numpy(chunk))
+    return convert_pt2e(prepared)
+
+
 def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
-    return lower(model, example, path, "xnnpack", ctx.precision)
+    if ctx.precision != "int8":
+        return lower(model, example, path, "xnnpack", ctx.precision)
+    quantized = quantize_for_xnnpack(model, example, ctx.calibration.images)
+    facts = lower(quantized, example, path, "xnnpack", ctx.precision)
+    facts["quantization"] = {"scheme": INT8_SCHEME}
+    return facts
 
 
 def load(path: Path, threads: int | None = None):

@@ -94,8 +94,49 @@ def graph_facts(proto: onnx.ModelProto) -> dict:
 
 def export(model: torch.nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
     proto = to_onnx(model, example, ctx)
+    if ctx.precision == "int8":
+        return export_int8(proto, path, ctx)
     onnx.save(proto, str(path))
     return graph_facts(proto)
+
+
+def export_int8(proto: onnx.ModelProto, path: Path, ctx) -> dict:
+    """QDQ int8 (``emo.export.quantize``): the float graph with QuantizeLinear/DequantizeLinear pairs around what
+    runs in int8, calibrated on ``ctx.calibration``. Runtimes fuse DQ -> op -> Q into integer kernels."""
+    import tempfile
+
+    from emo.export.quantize import ONNX_INT8, quantize_onnx
+
+    with tempfile.TemporaryDirectory(prefix=".emo-quant-", dir=path.parent) as work:
+        quantized = quantize_onnx(proto, ctx.calibration.images, ONNX_INT8, ctx.batch, Path(work))
+    onnx.checker.check_model(quantized)
+    onnx.save(quantized, str(path))
+    facts = graph_facts(quantized)
+    facts["quantization"] = quantization_facts(quantized, ONNX_INT8)
+    return facts
+
+
+def quantization_facts(proto: onnx.ModelProto, recipe) -> dict:
+    """What the sidecar says about a QDQ graph: the recipe, and which compute ops run quantized (every input from a
+    DequantizeLinear, every output into a QuantizeLinear: a runtime can fuse them into one integer kernel) and which
+    stay in float between a DequantizeLinear and a QuantizeLinear."""
+    producers = {out: node.op_type for node in proto.graph.node for out in node.output}
+    consumers: dict[str, list[str]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    quantized, floating = Counter(), Counter()
+    for node in proto.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        inputs = [producers[name] for name in node.input if name in producers]
+        outputs = [op for name in node.output for op in consumers.get(name, [])]
+        fused = (inputs and all(op == "DequantizeLinear" for op in inputs)
+                 and outputs and all(op == "QuantizeLinear" for op in outputs))
+        (quantized if fused else floating)[node.op_type] += 1
+    return {"scheme": recipe.description, "weight_type": recipe.weight_type,
+            "activation_type": recipe.activation_type, "float_op_types": list(recipe.float_ops),
+            "quantized_ops": dict(sorted(quantized.items())), "float_ops": dict(sorted(floating.items()))}
 
 
 def session(path_or_bytes, threads: int | None = None):

@@ -8,6 +8,7 @@ where it would have been.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -40,6 +41,7 @@ from emo.export.parity import (
     run_batched,
     skipped,
 )
+from emo.export.quantize import QUANTIZED_PRECISIONS, Calibration, calibration_images
 from emo.runtime_bench import sidecar as sidecar_schema
 from emo.runtime_bench.sidecar import sidecar_path
 
@@ -63,6 +65,8 @@ class ExportOptions:
     labels: tuple[str, ...] | None = None
     labels_source: str | None = None
     backend_options: dict = field(default_factory=dict)  # format-specific flags (later backends)
+    calibration: str | None = None      # int8/w8a16: folder of calibration images (None: the default set)
+    calibration_count: int | None = None
 
 
 @dataclass
@@ -75,6 +79,7 @@ class ExportContext:
     metadata: dict[str, str]
     options: ExportOptions
     shared: dict = field(default_factory=dict)  # cache between backends of one run (e.g. the ONNX bytes for ORT)
+    calibration: Calibration | None = None  # quantized precisions: the calibration images (never the parity ones)
 
 
 @dataclass
@@ -299,6 +304,14 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
     example_batch = max(2, options.batch) if options.dynamic_batch else options.batch  # torch.export specialises 1
     example = torch.rand(example_batch, 3, *options.input_size, generator=torch.Generator().manual_seed(0))
     log = io.StringIO()
+    if precision in QUANTIZED_PRECISIONS:  # calibrate once per run: every quantizing backend sees the same images
+        key = ("calibration", options.input_size, options.calibration, options.calibration_count)
+        if key not in ctx.shared:
+            ctx.shared[key] = calibration_images(options.calibration, options.calibration_count, options.input_size)
+        calibration = ctx.shared[key]
+        if not options.normalize:  # the graph takes normalised input: calibrate on what it will see
+            calibration = dataclasses.replace(calibration, images=normalize(calibration.images).astype(np.float32))
+        ctx.calibration = calibration
     try:
         start = time.perf_counter()
         with captured_output(log):
@@ -328,6 +341,9 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
         log_path.unlink()
     digest, size = artifact_digest(final)
     contract = input_contract(options)
+    quantization = facts.pop("quantization", {})
+    if ctx.calibration is not None:
+        quantization["calibration"] = ctx.calibration.record()
     sidecar = {
         "schema": SIDECAR_SCHEMA,
         "variant": options.variant,
@@ -345,6 +361,7 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
         "export_seconds": round(seconds, 3),
         "toolchain": toolchain_versions(backend),
         "backend_info": facts,
+        "quantization": quantization or None,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     side = sidecar_path(final)

@@ -22,7 +22,10 @@ from emo.runtime_bench.stats import measure, summary
 RUNTIME_PACKAGES = {"onnx": ("onnxruntime",), "ort": ("onnxruntime",), "tflite": ("ai-edge-litert",),
                     "executorch": ("executorch", "torch"), "pt2": ("torch",)}
 APPLE_ONLY = {"coreml": "Core ML artifacts run with --device mac (macOS) or ios",
-              "executorch-coreml": "Core ML-delegated .pte files run on Apple devices only (--device ios)"}
+              "executorch-coreml": "Core ML-delegated .pte files run on Apple devices only (--device ios)",
+              # not Apple, but the same answer: the host has only the HTP *simulator*, whose speed says nothing
+              "qnn": "QNN HTP artifacts run on a Snapdragon phone (--device adb, onnxruntime_perf_test -e qnn) or "
+                     "AI Hub; this host only simulates the HTP, so its latency would mean nothing"}
 WORKER_TIMEOUT_S = 900
 
 
@@ -61,9 +64,10 @@ def _load(path: Path, backend: str, threads: int):
             interpreter = Interpreter(model_path=str(path), num_threads=threads)
             interpreter.allocate_tensors()
             inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+            quantized_input = _input_quantizer(interpreter.get_input_details()[0])
 
             def run_tflite(x):
-                interpreter.set_tensor(inp, x)
+                interpreter.set_tensor(inp, quantized_input(x))
                 interpreter.invoke()
                 return interpreter.get_tensor(out)
 
@@ -93,6 +97,18 @@ def _load(path: Path, backend: str, threads: int):
         raise RuntimeMissingError(f"{backend} runtime not installed ({e.name}); pip install "
                              f"{' '.join(RUNTIME_PACKAGES.get(backend, ()))}") from None
     raise RuntimeMissingError(APPLE_ONLY.get(backend, f"no host runtime for backend {backend!r}"))
+
+
+def _input_quantizer(detail: dict):
+    """A full-integer (int8) TFLite model takes quantized pixels: apply its scale and zero point, as an app does."""
+    import numpy as np
+
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind not in "iu":
+        return lambda x: x
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return lambda x: np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
 
 
 def _peak_rss_mb() -> float:

@@ -1,0 +1,262 @@
+"""Quantization: one step of the export pipeline (prepare -> calibrate -> convert -> verify), chosen by precision.
+
+Precisions: ``int8`` (int8 weights, per output channel; 8-bit activations, per tensor) and ``w8a16`` (8-bit weights,
+16-bit activations: Qualcomm's recipe for the HTP, where 8-bit activations cost accuracy in attention and
+LayerNorm). Every quantizing backend gets the same calibration images from ``calibration_images`` (one reader, any
+image folder, recursive), and the ONNX-based backends (onnx, qnn) share ``quantize_onnx``.
+
+Calibration images are never the parity images: the parity check runs on the bundled photos' centre crops and
+seeded noise (``emo.export.parity``); a ``--calibration`` folder that contains a bundled photo is refused, and the
+default set (no ``--calibration``) is random-resized crops and flips of the bundled photos — other pixels than the
+parity crops, but only four scenes: a poor calibration set, and the export says so loudly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emo.checkpoint import sha256_file
+from emo.data import load_image, sample_images, to_unit_array
+from emo.errors import EMOError
+
+QUANTIZED_PRECISIONS = ("int8", "w8a16")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
+DEFAULT_COUNT = 64              # images read from --calibration DIR (sorted paths, the first N)
+DEFAULT_SET_COUNT = 32          # augmented crops of the bundled photos when no --calibration is given
+DEFAULT_SET_SEED = 2024
+MAX_COUNT = 10_000
+DEFAULT_SET_WARNING = ("WARNING: no --calibration DIR given: calibrating quantization ranges on {n} random crops of "
+                       "the 4 bundled sample photos. That is a poor calibration set (four scenes, none from your "
+                       "data); pass --calibration DIR with a few hundred images like the ones the model will see.")
+
+
+@dataclass
+class Calibration:
+    """Calibration images (N, 3, H, W) float32 RGB in [0, 1], and where they came from (for the sidecar)."""
+
+    images: np.ndarray
+    source: str
+    sha256: str                   # over the image files' digests in order (or the default set's recipe)
+
+    def record(self) -> dict:
+        return {"source": self.source, "count": int(len(self.images)), "sha256": self.sha256}
+
+
+def _augmented_crop(image, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random-resized crop (scale 0.25..0.8 of the area, aspect 3/4..4/3) with a random flip: never the centre
+    crop that the parity check uses."""
+    from PIL import Image
+
+    w, h = image.size
+    area = w * h * rng.uniform(0.25, 0.8)
+    aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+    cw = int(min(w, round(np.sqrt(area * aspect))))
+    ch = int(min(h, round(np.sqrt(area / aspect))))
+    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    crop = image.crop((left, top, left + cw, top + ch)).resize((size[1], size[0]), Image.BICUBIC)
+    if rng.random() < 0.5:
+        crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+    return np.asarray(crop, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def default_calibration(size: tuple[int, int], count: int = DEFAULT_SET_COUNT) -> Calibration:
+    rng = np.random.default_rng(DEFAULT_SET_SEED)
+    photos = [load_image(p) for p in sample_images()]
+    images = np.stack([_augmented_crop(photos[i % len(photos)], size, rng) for i in range(count)])
+    recipe = f"bundled photos, {count} random-resized crops, seed {DEFAULT_SET_SEED}"
+    return Calibration(images.astype(np.float32), f"default: {recipe}", hashlib.sha256(recipe.encode()).hexdigest())
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, hidden files skipped), in sorted order."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
+
+
+def check_calibration_folder(folder: str | Path) -> Path:
+    """Bad ``--calibration`` input is refused before any slow work."""
+    path = Path(folder)
+    if not path.exists():
+        raise EMOError(f"--calibration folder not found: {path}")
+    if not path.is_dir():
+        raise EMOError(f"--calibration {path} is not a folder; pass a folder of images (searched recursively)")
+    if not find_images(path):
+        raise EMOError(f"--calibration {path} holds no images ({', '.join(IMAGE_SUFFIXES[:5])}, ...)")
+    return path
+
+
+def calibration_images(folder: str | Path | None, count: int | None, size: tuple[int, int]) -> Calibration:
+    """The calibration set at the export size, preprocessed as the parity and eval images are (resize, centre
+    crop, [0, 1]). From ``folder``: the first ``count`` images in sorted path order (deterministic); a bundled
+    parity photo among them is an error. Without a folder: the documented default set, with a loud warning."""
+    if count is not None and not 1 <= count <= MAX_COUNT:
+        raise EMOError(f"--calibration-count {count} is out of range; use 1..{MAX_COUNT}")
+    if folder is None:
+        calibration = default_calibration(size, count or DEFAULT_SET_COUNT)
+        print(DEFAULT_SET_WARNING.format(n=len(calibration.images)), file=sys.stderr)
+        return calibration
+    paths = find_images(check_calibration_folder(folder))[: count or DEFAULT_COUNT]
+    parity_digests = {sha256_file(p) for p in sample_images()}
+    digest = hashlib.sha256()
+    images = []
+    for path in paths:
+        file_digest = sha256_file(path)
+        if file_digest in parity_digests:
+            raise EMOError(f"--calibration {path} is one of the parity images (emo/assets/samples); calibration "
+                           "images must not be the images the int8 artifact is checked on: remove it")
+        digest.update(bytes.fromhex(file_digest))
+        images.append(to_unit_array(load_image(path), size))
+    return Calibration(np.stack(images).astype(np.float32), str(Path(folder).resolve()), digest.hexdigest())
+
+
+# ------------------------------------------------------------------------------------------------------ ONNX QDQ
+@dataclass(frozen=True)
+class OnnxRecipe:
+    """How ``quantize_onnx`` quantizes: weight and activation types, and the ops left in float."""
+
+    weight_type: str              # "QInt8" | "QUInt8" (onnxruntime.quantization.QuantType names)
+    activation_type: str          # "QUInt8" | "QUInt16"
+    float_ops: tuple[str, ...]    # op types kept in float (mixed precision)
+    description: str
+
+
+# ONNX Runtime's CPU EP runs U8S8 (uint8 activations, int8 weights) on VNNI/AVX2 and on Arm's sdot kernels. Softmax,
+# LayerNorm's statistics (Pow/ReduceMean->Sqrt/Div) and GELU (Erf) are left in float: they have no int8 kernels on
+# the CPU EP (each would be a DequantizeLinear -> float op -> QuantizeLinear detour) and 8-bit steps in a variance or
+# an exponent are where int8 transformers lose accuracy.
+ONNX_INT8 = OnnxRecipe("QInt8", "QUInt8", ("Softmax", "Erf", "Sqrt", "Reciprocal", "Pow", "Div"),
+                       "QDQ; weights int8 symmetric per output channel; activations uint8 asymmetric per tensor; "
+                       "MinMax calibration")
+
+
+class _Reader:
+    """onnxruntime.quantization's CalibrationDataReader over our images (one image per batch entry)."""
+
+    def __init__(self, images: np.ndarray, input_name: str, batch: int) -> None:
+        from emo.export.parity import batches
+
+        self._batches = iter(batches(images, batch))
+        self._name = input_name
+
+    def get_next(self):
+        chunk = next(self._batches, None)
+        return None if chunk is None else {self._name: chunk}
+
+    def rewind(self):  # pragma: no cover - only called by calibrators that make several passes
+        raise RuntimeError("calibration reader is single-pass")
+
+
+def quantize_onnx(proto, calibration: np.ndarray, recipe: OnnxRecipe, batch: int, work_dir: Path,
+                  qnn: bool = False):
+    """A QDQ ONNX model calibrated on ``calibration`` ([0, 1] images in the graph's input layout). ``qnn`` uses
+    onnxruntime's QNN config (which knows the HTP's constraints, e.g. 16-bit activations with 8-bit weights)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize, quantize_static
+
+    float_path = work_dir / "float.onnx"
+    quant_path = work_dir / "qdq.onnx"
+    onnx.save(proto, str(float_path))
+    input_name = proto.graph.input[0].name
+    reader = _Reader(calibration, input_name, batch)
+    if qnn:
+        from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+
+        config = get_qnn_qdq_config(str(float_path), reader, activation_type=getattr(QuantType, recipe.activation_type),
+                                    weight_type=getattr(QuantType, recipe.weight_type), per_channel=True,
+                                    calibrate_method=CalibrationMethod.MinMax)
+        quantize(str(float_path), str(quant_path), config)
+    else:
+        float_nodes = [n.name for n in proto.graph.node if n.op_type in recipe.float_ops]
+        quantize_static(str(float_path), str(quant_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=getattr(QuantType, recipe.activation_type),
+                        weight_type=getattr(QuantType, recipe.weight_type), nodes_to_exclude=float_nodes,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+    quantized = onnx.load(str(quant_path))
+    del quantized.metadata_props[:]
+    for prop in proto.metadata_props:
+        quantized.metadata_props.add(key=prop.key, value=prop.value)
+    quantized.producer_name = "emo-mobile"
+    return quantized
+
+
+def _constant(proto, name: str) -> float | None:
+    """The scalar value of an initializer or Constant node output, or None."""
+    from onnx import numpy_helper
+
+    for init in proto.graph.initializer:
+        if init.name == name:
+            value = numpy_helper.to_array(init)
+            return float(value.reshape(-1)[0]) if value.size == 1 else None
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            value = numpy_helper.to_array(node.attribute[0].t)
+            return float(value.reshape(-1)[0]) if value.size == 1 else None
+    return None
+
+
+def fuse_gelu(proto, opset: int = 21):
+    """Rewrite the exporter's exact-GELU decomposition ``x * (0.5 * (erf(x / sqrt 2) + 1))`` into one ONNX ``Gelu``
+    (opset 20+), raising the model to ``opset``. The QNN HTP has Gelu but no Erf; a fused Gelu is also one
+    quantized op instead of four. Returns the number of GELUs fused."""
+    import onnx
+
+    nodes = list(proto.graph.node)
+    producer = {out: node for node in nodes for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def other(node, name):
+        return node.input[1] if node.input[0] == name else node.input[0]
+
+    def only_consumer(name, op_type):
+        users = consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+    removed, added = set(), []
+    for erf in (n for n in nodes if n.op_type == "Erf"):
+        div = producer.get(erf.input[0])
+        if div is None or div.op_type != "Div" or abs((_constant(proto, div.input[1]) or 0) - 2 ** 0.5) > 1e-4:
+            continue
+        x = div.input[0]
+        add = only_consumer(erf.output[0], "Add")
+        if add is None or _constant(proto, other(add, erf.output[0])) != 1.0:
+            continue
+        half = only_consumer(add.output[0], "Mul")
+        if half is None:
+            continue
+        if _constant(proto, other(half, add.output[0])) == 0.5:      # (0.5 * (erf + 1)) * x
+            last = only_consumer(half.output[0], "Mul")
+            if last is None or other(last, half.output[0]) != x:
+                continue
+            chain = [div, erf, add, half, last]
+        elif other(half, add.output[0]) == x:                        # (x * (erf + 1)) * 0.5
+            last = only_consumer(half.output[0], "Mul")
+            if last is None or _constant(proto, other(last, half.output[0])) != 0.5:
+                continue
+            chain = [div, erf, add, half, last]
+        else:
+            continue
+        removed.update(id(n) for n in chain)
+        added.append((last, onnx.helper.make_node("Gelu", [x], [last.output[0]], name=f"{erf.name}_gelu")))
+    if not added:
+        return 0
+    replacement = {id(last): gelu for last, gelu in added}
+    kept = [replacement.get(id(n), n) for n in nodes if id(n) not in removed or id(n) in replacement]
+    del proto.graph.node[:]
+    proto.graph.node.extend(kept)
+    used = {name for node in kept for name in node.input}
+    unused = [init for init in proto.graph.initializer if init.name not in used]
+    for init in unused:
+        proto.graph.initializer.remove(init)
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = max(entry.version, opset)
+    return len(added)

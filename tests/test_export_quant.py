@@ -1,0 +1,251 @@
+"""Quantized exports: the calibration reader, ONNX QDQ int8, the QNN HTP format (on the HTP simulator), and the
+refusals. Small exports (emo_1m at 64x64, a handful of calibration images) keep this file fast."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from emo.export import cli
+from emo.export.backends import BACKENDS, parse_formats
+from emo.export.parity import TOLERANCES, parity_inputs
+from emo.export.quantize import calibration_images
+from emo_testutil import need_reference
+
+SIZE = "64"
+CAL_COUNT = 6
+
+
+def _calibration_folder(root):
+    """Images that are not the parity images: seeded smooth colour fields, PNG and JPEG, in nested folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    for i in range(8):
+        folder = root / ("a" if i % 2 else "b/c")
+        folder.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        image = Image.fromarray(small).resize((96, 80), Image.BILINEAR)
+        image.save(folder / f"img{i}.{'png' if i % 3 else 'jpg'}")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def calibration_dir(tmp_path_factory):
+    return _calibration_folder(tmp_path_factory.mktemp("calibration"))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, calibration_dir):
+    need_reference()
+    from emo_testutil import REF_CKPT
+
+    out = tmp_path_factory.mktemp("quant")
+    code = cli.export_main(["--model", "emo_1m", "--weights", str(REF_CKPT), "--format", "onnx", "--precision", "int8",
+                            "--input-size", SIZE, "--calibration", str(calibration_dir),
+                            "--calibration-count", str(CAL_COUNT), "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def _side(out, stem):
+    return json.loads((out / f"{stem}.json").read_text())
+
+
+def test_onnx_int8_sidecar_and_parity(exported, calibration_dir):
+    side = _side(exported, "emo_1m_onnx_int8")
+    assert side["precision"] == "int8" and side["file"] == "emo_1m_onnx_int8.onnx"
+    parity = side["parity"]
+    assert parity["status"] == "passed" and parity["tolerance"] == TOLERANCES["int8"]
+    assert parity["cosine"] >= TOLERANCES["int8"]["cosine"] and parity["top1_agreement"] >= 0.87
+    assert 0 < parity["max_abs_diff"]  # int8 really is int8: not bit-identical to fp32
+    quant = side["quantization"]
+    assert quant["weight_type"] == "QInt8" and quant["activation_type"] == "QUInt8"
+    assert quant["calibration"]["source"] == str(calibration_dir.resolve())
+    assert quant["calibration"]["count"] == CAL_COUNT
+    assert quant["quantized_ops"]["Conv"] > 50 and quant["quantized_ops"]["MatMul"] > 0
+
+
+def test_onnx_int8_graph_is_qdq_per_channel(exported):
+    model = onnx.load(str(exported / "emo_1m_onnx_int8.onnx"))
+    assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["logits"]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["emo.variant"] == "emo_1m"
+    inits = {i.name: i for i in model.graph.initializer}
+    conv_weight_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                      and inits[n.input[0]].data_type == onnx.TensorProto.INT8 and len(inits[n.input[0]].dims) == 4]
+    assert len(conv_weight_dq) > 50
+    scales = [onnx.numpy_helper.to_array(inits[n.input[1]]) for n in conv_weight_dq]
+    assert all(s.ndim == 1 and s.size > 1 for s in scales if s.size > 1) and sum(s.size > 1 for s in scales) > 50
+
+
+def test_verify_catches_a_wrong_weight_scale(exported, tmp_path, capsys):
+    """Negate the scales of the classifier head's quantized weights and bias: the int8 check must fail. (The seeded
+    reference checkpoint's logits hardly depend on the image, so a broken stem would go unseen on it: see README.)"""
+    assert cli.verify_main([str(exported / "emo_1m_onnx_int8.onnx")]) == 0
+    model = onnx.load(str(exported / "emo_1m_onnx_int8.onnx"))
+    inits = {i.name: i for i in model.graph.initializer}
+    head = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0].startswith("model.head.")]
+    assert len(head) == 2, [n.input[0] for n in head]
+    for node in head:
+        scale = inits[node.input[1]]
+        scale.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(scale), scale.name))
+    onnx.save(model, str(tmp_path / "emo_1m_onnx_int8.onnx"))
+    shutil.copy(exported / "emo_1m_onnx_int8.json", tmp_path)
+    capsys.readouterr()
+    assert cli.verify_main([str(tmp_path / "emo_1m_onnx_int8.onnx")]) == 1
+    assert "status: failed: top1_agreement 0 < 0.87; cosine -1 < 0.99" in capsys.readouterr().out
+
+
+def test_calibration_reader(calibration_dir, capsys):
+    cal = calibration_images(calibration_dir, 5, (32, 40))
+    assert cal.images.shape == (5, 3, 32, 40) and cal.images.dtype == np.float32
+    assert 0 <= cal.images.min() and cal.images.max() <= 1
+    assert calibration_images(calibration_dir, 5, (32, 40)).sha256 == cal.sha256  # sorted order: deterministic
+    default = calibration_images(None, 4, (64, 64))
+    assert "poor calibration set" in capsys.readouterr().err
+    parity = parity_inputs((64, 64))
+    for image in default.images:  # random crops of the bundled photos, never the parity centre crops
+        assert min(np.abs(image - p).max() for p in parity) > 0.05
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--precision", "fp32", "--calibration", "{cal}"], "apply to --precision int8 or w8a16 only"),
+    (["--precision", "int8", "--calibration", "{missing}"], "--calibration folder not found"),
+    (["--precision", "int8", "--calibration", "{empty}"], "holds no images"),
+    (["--precision", "int8", "--calibration-count", "0"], "--calibration-count 0 is out of range"),
+    (["--precision", "w8a16"], "onnx has no precision 'w8a16'"),
+])
+def test_bad_quantization_options(args, message, tmp_path, calibration_dir, capsys):
+    (tmp_path / "empty").mkdir()
+    args = [a.format(cal=calibration_dir, missing=tmp_path / "nope", empty=tmp_path / "empty") for a in args]
+    out = tmp_path / "out"
+    assert cli.export_main(["--model", "emo_1m", "--format", "onnx", *args, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_parity_images_are_refused_for_calibration(tmp_path, capsys):
+    from emo.data import sample_images
+
+    shutil.copy(sample_images()[0], tmp_path / "photo.jpg")
+    out = tmp_path / "out"
+    assert cli.export_main(["--model", "emo_1m", "--format", "onnx", "--precision", "int8", "--input-size", "32",
+                            "--calibration", str(tmp_path), "--out", str(out)]) == 2
+    assert "is one of the parity images" in capsys.readouterr().err
+
+
+def test_format_all_follows_the_precision():
+    assert "qnn" not in [b.name for b in parse_formats("all")]
+    assert [b.name for b in parse_formats("all", "w8a16")] == ["qnn"]
+    assert {"onnx", "qnn"} <= {b.name for b in parse_formats("all", "int8")}
+    assert all("int8" in b.precisions for b in parse_formats("all", "int8"))
+
+
+def test_fused_gelu_computes_the_same_function(exported):
+    import onnxruntime as ort
+
+    from emo.export.quantize import fuse_gelu
+
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [64])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [64])
+    consts = [onnx.numpy_helper.from_array(np.array(v, np.float32), n)
+              for n, v in (("sqrt2", 2 ** 0.5), ("one", 1.0), ("half", 0.5))]
+    nodes = [onnx.helper.make_node("Div", ["x", "sqrt2"], ["d"]), onnx.helper.make_node("Erf", ["d"], ["e"]),
+             onnx.helper.make_node("Add", ["e", "one"], ["a"]), onnx.helper.make_node("Mul", ["half", "a"], ["m"]),
+             onnx.helper.make_node("Mul", ["x", "m"], ["y"])]
+    model = onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x], [y], consts),
+                                   opset_imports=[onnx.helper.make_opsetid("", 18)])
+    fused = onnx.ModelProto()
+    fused.CopyFrom(model)
+    assert fuse_gelu(fused) == 1 and [n.op_type for n in fused.graph.node] == ["Gelu"]
+    assert not fused.graph.initializer
+    values = np.linspace(-6, 6, 64, dtype=np.float32)
+    run = [ort.InferenceSession(m.SerializeToString()).run(None, {"x": values})[0] for m in (model, fused)]
+    assert np.abs(run[0] - run[1]).max() < 1e-6
+
+
+# ---------------------------------------------------------------------------------------------------------- QNN
+@pytest.fixture(scope="module")
+def qnn_exported(tmp_path_factory, calibration_dir):
+    pytest.importorskip("onnxruntime_qnn", reason="the qnn extra (onnxruntime-qnn) is not installed")
+    need_reference()
+    from emo_testutil import REF_CKPT
+
+    out = tmp_path_factory.mktemp("qnn")
+    code = cli.export_main(["--model", "emo_1m", "--weights", str(REF_CKPT), "--format", "qnn", "--input-size", SIZE,
+                            "--calibration", str(calibration_dir), "--calibration-count", str(CAL_COUNT),
+                            "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_qnn_w8a16_on_the_htp_simulator(qnn_exported):
+    side = _side(qnn_exported, "emo_1m_qnn_w8a16")
+    assert side["backend"] == "qnn" and side["precision"] == "w8a16"
+    parity = side["parity"]
+    assert parity["status"] == "passed" and "simulator" in parity["checked_with"]
+    assert parity["cosine"] >= TOLERANCES["w8a16"]["cosine"]
+    info = side["backend_info"]
+    assert info["target"] == {"soc_model": 57, "soc": "Snapdragon 8 Gen 3 (SM8650)", "htp_arch": "v75"}
+    assert info["nodes_on_cpu"] == 0 and info["nodes_on_htp"] > 100 and info["embed_mode"] == 1
+    assert "simulator" in info["checked_on"] and info["graph_rewrites"]["erf_gelu_fused"] == 11
+    assert side["quantization"]["activation_type"] == "QUInt16"
+    model = onnx.load(str(qnn_exported / "emo_1m_qnn_w8a16.onnx"))
+    assert [n.op_type for n in model.graph.node] == ["EPContext"]  # the whole graph is one HTP context
+    assert cli.verify_main([str(qnn_exported / "emo_1m_qnn_w8a16.onnx")]) == 0
+
+
+def test_qnn_names_a_node_the_htp_cannot_take(tmp_path):
+    """A graph with a bare Erf (no GELU around it): the HTP has no Erf and nothing may fall back to the CPU."""
+    pytest.importorskip("onnxruntime_qnn", reason="the qnn extra (onnxruntime-qnn) is not installed")
+    from emo.export import qnn
+    from emo.export.quantize import quantize_onnx
+
+    x = onnx.helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1, 8])
+    y = onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 8])
+    model = onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Erf", ["image"], ["logits"],
+                                                                                  name="lonely_erf")], "g", [x], [y]),
+                                   opset_imports=[onnx.helper.make_opsetid("", 18)])
+    calibration = np.random.default_rng(0).random((4, 1, 8), dtype=np.float32)
+    quantized = quantize_onnx(model, calibration[:, 0], qnn.RECIPES["w8a16"], 1, tmp_path, qnn=True)
+    onnx.save(quantized, str(tmp_path / "q.onnx"))
+    with pytest.raises(RuntimeError, match=r"the HTP cannot take node\(s\) lonely_erf \(Erf\)"):
+        qnn.compile_for_htp(tmp_path / "q.onnx", tmp_path / "out.onnx")
+
+
+def test_coreml_int8_is_refused_with_the_reason(tmp_path, capsys):
+    assert cli.export_main(["--model", "emo_1m", "--format", "coreml", "--precision", "int8",
+                            "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "coreml has no int8" in err and "constexpr_affine_dequantize" in err and not (tmp_path / "o").exists()
+
+
+def test_qnn_refuses_float_precisions(tmp_path, capsys):
+    assert BACKENDS["qnn"].precisions == ("w8a16", "int8")
+    assert cli.export_main(["--model", "emo_1m", "--format", "qnn", "--precision", "fp32",
+                            "--out", str(tmp_path / "o")]) == 2
+    assert "qnn has no precision 'fp32'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- TFLite, ExecuTorch
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt, stem", [("tflite", "emo_1m_tflite_int8"), ("executorch", "emo_1m_xnnpack_int8")])
+def test_tflite_and_executorch_int8(fmt, stem, tmp_path, calibration_dir):
+    need_reference()
+    from emo_testutil import REF_CKPT
+
+    code = cli.export_main(["--model", "emo_1m", "--weights", str(REF_CKPT), "--format", fmt, "--precision", "int8",
+                            "--input-size", SIZE, "--calibration", str(calibration_dir), "--calibration-count", "4",
+                            "--out", str(tmp_path)])
+    side = _side(tmp_path, stem)
+    assert code == 0 and side["parity"]["status"] == "passed", side["parity"]
+    assert side["quantization"]["calibration"]["count"] == 4 and "int8" in side["quantization"]["scheme"]
+    info = side["backend_info"]
+    if fmt == "tflite":
+        assert info["ops"]["CONV_2D"] > 0 and side["quantization"]["io"]["input"]["dtype"] == "int8"
+        assert info["xnnpack_partitions"] >= 1  # recorded; one partition is the target, not yet reached
+    else:
+        assert info["delegate_partitions"] >= 1
