@@ -83,6 +83,9 @@ class Browser:
     def screenshot(self, path: str | Path) -> None:
         self._ask(op="screenshot", path=str(path))
 
+    def evaluate(self, expression: str) -> object:
+        return self._ask(op="eval", expr=expression)
+
     def console(self) -> list[str]:
         return self._ask(op="console")
 
@@ -122,7 +125,8 @@ def _npm_versions() -> dict[str, str]:
     versions = {}
     for package in ("onnxruntime-web", "@litertjs/core", "playwright-core"):
         try:
-            versions[package] = json.loads((WEB_DEMO / "node_modules" / package / "package.json").read_text())["version"]
+            manifest = WEB_DEMO / "node_modules" / package / "package.json"
+            versions[package] = json.loads(manifest.read_text())["version"]
         except (OSError, ValueError, KeyError):
             pass
     return versions

@@ -4,6 +4,7 @@
 //   {"op": "call", "fn": "load", "args": [...]}     -> {"ok": true, "value": ...} | {"ok": false, "error": "..."}
 //   {"op": "text", "selector": "#error"}            -> {"ok": true, "value": "..."}
 //   {"op": "screenshot", "path": "/tmp/x.png"}      -> {"ok": true}
+//   {"op": "eval", "expr": "document.title"}        -> {"ok": true, "value": ...}
 //   {"op": "close"}
 // usage: node driver.mjs CHROMIUM_PATH
 
@@ -43,6 +44,8 @@ async function handle(cmd) {
     case 'screenshot':
       await page.screenshot({ path: cmd.path, fullPage: true });
       return null;
+    case 'eval':  // tests: an expression evaluated in the page
+      return page.evaluate(cmd.expr);
     case 'console':
       return consoleLines.splice(0);
     default:
