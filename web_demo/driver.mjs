@@ -66,4 +66,6 @@ for await (const line of lines) {
     reply({ ok: false, error: message });
   }
 }
-await browser.close();
+// close the browser, but never hang on it (a stuck renderer must not keep the bench or the tests waiting)
+await Promise.race([browser.close(), new Promise((resolve) => setTimeout(resolve, 5000))]);
+process.exit(0);
