@@ -259,3 +259,11 @@ def test_bench_browser_rows(all_formats, tmp_path):
         assert row["settings"]["threads"] == 2 and row["load_ms"] > 0 and row["first_inference_ms"] > 0
     assert "onnxruntime-web" in rows[0]["versions"] and "@litertjs/core" in rows[1]["versions"]
     assert rows[2]["status"].startswith("failed: the browser runs .onnx, .ort and .tflite")
+
+
+def test_browser_target_imports_neither_torch_nor_the_model():
+    code = ("import sys, emo.runtime_bench.browser, emo.runtime_bench.webserver, emo.runtime_bench.cli; "
+            "bad = [m for m in ('torch', 'emo.model', 'emo.data', 'emo.export') if m in sys.modules]; "
+            "sys.exit(f'imported {bad}' if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
