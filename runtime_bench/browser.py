@@ -86,6 +86,12 @@ class Browser:
     def evaluate(self, expression: str) -> object:
         return self._ask(op="eval", expr=expression)
 
+    def set_files(self, selector: str, paths: list) -> None:
+        self._ask(op="files", selector=selector, paths=[str(p) for p in paths])
+
+    def wait_for(self, expression: str) -> None:
+        self._ask(op="wait", expr=expression)
+
     def console(self) -> list[str]:
         return self._ask(op="console")
 

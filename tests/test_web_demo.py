@@ -148,6 +148,23 @@ def test_screenshot_shows_top1_label(demo, tmp_path):
     assert browser.evaluate("document.getElementById('error').hidden")
 
 
+def test_file_pickers_load_and_classify(demo):
+    """The user's path: pick the artifact + sidecar, then a photo; the page shows the runtime's top-1."""
+    browser, url, out = demo
+    browser.open(url)
+    browser.set_files("#model-files", [out / "emo_1m_tflite_fp32.tflite", out / "emo_1m_tflite_fp32.json"])
+    browser.wait_for("!document.getElementById('model-info').hidden || !document.getElementById('error').hidden")
+    assert browser.evaluate("document.getElementById('error').hidden"), browser.text("#error")
+    assert "LiteRT.js" in browser.text("#model-info") and "passed" in browser.text("#model-info")
+    photo = sample_images()[0]
+    browser.set_files("#image-file", [photo])
+    browser.wait_for("!document.getElementById('result').hidden || !document.getElementById('error').hidden")
+    expected = reference_logits(out / "emo_1m_tflite_fp32.tflite", to_unit_array(load_image(photo))[None])
+    labels = json.loads((out / "emo_1m_tflite_fp32.json").read_text())["labels"]["names"]
+    top1 = browser.evaluate("document.querySelector('#top5 tbody tr:first-child').cells[1].textContent")
+    assert top1 == labels[int(np.argmax(expected))]
+
+
 def _copy(out, stem, dest, new_stem=None):
     for suffix in (".json", {"onnx": ".onnx", "ort": ".ort", "tflite": ".tflite"}[stem.split("_")[2]]):
         shutil.copy(out / f"{stem}{suffix}", dest / f"{new_stem or stem}{suffix}")

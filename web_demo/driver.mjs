@@ -5,6 +5,7 @@
 //   {"op": "text", "selector": "#error"}            -> {"ok": true, "value": "..."}
 //   {"op": "screenshot", "path": "/tmp/x.png"}      -> {"ok": true}
 //   {"op": "eval", "expr": "document.title"}        -> {"ok": true, "value": ...}
+//   {"op": "files", "selector": "#image-file", "paths": [...]}, {"op": "wait", "expr": "..."}
 //   {"op": "close"}
 // usage: node driver.mjs CHROMIUM_PATH
 
@@ -43,6 +44,12 @@ async function handle(cmd) {
       return page.locator(cmd.selector).innerText();
     case 'screenshot':
       await page.screenshot({ path: cmd.path, fullPage: true });
+      return null;
+    case 'files':  // tests: pick files in an <input type=file>, as a user does
+      await page.setInputFiles(cmd.selector, cmd.paths);
+      return null;
+    case 'wait':  // tests: until an expression is truthy in the page
+      await page.waitForFunction(cmd.expr, null, { timeout: cmd.timeoutMs ?? 120000 });
       return null;
     case 'eval':  // tests: an expression evaluated in the page
       return page.evaluate(cmd.expr);
