@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_BAD_INPUT
     runnable = sorted(p.name for p in models.iterdir() if p.suffix in BROWSER_SUFFIXES)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _stop)
     with server:
         print(f"web demo: {server.url}", flush=True)
         if runnable:
@@ -60,9 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         print("Ctrl-C to stop", flush=True)
         try:
             server.thread.join()
-        except KeyboardInterrupt:
-            pass
+        except KeyboardInterrupt:  # the way to stop a server: a clean exit, whatever more signals arrive
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return 0
+
+
+def _stop(signum, frame) -> None:
+    """SIGTERM stops the server as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
