@@ -11,7 +11,12 @@ import { DemoError, baseName, inputGeometry, runtimeFor } from './core.js';
 
 const ORT_WASM = new URL('./node_modules/onnxruntime-web/dist/', import.meta.url).href;
 const LITERT_WASM = new URL('./node_modules/@litertjs/core/wasm/', import.meta.url).href;
-export const VERSIONS = { 'onnxruntime-web': ort.env.versions?.web ?? '?', '@litertjs/core': '2.5.3' };
+// versions as installed (package-lock.json pins them); LiteRT.js does not export its own
+export const VERSIONS = {
+  'onnxruntime-web': ort.env.versions?.web ?? '?',
+  '@litertjs/core': await fetch(new URL('./node_modules/@litertjs/core/package.json', import.meta.url))
+    .then((r) => r.json()).then((p) => p.version).catch(() => '?'),
+};
 
 /** The tensor shape the runtime takes (a symbolic batch becomes 1). */
 function inputShape(side) {
