@@ -113,7 +113,10 @@ async function loadFromUrl(url, threads) {
   const name = new URL(url, location.href).pathname;
   runtimeFor(name);  // a Core ML package or a .pte: the clear message before any download
   const [artifact, side] = await Promise.all([fetchBytes(url, 'artifact'), fetchBytes(sidecarName(url), 'sidecar')]);
-  return loadModel(name, artifact, side, threads);
+  const loaded = await loadModel(name, artifact, side, threads);
+  const listed = [...$('model-list').options].find((o) => o.value && new URL(o.value, location.href).pathname === name);
+  $('model-list').value = listed ? listed.value : '';
+  return loaded;
 }
 
 /** Dropped or picked files (a folder's files included): the first artifact, with the .json of the same stem. */
