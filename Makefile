@@ -21,7 +21,13 @@ PINS := torch==2.13.0 onnx==1.23.2 onnxruntime==1.32.0 onnxruntime-qnn==2.7.0 on
 # Debian packages the tests and the demo use (installed only where missing; CI runs as root on a fresh Debian 12).
 DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java debootstrap dataset-fashion-mnist
 
-.PHONY: venv sysdeps demo test lint clean fixture
+# The web demo's npm packages (onnxruntime-web, @litertjs/core, playwright-core), exactly as package-lock.json pins
+# them; `npm ci` runs again only when the lockfile changes. Browsers are never downloaded: the tests and
+# `emo-bench --device browser` drive Debian's chromium.
+WEB := web_demo
+WEB_STAMP := $(WEB)/node_modules/.npm-installed
+
+.PHONY: venv sysdeps web-deps demo test lint clean fixture
 
 venv: $(STAMP)
 
@@ -31,6 +37,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --disable-pip-version-check -q -c $(VENV)/constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
+web-deps: $(WEB_STAMP)
+
+$(WEB_STAMP): $(WEB)/package-lock.json $(WEB)/package.json
+	cd $(WEB) && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --ignore-scripts
+	touch $(WEB_STAMP)
+
 sysdeps:
 	@missing="$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
 	if [ -n "$$missing" ]; then \
@@ -39,7 +51,7 @@ sysdeps:
 		DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-demo: venv sysdeps
+demo: venv sysdeps web-deps
 	$(BIN)/emo-export --model emo_1m $(if $(WEIGHTS),--weights $(WEIGHTS)) --format all --out $(OUT)
 	$(BIN)/emo-verify $(OUT)/emo_1m_onnx_fp32.onnx
 	$(BIN)/emo-predict emo/assets/samples/cat.jpg --artifact $(OUT)/emo_1m_onnx_fp32.onnx
@@ -53,8 +65,14 @@ demo: venv sysdeps
 	$(BIN)/emo-predict $(FIXTURE_IMAGE) --artifact $(OUT)/fashion_mnist/emo_1m_onnx_fp32.onnx --top 3
 	$(BIN)/emo-eval $(FIXTURE) --model emo_1m $(OUT)/fashion_mnist/emo_1m_onnx_fp32.onnx \
 		--data tests/fixtures/fashion_mnist --limit 100
+	# the same artifacts in headless Chromium (WebAssembly: onnxruntime-web, LiteRT.js)
+	$(BIN)/emo-bench $(OUT)/emo_1m_onnx_fp32.onnx $(OUT)/emo_1m_ort_fp32.ort $(OUT)/emo_1m_tflite_fp32.tflite \
+		--device browser --threads 2 --iters 30 --out $(OUT)/bench.jsonl
+	# the page with these models: served until Ctrl-C when run from a terminal (CI gets the command instead)
+	@if [ -t 0 ]; then $(BIN)/python -m emo.web_demo serve $(OUT); \
+	else echo "web demo: $(BIN)/python -m emo.web_demo serve $(OUT)  (prints the page's URL)"; fi
 
-test: venv sysdeps
+test: venv sysdeps web-deps
 	$(BIN)/ruff check emo export runtime_bench tests
 	$(BIN)/pytest -q
 
@@ -71,4 +89,4 @@ lint: venv
 	$(BIN)/ruff check emo export runtime_bench tests
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out .pytest_cache $(WEB)/node_modules

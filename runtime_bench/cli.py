@@ -1,6 +1,6 @@
 """``emo-bench``: latency of exported artifacts on the host, Android phones (adb), Macs, iPhones and AI Hub.
 
-    emo-bench DIR_OR_ARTIFACTS... --device host|adb[:SERIAL]|mac|ios[:UDID]|aihub:DEVICE [--threads N]
+    emo-bench DIR_OR_ARTIFACTS... --device host|browser|adb[:SERIAL]|mac|ios[:UDID]|aihub:DEVICE [--threads N]
               [--warmup W] [--iters N | --min-seconds S] [--out results.jsonl] [--csv FILE] [--plot FILE.png]
     emo-bench compare A.jsonl B.jsonl
 
@@ -10,6 +10,7 @@ Exit codes: 0 every row ok; 1 some row failed (kept in the results with its reas
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import signal
@@ -27,7 +28,7 @@ from emo.runtime_bench.results import (
 )
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
-TARGETS = "host | adb[:SERIAL] | mac | ios[:UDID] | aihub:DEVICE_NAME"
+TARGETS = "host | browser | adb[:SERIAL] | mac | ios[:UDID] | aihub:DEVICE_NAME"
 MAX_THREADS = 256       # no phone or Mac has more cores; the host is capped at its own count
 MAX_ITERS = 1_000_000
 PLOT_FORMATS = (".png", ".pdf", ".svg")
@@ -67,21 +68,26 @@ class Progress:
 
 def parse_target(text: str) -> tuple[str, str | None]:
     kind, _, arg = text.partition(":")
-    if kind not in ("host", "adb", "mac", "ios", "aihub"):
+    if kind not in ("host", "browser", "adb", "mac", "ios", "aihub"):
         raise BenchError(f"unknown --device {text!r}; use {TARGETS}")
     if kind == "aihub" and not arg:
         raise BenchError("--device aihub needs a device name, e.g. --device 'aihub:Samsung Galaxy S24 (Family)'")
-    if kind in ("host", "mac") and arg:
+    if kind in ("host", "browser", "mac") and arg:
         raise BenchError(f"--device {kind} takes no ':' argument")
     return kind, arg or None
 
 
-def _runs(kind: str, arg: str | None, artifacts: list[Artifact], settings: dict, args):
+def _runs(kind: str, arg: str | None, artifacts: list[Artifact], settings: dict, args, stack: contextlib.ExitStack):
     """(artifact, label, thunk) per run: sets up the target once (a bad set-up is bad input), then a thunk per row."""
     if kind == "host":
         from emo.runtime_bench.host import run_host
 
         return [(a, a.path.name, lambda a=a: run_host(a, settings)) for a in artifacts]
+    if kind == "browser":
+        from emo.runtime_bench.browser import Browser, run_browser
+
+        browser = stack.enter_context(Browser())  # one headless Chromium; a fresh page per artifact
+        return [(a, a.path.name, lambda a=a: run_browser(a, browser, settings)) for a in artifacts]
     if kind == "adb":
         from emo.runtime_bench import android
 
@@ -117,7 +123,6 @@ def _runs(kind: str, arg: str | None, artifacts: list[Artifact], settings: dict,
 
 
 def _bench(argv: list[str]) -> int:
-    from emo.runtime_bench import report
 
     p = _Parser(prog="emo-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", help="artifacts, or folders of artifacts with their sidecars")
@@ -146,7 +151,13 @@ def _bench(argv: list[str]) -> int:
     settings = {"threads": args.threads, "warmup": args.warmup, "iters": args.iters or (None if args.min_seconds
                 else 50), "min_seconds": args.min_seconds, "delegate": args.delegate, "runners": args.runner,
                 "profile": args.profile}
-    runs = _runs(kind, arg, artifacts, settings, args)
+    with contextlib.ExitStack() as stack:
+        return _measure(_runs(kind, arg, artifacts, settings, args, stack), kind, arg, settings, args)
+
+
+def _measure(runs: list, kind: str, arg: str | None, settings: dict, args) -> int:
+    from emo.runtime_bench import report
+
     out = Path(args.out)
     rows: list[BenchResult] = []
     progress = Progress(len(runs))
@@ -195,9 +206,10 @@ def _writable(path: str, flag: str) -> None:
 
 def check_options(args, kind: str) -> None:
     """Every option checked before the first artifact is measured (numbers in range, outputs writable)."""
-    limit = (os.cpu_count() or 1) if kind == "host" else MAX_THREADS
+    local = kind in ("host", "browser")  # the browser runs on this machine too
+    limit = (os.cpu_count() or 1) if local else MAX_THREADS
     if not 1 <= args.threads <= limit:
-        where = f"this host has {limit} cores" if kind == "host" else f"at most {MAX_THREADS}"
+        where = f"this host has {limit} cores" if local else f"at most {MAX_THREADS}"
         raise BenchError(f"--threads {args.threads} is out of range: use 1..{limit} ({where})")
     if args.iters is not None and not 1 <= args.iters <= MAX_ITERS:
         raise BenchError(f"--iters {args.iters} is out of range: use 1..{MAX_ITERS}")

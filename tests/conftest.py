@@ -17,6 +17,18 @@ def ref_state(ref_ckpt) -> dict[str, torch.Tensor]:
     return torch.load(ref_ckpt, map_location="cpu", weights_only=True)["net"]
 
 
+@pytest.fixture(scope="session")
+def all_formats(tmp_path_factory):
+    """(exit code, folder) of `emo-export --format all` for emo_1m: exported once per session, read by
+    test_export_all.py and test_web_demo.py (the browser runs the same files)."""
+    need_reference()
+    from emo.export import cli
+
+    out = tmp_path_factory.mktemp("all")
+    code = cli.export_main(["--model", "emo_1m", "--weights", str(REF_CKPT), "--format", "all", "--out", str(out)])
+    return code, out
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(2)

@@ -82,7 +82,8 @@ def test_missing_runtime_names_the_package(tiny, monkeypatch):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--device", "host"], "holds no artifacts"),
-    (["--device", "phone"], "unknown --device 'phone'; use host | adb[:SERIAL] | mac | ios[:UDID] | aihub:DEVICE_NAME"),
+    (["--device", "phone"],
+     "unknown --device 'phone'; use host | browser | adb[:SERIAL] | mac | ios[:UDID] | aihub:DEVICE_NAME"),
     (["--device", "aihub"], "--device aihub needs a device name"),
     (["--device", "host", "--threads", "0"], "--threads 0 is out of range"),
 ])

@@ -9,17 +9,6 @@ from emo.export import backends as backends_mod
 from emo.export import cli
 from emo.export.backends import BACKENDS
 from emo.export.pipeline import ExportOptions, export_all
-from emo_testutil import need_reference
-
-
-@pytest.fixture(scope="module")
-def all_formats(tmp_path_factory):
-    need_reference()
-    from emo_testutil import REF_CKPT
-
-    out = tmp_path_factory.mktemp("all")
-    code = cli.export_main(["--model", "emo_1m", "--weights", str(REF_CKPT), "--format", "all", "--out", str(out)])
-    return code, out
 
 
 def _side(out, stem):

@@ -1,0 +1,78 @@
+// Headless Chromium for the tests and `emo-bench --device browser`, driven by playwright-core (no browser
+// download: the system's Chromium). One JSON command per stdin line, one JSON answer per stdout line:
+//   {"op": "open", "url": ...}                      -> {"ok": true, "version": "Chromium 1xx", "isolated": true}
+//   {"op": "call", "fn": "load", "args": [...]}     -> {"ok": true, "value": ...} | {"ok": false, "error": "..."}
+//   {"op": "text", "selector": "#error"}            -> {"ok": true, "value": "..."}
+//   {"op": "screenshot", "path": "/tmp/x.png"}      -> {"ok": true}
+//   {"op": "eval", "expr": "document.title"}        -> {"ok": true, "value": ...}
+//   {"op": "files", "selector": "#image-file", "paths": [...]}, {"op": "wait", "expr": "..."}
+//   {"op": "close"}
+// usage: node driver.mjs CHROMIUM_PATH
+
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const executablePath = process.argv[2] || '/usr/bin/chromium';
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  // a fresh profile per launch (playwright's temporary user-data-dir); nothing phones home
+  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+});
+const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+let page = null;
+const consoleLines = [];
+
+function reply(obj) { process.stdout.write(`${JSON.stringify(obj)}\n`); }
+
+async function handle(cmd) {
+  switch (cmd.op) {
+    case 'open': {
+      if (page) await page.close();
+      page = await context.newPage();
+      page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`.slice(0, 500)));
+      page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`.slice(0, 500)));
+      await page.goto(cmd.url);
+      await page.waitForFunction(() => window.emoDemo?.ready === true, null, { timeout: cmd.timeoutMs ?? 60000 });
+      const isolated = await page.evaluate(() => crossOriginIsolated);
+      return { version: `Chromium ${browser.version()}`, isolated };
+    }
+    case 'call':
+      return page.evaluate(async ({ fn, args }) => window.emoDemo[fn](...args), { fn: cmd.fn, args: cmd.args ?? [] });
+    case 'text':
+      return page.locator(cmd.selector).innerText();
+    case 'screenshot':
+      await page.screenshot({ path: cmd.path, fullPage: true });
+      return null;
+    case 'files':  // tests: pick files in an <input type=file>, as a user does
+      await page.setInputFiles(cmd.selector, cmd.paths);
+      return null;
+    case 'wait':  // tests: until an expression is truthy in the page
+      await page.waitForFunction(cmd.expr, null, { timeout: cmd.timeoutMs ?? 120000 });
+      return null;
+    case 'eval':  // tests: an expression evaluated in the page
+      return page.evaluate(cmd.expr);
+    case 'console':
+      return consoleLines.splice(0);
+    default:
+      throw new Error(`unknown op ${cmd.op}`);
+  }
+}
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  if (!line.trim()) continue;
+  const cmd = JSON.parse(line);
+  if (cmd.op === 'close') break;
+  try {
+    reply({ ok: true, value: (await handle(cmd)) ?? null });
+  } catch (e) {
+    // page.evaluate wraps the page's error: keep the page's own message
+    const message = String(e?.message ?? e).replace(/^page\.evaluate: (Error: )?/, '').split('\n')[0];
+    reply({ ok: false, error: message });
+  }
+}
+// close the browser, but never hang on it (a stuck renderer must not keep the bench or the tests waiting)
+await Promise.race([browser.close(), new Promise((resolve) => setTimeout(resolve, 5000))]);
+process.exit(0);
