@@ -16,7 +16,7 @@ PINS := torch==2.13.0 onnx==1.23.2 onnxruntime==1.32.0 onnxsim==0.8.1 onnxscript
 # Debian packages the tests and the demo use (installed only where missing; CI runs as root on a fresh Debian 12).
 DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java debootstrap dataset-fashion-mnist
 
-.PHONY: venv sysdeps demo test lint clean
+.PHONY: venv sysdeps swift-chroot demo test lint clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ sysdeps:
 		DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
+# Swift 6 (Debian 13's swiftlang) for the iOS core's tests: a debootstrap chroot in ~/.cache/emo-mobile/trixie-chroot,
+# made once per machine (about 2.5 GB, a few minutes) and reused by every clone
+swift-chroot: sysdeps
+	ios_demo/ci/swift_chroot.sh setup
+
 demo: venv sysdeps
 	$(BIN)/emo-export --model emo_1m $(if $(WEIGHTS),--weights $(WEIGHTS)) --format all --out $(OUT)
 	$(BIN)/emo-verify $(OUT)/emo_1m_onnx_fp32.onnx
@@ -43,7 +48,7 @@ demo: venv sysdeps
 		$(OUT)/emo_1m_xnnpack_fp32.pte $(OUT)/emo_1m_pytorch_fp32.pt2 --device host --threads 2 --iters 30 \
 		--out $(OUT)/bench.jsonl --plot $(OUT)/bench.png
 
-test: venv sysdeps
+test: venv sysdeps swift-chroot
 	$(BIN)/ruff check emo export runtime_bench tests
 	$(BIN)/pytest -q
 

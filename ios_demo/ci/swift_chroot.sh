@@ -3,11 +3,12 @@
 # with Debian's `swiftlang` plus the C/C++ headers swift needs to link (libc6-dev, libstdc++-14-dev).
 #
 #   ios_demo/ci/swift_chroot.sh setup            create the chroot once (about 2.5 GB, a few minutes); idempotent
-#   ios_demo/ci/swift_chroot.sh test PACKAGE_DIR  copy the Swift package in, run `swift test`, print its output
+#   ios_demo/ci/swift_chroot.sh test PACKAGE_DIR [DATA_DIR]
+#       copy the Swift package (and DATA_DIR, as $EMO_TESTDATA) in, run `swift test`; DATA_DIR/out comes back
 #
 # The chroot lives outside the clone (default ~/.cache/emo-mobile/trixie-chroot, override with EMO_SWIFT_CHROOT)
-# so every clone on the machine reuses it. Needs root (debootstrap, chroot). Only /proc is mounted inside, for the
-# duration of one test run; the package is copied in (nothing of the host is bound into the chroot).
+# so every clone on the machine reuses it. Needs root (debootstrap, chroot). Only /proc is mounted inside, in a
+# private mount namespace for one test run; the package is copied in (nothing of the host is bound into the chroot).
 set -eu
 
 ROOT="${EMO_SWIFT_CHROOT:-$HOME/.cache/emo-mobile/trixie-chroot}"
@@ -28,8 +29,11 @@ setup() {
     echo "swift_chroot: creating the Debian 13 chroot with swiftlang in $ROOT (once; about 2.5 GB)" >&2
     debootstrap --variant=minbase --include="$PACKAGES" trixie "$tmp" "$MIRROR" >"$parent/debootstrap.log" 2>&1 \
         || die "debootstrap failed; see $parent/debootstrap.log"
+    # the swift driver finds its libraries through $ORIGIN, which glibc reads from /proc/self/exe
+    mount -t proc proc "$tmp/proc"
     chroot "$tmp" /usr/bin/env PATH=/usr/bin:/bin HOME=/tmp swift --version >"$parent/swift-version.log" 2>&1 \
-        || { cp -r "$tmp" "$ROOT.failed" 2>/dev/null; die "swift does not run inside the new chroot (kept in $ROOT.failed; see $parent/swift-version.log)"; }
+        || die "swift does not run inside the new chroot; see $parent/swift-version.log"
+    umount "$tmp/proc"
     rm -rf "$tmp/var/cache/apt/archives"/*.deb
     touch "$tmp/.emo-swift-ready"
     rm -rf "$ROOT"
@@ -38,23 +42,35 @@ setup() {
 }
 
 run_tests() {
-    package="$1"
+    package="$(cd "$1" && pwd)"
+    data="${2:-}"
     [ -f "$package/Package.swift" ] || die "$package has no Package.swift"
     [ -f "$STAMP" ] || die "no Swift chroot at $ROOT; run '$0 setup' (or 'make swift-chroot') first"
     [ "$(id -u)" = 0 ] || die "needs root (chroot)"
-    work="$ROOT/work/$(basename "$package")"
+    # one work folder per package path (several clones may test at once); .build is kept for incremental builds
+    name="$(basename "$package")-$(printf '%s' "$package" | cksum | cut -d' ' -f1)"
+    work="$ROOT/work/$name"
     mkdir -p "$work"
-    # keep .build between runs (incremental builds); refresh the sources and test data
     find "$work" -mindepth 1 -maxdepth 1 ! -name .build -exec rm -rf {} +
     (cd "$package" && tar --exclude=.build -cf - .) | (cd "$work" && tar -xf -)
-    mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
-    trap 'umount "$ROOT/proc" 2>/dev/null || true' EXIT INT TERM
-    shift
-    chroot "$ROOT" /bin/sh -c "cd /work/$(basename "$package") && HOME=/tmp swift test $*"
+    env=""
+    if [ -n "$data" ]; then
+        mkdir -p "$work/.testdata"
+        (cd "$data" && tar -cf - .) | (cd "$work/.testdata" && tar -xf -)
+        env="EMO_TESTDATA=/work/$name/.testdata"
+    fi
+    # /proc in a private mount namespace: the swift driver needs it, and it vanishes with this process
+    status=0
+    unshare --mount --fork /bin/sh -c 'mount -t proc proc "$1/proc" && exec chroot "$1" /usr/bin/env -i \
+        PATH=/usr/bin:/bin HOME=/tmp $3 /bin/sh -c "cd /work/$2 && swift test"' sh "$ROOT" "$name" "$env" || status=$?
+    if [ -n "$data" ] && [ -d "$work/.testdata/out" ]; then
+        mkdir -p "$data/out" && cp -r "$work/.testdata/out/." "$data/out/"
+    fi
+    return $status
 }
 
 case "${1:-}" in
     setup) setup ;;
-    test) [ $# -ge 2 ] || die "usage: $0 test PACKAGE_DIR"; shift; run_tests "$@" ;;
-    *) die "usage: $0 setup | test PACKAGE_DIR" ;;
+    test) [ $# -ge 2 ] || die "usage: $0 test PACKAGE_DIR [DATA_DIR]"; shift; run_tests "$@" ;;
+    *) die "usage: $0 setup | test PACKAGE_DIR [DATA_DIR]" ;;
 esac
