@@ -133,6 +133,7 @@ class BenchResult:
     peak_memory_mb: float | None = None
     versions: dict = field(default_factory=dict)
     git_revision: str | None = None
+    parity: dict | None = None                 # adb --parity / the demo app's self-test: outputs vs the examples
     timestamp_utc: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     schema: str = SCHEMA
 
