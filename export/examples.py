@@ -39,7 +39,7 @@ def example_images() -> list:
 def input_tensor(unit: np.ndarray, contract: dict) -> dict:
     """One image (3, H, W) in [0, 1] as the artifact takes it (batch 1), encoded for the examples file."""
     if contract.get("layout") == "image":  # Core ML ImageType: RGB pixel values 0..255
-        return examples_format.encode_tensor(unit[None], divisor=1)
+        return examples_format.encode_tensor(np.rint(unit * 255).astype(np.float32)[None], divisor=1)
     x = unit if contract["normalization"]["in_graph"] else normalize(unit).astype(np.float32)
     x = x.transpose(1, 2, 0) if contract.get("layout") == "NHWC" else x
     return examples_format.encode_tensor(x[None], divisor=255 if contract["normalization"]["in_graph"] else None)
