@@ -7,11 +7,11 @@ import numpy as np
 
 from emo_testutil import REF_CKPT
 
-# two exports cover both layouts and both tensor encodings the cores must read: NCHW in [0, 1] (u8, divisor 255)
-# and NHWC normalised outside the graph (f32le)
+# two exports cover both layouts and both tensor encodings the cores must read: NCHW normalised outside the graph
+# (f32le) and NHWC in [0, 1] (u8, divisor 255; the form MediaPipe's ImageClassifier takes)
 EXPORTS = [
-    ("onnx", []),
-    ("tflite", ["--nhwc", "--no-normalize"]),
+    ("onnx", ["--no-normalize"]),
+    ("tflite", ["--nhwc"]),
 ]
 
 
