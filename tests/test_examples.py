@@ -88,7 +88,7 @@ def test_encoding_round_trips_and_refuses_what_it_cannot_store():
     (lambda d: d["examples"][0]["input"].update(divisor=7), "divisor must be 1 or 255"),
 ])
 def test_malformed_examples_name_the_field(mobile_artifacts, tmp_path, change, message):
-    side = sidecars(mobile_artifacts)[0]
+    side = next(s for s in sidecars(mobile_artifacts) if json.loads(s.read_text())["input"]["normalization"]["in_graph"])
     raw = json.loads(side.with_name(json.loads(side.read_text())["examples"]).read_text())
     change(raw)
     path = tmp_path / "x.examples.json"
