@@ -88,8 +88,10 @@ def test_encoding_round_trips_and_refuses_what_it_cannot_store():
     (lambda d: d["examples"][0]["input"].update(divisor=7), "divisor must be 1 or 255"),
 ])
 def test_malformed_examples_name_the_field(mobile_artifacts, tmp_path, change, message):
-    in_graph = [s for s in sidecars(mobile_artifacts) if json.loads(s.read_text())["input"]["normalization"]["in_graph"]]
-    side = in_graph[0]  # its inputs are u8 (the divisor case needs one)
+    def in_graph(side):
+        return json.loads(side.read_text())["input"]["normalization"]["in_graph"]
+
+    side = next(s for s in sidecars(mobile_artifacts) if in_graph(s))  # u8 inputs: the divisor case needs them
     raw = json.loads(side.with_name(json.loads(side.read_text())["examples"]).read_text())
     change(raw)
     path = tmp_path / "x.examples.json"
