@@ -37,7 +37,8 @@ sysdeps:
 # Swift 6 (Debian 13's swiftlang) for the iOS core's tests: a debootstrap chroot in ~/.cache/emo-mobile/trixie-chroot,
 # made once per machine (about 2.5 GB, a few minutes) and reused by every clone
 swift-chroot: sysdeps
-	ios_demo/ci/swift_chroot.sh setup
+	@if [ "$$(id -u)" = 0 ]; then ios_demo/ci/swift_chroot.sh setup; \
+	else echo "not root: no Swift chroot, so tests/test_ios_core.py is skipped (sudo make swift-chroot to add it)"; fi
 
 demo: venv sysdeps
 	$(BIN)/emo-export --model emo_1m $(if $(WEIGHTS),--weights $(WEIGHTS)) --format all --out $(OUT)
