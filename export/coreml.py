@@ -128,6 +128,8 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
         mlmodel.output_description["logits"] = "class logits (apply softmax for probabilities)"
     mlmodel.user_defined_metadata.update({**meta, "emo.image_input": str(image_input),
                                           "emo.classifier": str(classifier), "emo.min_target": target})
+    if classifier:  # Xcode's model preview: drop an image, see the classes (its key is read from the metadata)
+        mlmodel.user_defined_metadata["com.apple.coreml.model.preview.type"] = "imageClassifier"
     mlmodel.save(str(path))
     spec = mlmodel.get_spec()
     block = spec.mlProgram.functions["main"].block_specializations[spec.mlProgram.functions["main"].opset]

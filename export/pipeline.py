@@ -30,6 +30,7 @@ from emo.checkpoint import sha256_file
 from emo.data import IMAGENET_MEAN, IMAGENET_STD, LABELS_SOURCE, imagenet_labels, normalize
 from emo.errors import EMOError, first_line
 from emo.export.backends import BACKENDS, Backend, precision_for
+from emo.export.examples import build as build_examples
 from emo.export.output import captured_output
 from emo.export.parity import (
     Parity,
@@ -43,6 +44,7 @@ from emo.export.parity import (
 )
 from emo.export.quantize import QUANTIZED_PRECISIONS, Calibration, calibration_images
 from emo.runtime_bench import sidecar as sidecar_schema
+from emo.runtime_bench.examples import examples_path
 from emo.runtime_bench.sidecar import sidecar_path
 
 SIDECAR_SCHEMA = "emo-mobile/sidecar/1"
@@ -203,10 +205,10 @@ def artifact_digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict, indent: int | None = 2) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     except BaseException:  # Ctrl-C and SIGTERM included: never leave the temporary file behind
         remove(tmp)
@@ -364,6 +366,10 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
         "quantization": quantization or None,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    # the bundled examples (inputs + PyTorch's outputs) that the apps' self-tests and emo-bench --parity replay
+    examples = examples_path(final)
+    sidecar["examples"] = examples.name
+    write_json_atomic(examples, build_examples(sidecar, model, options.input_size), indent=None)
     side = sidecar_path(final)
     write_json_atomic(side, sidecar)
     return ExportResult(backend.name, precision, final, side, parity.status, seconds, size, parity)

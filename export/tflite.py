@@ -9,17 +9,24 @@ Recipe:
    images; the graph's input and output are int8 (scale and zero point in the sidecar; ``load`` applies them).
 4. Rename the signature's tensors to ``image`` / ``logits`` and embed the run's metadata (variant, input
    contract, normalisation, labels) as a ``emo_mobile`` metadata buffer, so an app needs no side file.
+5. NHWC artifacts also get the standard TFLite Model Metadata of an image classifier (``TFLITE_METADATA``: RGB
+   image input, its normalisation, the labels file packed into the model's zip tail), which MediaPipe Tasks'
+   ``ImageClassifier`` and Android Studio's ML model binding read; they take only channel-last images.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from emo.data import IMAGENET_MEAN, IMAGENET_STD
 
 METADATA_NAME = "emo_mobile"
 
@@ -70,6 +77,90 @@ def _rename_and_annotate(model_bytes: bytes, metadata: dict[str, str]) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+# TFLite Model Metadata (tensorflow/tflite-support metadata_schema.fbs, "M001"): the slots of the tables we write
+_MD_IMAGE_PROPERTIES, _MD_FEATURE_PROPERTIES, _MD_NORMALIZATION, _MD_RGB, _MD_AXIS_LABELS = 2, 1, 1, 1, 2
+TFLITE_METADATA_NAME = "TFLITE_METADATA"
+LABELS_FILE = "labels.txt"
+
+
+def _classifier_metadata(name: str, description: str, mean: list[float], std: list[float],
+                         labels: bool) -> bytes:
+    """A ModelMetadata flatbuffer: one subgraph, an RGB image input with its normalisation (applied to pixel values
+    0..255), a class-score output with the labels file as its axis labels. Written with the flatbuffers builder
+    from the schema's field order (min parser 1.0.0: nothing newer is used)."""
+    import flatbuffers
+
+    b = flatbuffers.Builder(1024)
+
+    def table(fields: list[tuple[str, int, object]]) -> int:  # (kind, slot, value) after the children are built
+        b.StartObject(max(slot for _, slot, _ in fields) + 1)
+        for kind, slot, value in fields:
+            if kind == "offset":
+                b.PrependUOffsetTRelativeSlot(slot, value, 0)
+            else:  # a byte-sized enum or union type
+                b.PrependUint8Slot(slot, value, 0)
+        return b.EndObject()
+
+    def vector(offsets: list[int]) -> int:
+        b.StartVector(4, len(offsets), 4)
+        for off in reversed(offsets):
+            b.PrependUOffsetTRelative(off)
+        return b.EndVector()
+
+    def floats(values: list[float]) -> int:
+        b.StartVector(4, len(values), 4)
+        for v in reversed(values):
+            b.PrependFloat32(v)
+        return b.EndVector()
+
+    image_props = table([("byte", 0, _MD_RGB)])
+    image_content = table([("byte", 0, _MD_IMAGE_PROPERTIES), ("offset", 1, image_props)])
+    norm = table([("offset", 0, floats(mean)), ("offset", 1, floats(std))])
+    unit = table([("byte", 0, _MD_NORMALIZATION), ("offset", 1, norm)])
+    input_md = table([("offset", 0, b.CreateString("image")),
+                      ("offset", 1, b.CreateString("RGB image, pixel values 0..255 normalised as the process unit "
+                                                   "says; resize the shorter side to size/0.875 and centre-crop")),
+                      ("offset", 3, image_content), ("offset", 4, vector([unit]))])
+    feature_content = table([("byte", 0, _MD_FEATURE_PROPERTIES), ("offset", 1, table([("byte", 0, 0)]))])
+    output_fields = [("offset", 0, b.CreateString("logits")),
+                     ("offset", 1, b.CreateString("class logits (softmax for probabilities)")),
+                     ("offset", 3, feature_content)]
+    if labels:
+        label_file = table([("offset", 0, b.CreateString(LABELS_FILE)),
+                            ("offset", 1, b.CreateString("class names, one per line, in index order")),
+                            ("byte", 2, _MD_AXIS_LABELS)])
+        output_fields.append(("offset", 6, vector([label_file])))
+    output_md = table(output_fields)
+    subgraph = table([("offset", 2, vector([input_md])), ("offset", 3, vector([output_md]))])
+    root = table([("offset", 0, b.CreateString(name)), ("offset", 1, b.CreateString(description)),
+                  ("offset", 3, vector([subgraph])), ("offset", 4, b.CreateString("emo-mobile")),
+                  ("offset", 7, b.CreateString("1.0.0"))])
+    b.Finish(root, file_identifier=b"M001")
+    return bytes(b.Output())
+
+
+def add_classifier_metadata(model_bytes: bytes, name: str, description: str, mean: list[float], std: list[float],
+                            labels: tuple[str, ...] | None) -> bytes:
+    """The model with a ``TFLITE_METADATA`` buffer and, when there are labels, ``labels.txt`` in a zip appended to
+    the flatbuffer (how TFLite packs associated files; the interpreter ignores the tail)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(_classifier_metadata(name, description, mean, std, bool(labels)), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = TFLITE_METADATA_NAME.encode()
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != entry.name] + [entry]
+    out = io.BytesIO(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+    if labels:
+        with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:
+            zf.writestr(LABELS_FILE, "\n".join(labels) + "\n")
+    return out.getvalue()
+
+
 def read_metadata(path: Path) -> dict[str, str]:
     """The ``emo_mobile`` metadata of a .tflite written by this backend (what an app reads)."""
     from ai_edge_litert.tools import flatbuffer_utils
@@ -97,8 +188,21 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
     model_bytes = bytes(converted.model_content())
     if ctx.precision == "fp16":
         model_bytes = _to_fp16_weights(model_bytes)
-    path.write_bytes(_rename_and_annotate(model_bytes, {**ctx.metadata, "emo.layout": "NHWC" if nhwc else "NCHW"}))
-    facts = {"layout": "NHWC" if nhwc else "NCHW", **graph_facts(path)}
+    model_bytes = _rename_and_annotate(model_bytes, {**ctx.metadata, "emo.layout": "NHWC" if nhwc else "NCHW"})
+    facts = {"tflite_metadata": "none: MediaPipe and ML model binding take NHWC images (export with --nhwc)"}
+    if ctx.precision == "int8":
+        facts["tflite_metadata"] = "none: the int8 input takes quantized values, not an image the metadata describes"
+    elif nhwc:
+        opts = ctx.options
+        in_graph = opts.normalize
+        mean = [0.0, 0.0, 0.0] if in_graph else [255 * m for m in IMAGENET_MEAN]
+        std = [255.0, 255.0, 255.0] if in_graph else [255 * s for s in IMAGENET_STD]
+        model_bytes = add_classifier_metadata(
+            model_bytes, f"EMO {opts.variant}", f"EMO {opts.variant} image classifier (Zhang et al., ICCV 2023), "
+            f"{ctx.precision}, exported by emo-mobile", mean, std, opts.labels)
+        facts["tflite_metadata"] = "image classifier (TFLITE_METADATA" + (" + labels.txt)" if opts.labels else ")")
+    path.write_bytes(model_bytes)
+    facts = {"layout": "NHWC" if nhwc else "NCHW", **facts, **graph_facts(path)}
     if ctx.precision == "int8":
         facts["quantization"] = {"scheme": INT8_SCHEME, "io": io_quantization(path)}
     return facts

@@ -8,6 +8,7 @@ them in ``runner_cache()/{abi}/``; a missing one fails the row with instructions
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -18,6 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from emo.runtime_bench import examples as examples_format
 from emo.runtime_bench.parsers import PARSERS
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row
 
@@ -182,6 +186,57 @@ def runner_command(name: str, artifact: str, settings: dict) -> list[str]:
     return [f"./{name}", f"--model_path={artifact}", f"--num_executions={iters}", f"--cpu_threads={threads}"]
 
 
+def parity_command(name: str, artifact: str, sidecar: dict, input_file: str, output_file: str) -> list[str] | None:
+    """The runner invocation that reads one input tensor from a raw file and writes the outputs to another
+    (``None`` for a runner that cannot write its outputs)."""
+    if name == "benchmark_model":  # raw float32 in; every output tensor's bytes, in order, out
+        layer = sidecar["input"].get("name", "image")
+        shape = ",".join(str(1 if d == "batch" else d) for d in sidecar["input"]["shape"])
+        return [f"./{name}", f"--graph={artifact}", f"--input_layer={layer}", f"--input_layer_shape={shape}",
+                f"--input_layer_value_files={layer}:{input_file}", f"--output_filepath={output_file}",
+                "--num_runs=1", "--warmup_runs=0"]
+    if name == "executor_runner":  # --inputs raw files; --output_file BASE writes BASE-0.bin
+        return [f"./{name}", f"--model_path={artifact}", f"--inputs={input_file}",
+                f"--output_file={output_file.removesuffix('-0.bin')}", "--num_executions=1", "--print_output=none"]
+    return None
+
+
+NO_OUTPUT_DUMP = {"onnxruntime_perf_test": "onnxruntime_perf_test cannot write its outputs (ONNX Runtime's "
+                                           "onnx_test_runner compares on the phone instead; use --runner app, whose "
+                                           "self-test runs the examples through ONNX Runtime Android)"}
+
+
+def check_parity(artifact: Artifact, adb: Adb, name: str, remote_model: str, pin: list[str]) -> dict:
+    """Push each bundled example's input tensor, run the runner on it, pull its output, compare with PyTorch's."""
+    if name in NO_OUTPUT_DUMP:
+        return {"status": f"skipped: {NO_OUTPUT_DUMP[name]}"}
+    try:
+        examples = examples_format.read(examples_format.examples_path(artifact.path))
+    except examples_format.ExamplesError as e:
+        return {"status": f"failed: {e}"}
+    batch = artifact.input_shape[0]
+    classes = examples["examples"][0]["output"].size
+    outputs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, example in enumerate(examples["examples"]):
+            local_in, local_out = Path(tmp, f"input{i}.bin"), Path(tmp, f"output{i}.bin")
+            # a static batch N takes the image N times; little-endian float32, as the runners read it
+            local_in.write_bytes(np.repeat(example["input"], batch, axis=0).astype("<f4").tobytes())
+            remote_in, remote_out = f"{DEVICE_DIR}/input{i}.bin", f"{DEVICE_DIR}/output{i}-0.bin"
+            adb("push", str(local_in), remote_in)
+            command = parity_command(name, remote_model, artifact.sidecar, remote_in, remote_out)
+            code = adb.shell(f"cd {quote(DEVICE_DIR)} && {quote(*pin, *command)} > {quote(f'{DEVICE_DIR}/parity.txt')}"
+                             " 2>&1; echo EXIT=$?", timeout=RUN_TIMEOUT_S, check=False)
+            if "EXIT=0" not in code:
+                return {"status": f"failed: {name} exited with {code.strip().split('=')[-1]} on example {i}"}
+            adb("pull", remote_out, str(local_out))
+            raw = np.frombuffer(local_out.read_bytes(), dtype="<f4")
+            if raw.size < classes:
+                return {"status": f"failed: {name} wrote {raw.size} values for example {i}, expected {classes}"}
+            outputs.append(raw[:classes])
+    return examples_format.agreement(examples, outputs)
+
+
 def run_adb(artifact: Artifact, adb: Adb, device: dict, settings: dict) -> BenchResult:
     """One artifact on the phone; any failure becomes the row's reason, the device folder is always cleaned."""
     row = base_row(artifact, dict(device), settings)
@@ -218,6 +273,8 @@ def run_adb(artifact: Artifact, adb: Adb, device: dict, settings: dict) -> Bench
         with tempfile.TemporaryDirectory() as tmp:
             adb("pull", output_file, f"{tmp}/output.txt")
             output = Path(tmp, "output.txt").read_text(errors="replace")
+        if settings.get("parity"):
+            row.parity = check_parity(artifact, adb, name, remote_model, pin)
     except BenchError as e:
         row.status = f"failed: {e}"
         return row
@@ -241,7 +298,102 @@ def run_adb(artifact: Artifact, adb: Adb, device: dict, settings: dict) -> Bench
     if report.failed or (exit_code and exit_code.group(1) != "0"):
         reason = report.failed or f"exit code {exit_code.group(1)}"
         row.status = f"failed: {name}: {reason}"
+    elif row.parity and row.parity["status"].startswith("failed"):
+        row.status = f"failed: parity on the phone: {row.parity['status'].removeprefix('failed: ')}"
     return row
+
+
+# ------------------------------------------------------------------------------- the demo app (--runner app)
+APP_PACKAGE = "org.emomobile.demo"
+APP_ACTIVITY = f"{APP_PACKAGE}/.BenchmarkActivity"
+APP_DIR = f"/sdcard/Android/data/{APP_PACKAGE}/files/emo-bench"
+APP_RESULT_SCHEMA = "emo-mobile/android-bench/1"
+APP_ACCELERATORS = {"tflite": ("cpu", "gpu", "npu"), "onnx": ("cpu", "xnnpack", "nnapi", "qnn"),
+                    "ort": ("cpu", "xnnpack", "nnapi", "qnn")}
+
+
+def app_commands(artifact: Artifact, settings: dict) -> dict:
+    """What is pushed where, and the ``am start`` words (contract: android_demo/BENCHMARK_MODE.md)."""
+    suffix = artifact.path.suffix
+    accelerator = settings.get("delegate") or "cpu"
+    allowed = APP_ACCELERATORS.get(artifact.backend)
+    if allowed is None:
+        raise ValueError(f"the demo app runs tflite, onnx and ort artifacts, not {artifact.backend}")
+    if accelerator not in allowed:
+        raise ValueError(f"--delegate {accelerator} is not offered by the demo app for {artifact.backend}; "
+                         f"choose from: {', '.join(allowed)}")
+    pushes = [(artifact.path, f"{APP_DIR}/model{suffix}"),
+              (artifact.path.with_suffix(".json"), f"{APP_DIR}/model.json")]
+    local_examples = examples_format.examples_path(artifact.path)
+    if local_examples.is_file():
+        pushes.append((local_examples, f"{APP_DIR}/model.examples.json"))
+    start = ["am", "start", "-W", "-S", "-n", APP_ACTIVITY, "--es", "model", f"model{suffix}",
+             "--es", "accelerator", accelerator, "--ei", "threads", settings["threads"],
+             "--ei", "warmup", settings["warmup"], "--ei", "iters", settings.get("iters") or 50,
+             "--es", "output", "result.json"]
+    return {"pushes": pushes, "start": start, "result": f"{APP_DIR}/result.json", "accelerator": accelerator}
+
+
+def map_app_result(data: dict, artifact: Artifact, device: dict, settings: dict) -> BenchResult:
+    """The demo app's result file -> a result row (raw latencies; summary computed here as for every target)."""
+    from emo.runtime_bench.stats import summary
+
+    if not isinstance(data, dict) or data.get("schema") != APP_RESULT_SCHEMA:
+        raise BenchError(f"the app wrote a result of schema {data.get('schema') if isinstance(data, dict) else None!r}"
+                         f", expected {APP_RESULT_SCHEMA}; install a matching demo app")
+    row = base_row(artifact, {**device, "app_device": data.get("device")},
+                   {**settings, "runner": "app", "accelerator": data.get("accelerator"),
+                    "accelerator_used": data.get("accelerator_used"), "runtime": data.get("runtime")})
+    row.status = str(data.get("status") or "failed: no status in the app's result")
+    row.load_ms, row.first_inference_ms = data.get("load_ms"), data.get("first_inference_ms")
+    row.latencies_ms = [float(v) for v in data.get("latencies_ms") or []]
+    row.peak_memory_mb = data.get("peak_memory_mb")
+    row.summary = summary(row.latencies_ms) if row.latencies_ms else {}
+    row.versions = {"app": data.get("app_version"), "runtime": data.get("runtime")}
+    row.parity = data.get("parity") if isinstance(data.get("parity"), dict) else None
+    if settings.get("parity") and row.ok and row.parity and str(row.parity.get("status", "")).startswith("failed"):
+        row.status = f"failed: parity on the phone: {row.parity['status'].removeprefix('failed: ')}"
+    return row
+
+
+def run_app(artifact: Artifact, adb: Adb, device: dict, settings: dict, poll_seconds: float = 1.0,
+            timeout_s: float = RUN_TIMEOUT_S) -> BenchResult:
+    """One artifact through the installed demo app's headless benchmark mode; the app folder is always cleaned."""
+    row = base_row(artifact, dict(device), {**settings, "runner": "app"})
+    if artifact.sidecar is None:
+        row.status = f"failed: {artifact.sidecar_error}"
+        return row
+    try:
+        commands = app_commands(artifact, settings)
+    except ValueError as e:
+        row.status = f"failed: {e}"
+        return row
+    if "package:" not in adb.shell(f"pm path {quote(APP_PACKAGE)}", check=False):
+        row.status = (f"failed: the demo app {APP_PACKAGE} is not installed: build android_demo/ in Android Studio "
+                      "and install it (adb install app-release.apk); emo-bench installs nothing")
+        return row
+    try:
+        adb.shell(f"rm -rf {quote(APP_DIR)} && mkdir -p {quote(APP_DIR)}")
+        for local, remote in commands["pushes"]:  # fixed names: the artifact's own name never reaches the shell
+            adb("push", str(local), remote)
+        adb.shell(quote(*commands["start"]), timeout=ADB_TIMEOUT_S)
+        deadline = time.monotonic() + timeout_s
+        with tempfile.TemporaryDirectory() as tmp:
+            while commands["result"] not in adb.shell(f"ls {quote(commands['result'])}", check=False):
+                if time.monotonic() > deadline:
+                    raise BenchError(f"no result from the app after {timeout_s:.0f} s")
+                time.sleep(poll_seconds)
+            adb("pull", commands["result"], f"{tmp}/result.json")
+            try:
+                data = json.loads(Path(tmp, "result.json").read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise BenchError(f"the app's result is not JSON: {e}") from None
+        return map_app_result(data, artifact, device, settings)
+    except BenchError as e:
+        row.status = f"failed: {e}"
+        return row
+    finally:
+        adb.shell(f"rm -rf {quote(APP_DIR)}", check=False)
 
 
 def cooldown(seconds: float) -> None:

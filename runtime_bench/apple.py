@@ -97,6 +97,7 @@ def map_ios_result(data: dict, artifact: Artifact, settings: dict, udid: str) ->
     row.peak_memory_mb = data.get("peak_memory_mb")
     row.summary = summary(row.latencies_ms)
     row.versions = {"app": data.get("app_version"), "os": device.get("os")}
+    row.parity = data.get("parity") if isinstance(data.get("parity"), dict) else None  # the app's self-test
     return row
 
 

@@ -97,8 +97,10 @@ def _runs(kind: str, arg: str | None, artifacts: list[Artifact], settings: dict,
         if cores and settings["threads"] > cores:
             raise BenchError(f"--threads {settings['threads']} is more than the {cores} cores of {device['model']}")
 
+        runner = android.run_app if "app" in settings["runners"] else android.run_adb
+
         def run(a):
-            row = android.run_adb(a, adb, device, settings)
+            row = runner(a, adb, device, settings)
             android.cooldown(args.cooldown)
             return row
 
@@ -136,7 +138,10 @@ def _bench(argv: list[str]) -> int:
     p.add_argument("--csv", help="also write a CSV summary")
     p.add_argument("--plot", help="also write a PNG: median with p10-p90 whiskers, grouped by device")
     p.add_argument("--runner", action="append", default=[], help="adb: a runner binary (benchmark_model, "
-                   "onnxruntime_perf_test, executor_runner); repeatable")
+                   "onnxruntime_perf_test, executor_runner), repeatable; or 'app': drive the installed demo app "
+                   "(android_demo/BENCHMARK_MODE.md)")
+    p.add_argument("--parity", action="store_true", help="adb: also run the artifact's bundled examples on the phone "
+                   "and compare with PyTorch's outputs (max |diff|, top-5 agreement in the row; a failure fails it)")
     p.add_argument("--delegate", help="adb: cpu | xnnpack | gpu | nnapi | qnn (what the runner supports)")
     p.add_argument("--profile", nargs="?", type=int, const=20, default=0, metavar="RUNS",
                    help="also profile each artifact per operator type over RUNS inferences (default 20), after "
@@ -150,7 +155,7 @@ def _bench(argv: list[str]) -> int:
     artifacts = find_artifacts(args.paths)
     settings = {"threads": args.threads, "warmup": args.warmup, "iters": args.iters or (None if args.min_seconds
                 else 50), "min_seconds": args.min_seconds, "delegate": args.delegate, "runners": args.runner,
-                "profile": args.profile}
+                "profile": args.profile, "parity": args.parity}
     with contextlib.ExitStack() as stack:
         return _measure(_runs(kind, arg, artifacts, settings, args, stack), kind, arg, settings, args)
 
@@ -221,6 +226,10 @@ def check_options(args, kind: str) -> None:
         raise BenchError(f"--min-seconds {args.min_seconds} must be a positive number of seconds (at most a day)")
     if not (math.isfinite(args.cooldown) and 0 <= args.cooldown <= 3600):
         raise BenchError(f"--cooldown {args.cooldown} must be 0..3600 seconds")
+    if kind != "adb" and (args.parity or "app" in args.runner):
+        raise BenchError("--parity and --runner app are for --device adb[:SERIAL]")
+    if "app" in args.runner and len(args.runner) > 1:
+        raise BenchError("--runner app drives the demo app: give no runner binaries with it")
     _writable(args.out, "--out")
     if args.csv:
         _writable(args.csv, "--csv")

@@ -134,6 +134,7 @@ class BenchResult:
     versions: dict = field(default_factory=dict)
     git_revision: str | None = None
     profile: dict | None = None                # --profile: {"source": ..., "ops": [{op, nodes, ms, percent}]}
+    parity: dict | None = None                 # adb --parity / the demo app's self-test: outputs vs the examples
     timestamp_utc: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     schema: str = SCHEMA
 

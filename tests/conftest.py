@@ -37,3 +37,20 @@ def _threads():
 def pytest_addoption(parser):
     parser.addoption("--coremltools-full-grid", action="store_true",
                      help="test_mil_coremltools_ops: run every case of coremltools' per-op grids, not a sample")
+
+
+@pytest.fixture(scope="session")
+def mobile_artifacts(tmp_path_factory) -> Path:
+    """Real emo_1m artifacts (NCHW, NCHW normalised outside, NHWC) with their bundled examples; see
+    ``mobile_artifacts.py``. Exported once per session for the examples, Android core and iOS core tests."""
+    need_reference()
+    from mobile_artifacts import export_mobile_artifacts
+
+    return export_mobile_artifacts(tmp_path_factory.mktemp("mobile"))
+
+
+@pytest.fixture(scope="session")
+def sample_pixels(tmp_path_factory) -> Path:
+    from mobile_artifacts import write_sample_pixels
+
+    return write_sample_pixels(tmp_path_factory.mktemp("pixels"))

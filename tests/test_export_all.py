@@ -18,7 +18,8 @@ def _side(out, stem):
 def test_all_formats_exported_and_checked(all_formats, capsys):
     code, out = all_formats
     assert code == 0
-    stems = {p.stem for p in out.glob("*.json")}
+    stems = {p.stem for p in out.glob("*.json") if not p.name.endswith(".examples.json")}
+    assert {p.name for p in out.glob("*.examples.json")} == {f"{stem}.examples.json" for stem in stems}
     assert stems == {"emo_1m_onnx_fp32", "emo_1m_ort_fp32", "emo_1m_coreml_fp16", "emo_1m_tflite_fp32",
                      "emo_1m_xnnpack_fp32", "emo_1m_pytorch_fp32", "emo_1m_coreml-et_fp16"}
     assert not list(out.glob(".*")) and not list(out.glob("*.log"))  # no temporaries, no failure logs

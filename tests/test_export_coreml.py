@@ -169,6 +169,13 @@ def test_image_input_classifier(tmp_path, capsys):
     assert program.spec.description.predictedFeatureName == "classLabel"
     embedded = json.loads(dict(program.spec.description.metadata.userDefined)["emo.output"])
     assert embedded == side["output"] and embedded["kind"] == "probabilities"
+    user = dict(program.spec.description.metadata.userDefined)
+    assert user["com.apple.coreml.model.preview.type"] == "imageClassifier"  # Xcode's preview tab
+    from emo.runtime_bench import examples
+    ex = examples.read(tmp_path / "emo_1m_coreml_fp16.mlpackage")  # pixels 0..255 (u8, divisor 1), probabilities
+    raw = json.loads((tmp_path / "emo_1m_coreml_fp16.examples.json").read_text())["examples"][0]["input"]
+    assert raw["encoding"] == "u8" and raw["divisor"] == 1 and ex["examples"][0]["input"].shape == (1, 3, 160, 160)
+    assert ex["examples"][0]["input"].max() > 1 and abs(ex["examples"][0]["output"].sum() - 1) < 1e-5
     out = program.run({"image": np.full((1, 3, 160, 160), 128.0, np.float32)})
     probs = out["classLabel_probs"]
     assert len(probs) == 1000 and abs(sum(probs.values()) - 1) < 1e-2 and out["classLabel"] in probs

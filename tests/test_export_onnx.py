@@ -33,7 +33,8 @@ def exported(tmp_path_factory):
 
 def test_artifacts_and_nothing_else(exported):
     names = sorted(p.name for p in exported.iterdir())
-    assert names == ["emo_1m_onnx_fp32.json", "emo_1m_onnx_fp32.onnx", "emo_1m_ort_fp32.json", "emo_1m_ort_fp32.ort"]
+    assert names == ["emo_1m_onnx_fp32.examples.json", "emo_1m_onnx_fp32.json", "emo_1m_onnx_fp32.onnx",
+                     "emo_1m_ort_fp32.examples.json", "emo_1m_ort_fp32.json", "emo_1m_ort_fp32.ort"]
 
 
 @pytest.mark.parametrize("stem", ["emo_1m_onnx_fp32", "emo_1m_ort_fp32"])

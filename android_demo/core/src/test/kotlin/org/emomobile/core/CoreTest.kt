@@ -1,0 +1,213 @@
+package org.emomobile.core
+
+import org.json.JSONObject
+import org.junit.Assert.assertArrayEquals
+import org.junit.Assert.assertEquals
+import org.junit.Assert.assertFalse
+import org.junit.Assert.assertTrue
+import org.junit.Assert.fail
+import org.junit.Test
+import java.io.File
+import java.util.Random
+
+/**
+ * The core against real exported artifacts: `tests/test_android_core.py` exports them with `emo-export`, writes the
+ * bundled photos' decoded pixels as binary PPM (what `emo.data.load_image` decodes, EXIF applied), and passes the
+ * folders as system properties `emo.artifacts` and `emo.pixels` (and `emo.out` for files the Python side reads back).
+ */
+class CoreTest {
+    private val artifacts = File(System.getProperty("emo.artifacts") ?: error("-Demo.artifacts=DIR is required"))
+    private val pixels = File(System.getProperty("emo.pixels") ?: error("-Demo.pixels=DIR is required"))
+
+    /** Every sidecar one folder down (`emo.artifacts/{one export}/{stem}.json`). */
+    private fun sidecars(): List<File> {
+        val found = artifacts.listFiles()!!.filter { it.isDirectory }.flatMap { dir ->
+            dir.listFiles { f -> f.name.endsWith(".json") && !f.name.endsWith(".examples.json") }!!.toList()
+        }.sortedBy { it.path }
+        assertTrue("no sidecars in $artifacts", found.isNotEmpty())
+        return found
+    }
+
+    private val sidecarFiles = HashMap<Sidecar, File>()
+
+    private fun load(file: File): Sidecar {
+        val sidecar = Sidecar.parse(file.readText(), file.name)
+        sidecarFiles[sidecar] = file
+        return sidecar
+    }
+
+    private fun examplesOf(sidecar: Sidecar): ExampleSet {
+        val name = sidecar.examplesFile ?: error("${sidecar.file} names no examples file")
+        val file = sidecarFiles[sidecar] ?: error("unknown sidecar")
+        return ExampleSet.parse(File(file.parentFile, name).readText(), name)
+    }
+
+    @Test
+    fun preprocessingEqualsPythonBitForBit() {
+        var checked = 0
+        for (file in sidecars()) {
+            val sidecar = load(file)
+            val preprocessor = Preprocessor(sidecar)
+            for (example in examplesOf(sidecar).examples) {
+                val image = Ppm.read(File(pixels, example.source.replace(".jpg", ".ppm")))
+                val tensor = preprocessor.tensor(image.argb, image.width, image.height)
+                assertEquals(example.input.size, tensor.size)
+                var worst = 0.0
+                var worstAt = -1
+                for (i in tensor.indices) {
+                    val d = Math.abs(tensor[i].toDouble() - example.input[i])
+                    if (d > worst) { worst = d; worstAt = i }
+                }
+                // exact: Pillow's bicubic is reproduced bit for bit, and the float32 operations are the same
+                assertEquals("${file.name} ${example.source}: max |diff| $worst at element $worstAt", 0.0, worst, 0.0)
+                checked++
+            }
+        }
+        assertTrue(checked >= 3)
+    }
+
+    @Test
+    fun topFiveFromExpectedOutputsMatchesTheFile() {
+        for (file in sidecars()) {
+            val sidecar = load(file)
+            val set = examplesOf(sidecar)
+            for (example in set.examples) {
+                val predictions = Classify.predictions(example.output, sidecar)
+                assertArrayEquals(example.top5, predictions.map { it.index }.toIntArray())
+                assertEquals(example.top5Labels, predictions.map { it.label })
+                val probabilities = Classify.softmax(example.output)
+                assertEquals(1.0, probabilities.map { it.toDouble() }.sum(), 1e-5)
+            }
+        }
+    }
+
+    @Test
+    fun agreementPassesOnExpectedAndFailsWhenOneLogitMoves() {
+        for (file in sidecars()) {
+            val set = examplesOf(load(file))
+            val same = set.agreement(set.examples.map { it.output.copyOf() })
+            assertTrue(same.status, same.passed)
+            assertEquals(0.0, same.maxAbsDiff, 0.0)
+            val moved = set.examples.map { it.output.copyOf() }
+            val top = Classify.topK(moved[0], 1)[0]
+            moved[0][top] = moved[0][top] - 100f  // the best class is no longer the best
+            val result = set.agreement(moved)
+            assertFalse(result.status, result.passed)
+            assertTrue(result.status, result.status.startsWith("failed: "))
+            assertTrue(result.top1Agreement < 1.0)
+        }
+    }
+
+    @Test
+    fun sidecarContractIsReadNotCopied() {
+        for (file in sidecars()) {
+            val sidecar = load(file)
+            val raw = JSONObject(file.readText())
+            val shape = raw.getJSONObject("input").getJSONArray("shape")
+            assertEquals(sidecar.inputSize, shape.getInt(1) * shape.getInt(2) * shape.getInt(3))
+            assertEquals(1000, sidecar.labels.size)
+            assertEquals(raw.getJSONObject("input").getString("layout"), sidecar.layout)
+        }
+    }
+
+    @Test
+    fun badSidecarsNameTheField() {
+        val good = JSONObject(sidecars()[0].readText())
+        fun expectError(mutate: (JSONObject) -> Unit, field: String) {
+            val copy = JSONObject(good.toString())
+            mutate(copy)
+            try {
+                Sidecar.parse(copy.toString(), "x.json")
+                fail("accepted a sidecar with a bad $field")
+            } catch (e: ModelContractException) {
+                assertTrue(e.message, e.message!!.contains(field))
+            }
+        }
+        expectError({ it.getJSONObject("input").put("layout", "CHWN") }, "input.layout")
+        expectError({ it.getJSONObject("input").getJSONArray("shape").put(1, 4) }, "input.shape")
+        expectError({ it.getJSONObject("input").getJSONObject("normalization").remove("in_graph") }, "in_graph")
+        expectError({ it.getJSONObject("output").put("kind", "boxes") }, "output.kind")
+        expectError({ it.remove("variant") }, "variant")
+        try {
+            Sidecar.parse("[1, 2]", "y.json")
+            fail("accepted a JSON list")
+        } catch (e: ModelContractException) {
+            assertTrue(e.message!!.startsWith("y.json"))
+        }
+    }
+
+    @Test
+    fun base64MatchesTheJdk() {
+        val random = Random(7)
+        for (n in 0 until 40) {
+            val bytes = ByteArray(n).also { random.nextBytes(it) }
+            val text = java.util.Base64.getEncoder().encodeToString(bytes)
+            assertArrayEquals(bytes, Base64.decode(text))
+            assertArrayEquals(bytes, Base64.decode(text.trimEnd('=')))
+        }
+        try {
+            Base64.decode("ab!d")
+            fail("accepted a non-base64 character")
+        } catch (e: ModelContractException) {
+        }
+    }
+
+    @Test
+    fun resampleIsIdentityAtTheSameSizeAndResizesAnyAspect() {
+        val random = Random(3)
+        val rgb = IntArray(17 * 9 * 3) { random.nextInt(256) }
+        assertArrayEquals(rgb, Resample.bicubic(rgb, 17, 9, 17, 9))
+        assertEquals(5 * 30 * 3, Resample.bicubic(rgb, 17, 9, 5, 30).size)
+        val flat = IntArray(8 * 8 * 3) { 77 }
+        assertTrue(Resample.bicubic(flat, 8, 8, 3, 5).all { it == 77 })  // weights sum to one after rounding
+    }
+
+    @Test
+    fun topKBreaksTiesByIndex() {
+        assertArrayEquals(intArrayOf(1, 3, 0), Classify.topK(floatArrayOf(0f, 2f, -1f, 2f), 3))
+    }
+
+    @Test
+    fun benchResultRoundTrips() {
+        val out = File(System.getProperty("emo.out") ?: error("-Demo.out=DIR is required"))
+        val sidecar = load(sidecars()[0])
+        val set = examplesOf(sidecar)
+        val result = BenchResult(sidecar.file, "litert", "gpu", "cpu", 4, 12.5, 3.25, doubleArrayOf(1.5, 1.25, 1.75),
+            88.0, mapOf("model" to "Pixel 8", "manufacturer" to "Google", "soc" to "Tensor G3", "os" to "Android 15",
+                "abi" to "arm64-v8a"), "ok", "0.1.0", set.agreement(set.examples.map { it.output }))
+        val file = File(out, "android-bench-result.json")
+        result.writeTo(file)
+        val back = JSONObject(file.readText())
+        assertEquals(BenchResult.SCHEMA, back.getString("schema"))
+        assertEquals(3, back.getJSONArray("latencies_ms").length())
+        assertEquals("passed", back.getJSONObject("parity").getString("status"))
+        assertFalse(File(out, ".android-bench-result.json.tmp").exists())
+    }
+}
+
+/** A binary PPM (P6, maxval 255): the test's carrier for decoded pixels (no JPEG decoder differences). */
+class PpmImage(val width: Int, val height: Int, val argb: IntArray)
+
+object Ppm {
+    fun read(file: File): PpmImage {
+        val bytes = file.readBytes()
+        var pos = 0
+        fun token(): String {
+            while (bytes[pos].toChar().isWhitespace()) pos++
+            val start = pos
+            while (!bytes[pos].toChar().isWhitespace()) pos++
+            return String(bytes, start, pos - start, Charsets.US_ASCII)
+        }
+        assertEquals("P6", token())
+        val w = token().toInt()
+        val h = token().toInt()
+        assertEquals("255", token())
+        pos++  // the single whitespace after maxval
+        val argb = IntArray(w * h) {
+            val p = pos + it * 3
+            (0xff shl 24) or ((bytes[p].toInt() and 0xff) shl 16) or ((bytes[p + 1].toInt() and 0xff) shl 8) or
+                (bytes[p + 2].toInt() and 0xff)
+        }
+        return PpmImage(w, h, argb)
+    }
+}

@@ -1,0 +1,266 @@
+"""emo-bench --device adb with --parity (bundled examples through the phone's runner) and --runner app (the installed
+demo app's headless benchmark mode), against a fake adb that emulates the phone. Shell commands are split with shlex,
+as the device's sh splits them; the fake `benchmark_model` runs the real .tflite artifact with the LiteRT interpreter
+on the pushed input file and writes its outputs as the real runner does (raw float32)."""
+
+import json
+import os
+import shlex
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+from mobile_artifacts import sidecars
+
+from emo.runtime_bench import android
+from emo.runtime_bench.cli import main
+from emo_testutil import write_sidecar
+
+OUTPUTS = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "runner_outputs"
+APP_DIR = "/sdcard/Android/data/org.emomobile.demo/files/emo-bench"
+
+FAKE_ADB = r'''#!{python}
+import json, pathlib, re, shlex, shutil, sys
+here = pathlib.Path(__file__).parent
+state = json.loads((here / "state.json").read_text())
+args = sys.argv[1:]
+with open(here / "calls.log", "a") as log:
+    log.write(json.dumps(args) + "\n")
+if args[:1] == ["-s"]:
+    args = args[2:]
+root = pathlib.Path(state["device_root"])
+local = lambda remote: root / remote.lstrip("/")
+if args[0] == "devices":
+    print("List of devices attached\nR5CT1234\tdevice")
+    sys.exit(0)
+if args[0] == "push":
+    local(args[2]).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(args[1], local(args[2]))
+    sys.exit(0)
+if args[0] == "pull":
+    if not local(args[1]).exists():
+        print(f"adb: error: remote object '{args[1]}' does not exist", file=sys.stderr)
+        sys.exit(1)
+    shutil.copy(local(args[1]), args[2])
+    sys.exit(0)
+cmd = args[1]
+if cmd == "getprop":
+    print("[ro.product.manufacturer]: [Google]\n[ro.product.model]: [Pixel 7]\n[ro.product.cpu.abi]: [arm64-v8a]")
+    sys.exit(0)
+if cmd.startswith(("cat /sys/", "dumpsys", "command -v")):
+    sys.exit(0)
+runner = None
+if cmd.startswith("cd "):  # cd DIR && WORDS > OUT 2>&1; echo EXIT=$?
+    cmd, _, tail = cmd.partition("; echo EXIT=$?")
+    cd, _, run = cmd.partition(" && ")
+    words = shlex.split(run)
+    out = local(words[words.index(">") + 1])
+    words = words[:words.index(">")]
+    name = words[0].removeprefix("./")
+    flags = dict(w.lstrip("-").split("=", 1) for w in words[1:] if "=" in w)
+    if "output_filepath" in flags:
+        import numpy as np
+        from ai_edge_litert.interpreter import Interpreter
+        layer, path = flags["input_layer_value_files"].split(":", 1)
+        interp = Interpreter(str(local(flags["graph"])))
+        interp.allocate_tensors()
+        detail = interp.get_input_details()[0]
+        assert detail["name"] == layer, (detail["name"], layer)
+        assert list(detail["shape"]) == [int(d) for d in flags["input_layer_shape"].split(",")]
+        x = np.fromfile(local(path), dtype="<f4").reshape(detail["shape"])
+        interp.set_tensor(detail["index"], x)
+        interp.invoke()
+        y = interp.get_tensor(interp.get_output_details()[0]["index"]).astype("<f4")
+        local(flags["output_filepath"]).write_bytes((y + np.float32(state["perturb"])).tobytes())
+        out.write_text("")
+    else:
+        out.write_text(pathlib.Path(state["outputs"][name]).read_text())
+    print("EXIT=0")
+    sys.exit(0)
+words = shlex.split(cmd)
+if words[:2] == ["rm", "-rf"]:
+    shutil.rmtree(local(words[2]), ignore_errors=True)
+    if "&&" in words:
+        local(words[words.index("&&") + 3]).mkdir(parents=True)
+elif words[0] == "chmod":
+    pass
+elif words[:2] == ["pm", "path"]:
+    if state["installed"]:
+        print(f"package:/data/app/~~x==/{words[2]}-1/base.apk")
+elif words[:2] == ["am", "start"]:
+    extras = {words[i + 1]: words[i + 2] for i, w in enumerate(words) if w in ("--es", "--ei")}
+    folder = local(state["app_dir"])
+    model = folder / extras["model"]
+    assert model.exists() and (folder / "model.json").exists(), "the app found no model/sidecar"
+    result = dict(state["app_result"], artifact=extras["model"], accelerator=extras["accelerator"],
+                  threads=int(extras["threads"]))
+    (folder / extras["output"]).write_text(json.dumps(result))
+    print("Status: ok\nActivity: org.emomobile.demo/.BenchmarkActivity")
+elif words[0] == "ls":
+    if local(words[1]).exists():
+        print(words[1])
+    else:
+        print(f"ls: {words[1]}: No such file or directory")
+else:
+    print(f"fake adb: unknown shell command {cmd!r}", file=sys.stderr)
+    sys.exit(1)
+'''
+
+APP_RESULT = {"schema": "emo-mobile/android-bench/1", "runtime": "litert", "accelerator_used": "gpu",
+              "load_ms": 120.5, "first_inference_ms": 9.1, "latencies_ms": [2.5, 2.25, 2.75, 2.5],
+              "peak_memory_mb": 88.0, "device": {"model": "Pixel 7", "soc": "Tensor G2"}, "status": "ok",
+              "app_version": "0.1.0",
+              "parity": {"max_abs_diff": 2e-6, "cosine": 1.0, "top1_agreement": 1.0, "top5_agreement": 1.0,
+                         "num_examples": 3, "status": "passed"}}
+
+
+@pytest.fixture
+def phone(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    adb = bin_dir / "adb"
+    adb.write_text(FAKE_ADB.replace("{python}", sys.executable))
+    adb.chmod(adb.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    runners = tmp_path / "runners"
+    runners.mkdir()
+    for name in ("benchmark_model", "onnxruntime_perf_test"):
+        (runners / name).write_bytes(b"\x7fELF fake runner")
+
+    def setup(installed=True, perturb=0.0, app_result=None):
+        state = {"device_root": str(tmp_path / "device"), "installed": installed, "perturb": perturb,
+                 "app_dir": APP_DIR, "app_result": app_result or APP_RESULT,
+                 "outputs": {"benchmark_model": str(OUTPUTS / "litert_benchmark_model_sample01.txt"),
+                             "onnxruntime_perf_test": str(OUTPUTS / "onnxruntime_perf_test_sample01.txt")}}
+        (bin_dir / "state.json").write_text(json.dumps(state))
+        (bin_dir / "calls.log").write_text("")
+
+    def calls():
+        return [json.loads(line) for line in (bin_dir / "calls.log").read_text().splitlines()]
+
+    setup()
+    return setup, calls, runners
+
+
+@pytest.fixture
+def tflite(mobile_artifacts):
+    return next(s.with_suffix(".tflite") for s in sidecars(mobile_artifacts) if s.with_suffix(".tflite").exists())
+
+
+def _bench(tmp_path, *args):
+    out = tmp_path / f"rows{len(list(tmp_path.glob('rows*.jsonl')))}.jsonl"  # a fresh file per run
+    code = main([*map(str, args), "--device", "adb", "--cooldown", "0", "--iters", "4", "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    return code, rows
+
+
+def test_parity_runs_the_examples_through_the_runner(phone, tflite, tmp_path):
+    _, calls, runners = phone
+    code, [row] = _bench(tmp_path, tflite, "--runner", runners / "benchmark_model", "--parity")
+    assert code == 0, row["status"]
+    parity = row["parity"]
+    assert parity["status"] == "passed" and parity["num_examples"] == 3
+    assert parity["max_abs_diff"] < 1e-4 and parity["top5_agreement"] == 1.0 and parity["tolerance"]
+    d = "/data/local/tmp/emo-bench"
+    runs = [c[3] for c in calls() if c[2:3] == ["shell"] and "--output_filepath" in c[3]]
+    assert runs[0] == (f"cd {d} && ./benchmark_model --graph={d}/model.tflite --input_layer=image "
+                       f"--input_layer_shape=1,224,224,3 --input_layer_value_files=image:{d}/input0.bin "
+                       f"--output_filepath={d}/output0-0.bin --num_runs=1 --warmup_runs=0 > {d}/parity.txt 2>&1; "
+                       "echo EXIT=$?")
+    assert len(runs) == 3 and not (tmp_path / "device" / d.lstrip("/")).exists()
+
+
+def test_parity_off_by_a_little_fails_the_row(phone, tflite, tmp_path):
+    setup, _, runners = phone
+    setup(perturb=1e-3)  # ten times the fp32 tolerance, on every logit
+    code, [row] = _bench(tmp_path, tflite, "--runner", runners / "benchmark_model", "--parity")
+    assert code == 1
+    assert row["status"].startswith("failed: parity on the phone: max_abs_diff 0.001")
+    assert row["parity"]["top1_agreement"] == 1.0  # the ranking survives; the numbers do not
+
+
+def test_parity_without_examples_or_output_dump(phone, tmp_path):
+    _, _, runners = phone
+    folder = tmp_path / "a"
+    folder.mkdir()
+    onnx = folder / "emo_1m_onnx_fp32.onnx"
+    onnx.write_bytes(b"model")
+    write_sidecar(onnx, "onnx")
+    code, [row] = _bench(tmp_path, onnx, "--runner", runners / "onnxruntime_perf_test", "--parity")
+    assert code == 0 and row["parity"]["status"].startswith("skipped: onnxruntime_perf_test cannot write")
+    tfl = folder / "emo_1m_tflite_fp32.tflite"
+    tfl.write_bytes(b"model")
+    write_sidecar(tfl, "tflite")
+    code, [row] = _bench(tmp_path, tfl, "--runner", runners / "benchmark_model", "--parity")
+    assert code == 1 and row["parity"]["status"] == ("failed: no examples file emo_1m_tflite_fp32.examples.json; "
+                                                     "re-export the artifact with emo-export")
+
+
+def test_app_runner_drives_the_installed_app(phone, tflite, tmp_path):
+    _, calls, _ = phone
+    code, [row] = _bench(tmp_path, tflite, "--runner", "app", "--delegate", "gpu", "--threads", "4")
+    assert code == 0, row["status"]
+    s = ["-s", "R5CT1234"]
+    got = calls()
+    pushes = [c[2:] for c in got if c[2:3] == ["push"]]
+    assert pushes == [["push", str(tflite), f"{APP_DIR}/model.tflite"],
+                      ["push", str(tflite.with_suffix(".json")), f"{APP_DIR}/model.json"],
+                      ["push", str(tflite.with_name(tflite.stem + ".examples.json")), f"{APP_DIR}/model.examples.json"]]
+    start = next(c[3] for c in got if c[3:4] and c[3].startswith("am start"))
+    assert start == ("am start -W -S -n org.emomobile.demo/.BenchmarkActivity --es model model.tflite --es "
+                     "accelerator gpu --ei threads 4 --ei warmup 5 --ei iters 4 --es output result.json")
+    assert [*s, "shell", "pm path org.emomobile.demo"] in got and got[-1] == [*s, "shell", f"rm -rf {APP_DIR}"]
+    assert row["latencies_ms"] == [2.5, 2.25, 2.75, 2.5] and row["summary"]["median"] == 2.5
+    assert row["settings"]["runner"] == "app" and row["settings"]["accelerator_used"] == "gpu"
+    assert row["parity"]["status"] == "passed" and row["versions"] == {"app": "0.1.0", "runtime": "litert"}
+
+
+def test_app_runner_refusals(phone, tflite, tmp_path):
+    setup, calls, _ = phone
+    code, [row] = _bench(tmp_path, tflite, "--runner", "app", "--delegate", "nnapi")
+    assert code == 1 and row["status"] == ("failed: --delegate nnapi is not offered by the demo app for tflite; "
+                                           "choose from: cpu, gpu, npu")
+    setup(installed=False)
+    code, [row] = _bench(tmp_path, tflite, "--runner", "app")
+    assert code == 1 and "org.emomobile.demo is not installed" in row["status"] and "installs nothing" in row["status"]
+    assert not any(c[2:3] == ["push"] for c in calls())
+    bad = dict(APP_RESULT, status="failed: GPU delegate refused the model", latencies_ms=[])
+    setup(app_result=bad)
+    code, rows = _bench(tmp_path, tflite, "--runner", "app")
+    assert code == 1 and rows[-1]["status"] == "failed: GPU delegate refused the model"
+    setup(app_result=dict(APP_RESULT, schema="emo-mobile/ios-bench/1"))
+    code, rows = _bench(tmp_path, tflite, "--runner", "app")
+    assert code == 1 and "expected emo-mobile/android-bench/1" in rows[-1]["status"]
+
+
+def test_a_hostile_file_name_never_reaches_the_shell(phone, tflite, tmp_path):
+    _, calls, _ = phone
+    folder = tmp_path / "x"
+    folder.mkdir()
+    name = "a'$(touch pwned);b"
+    for src in (tflite, tflite.with_suffix(".json"), tflite.with_name(tflite.stem + ".examples.json")):
+        target = folder / src.name.replace(tflite.stem, name)
+        target.write_bytes(src.read_bytes())
+    code, [row] = _bench(tmp_path, folder / f"{name}.tflite", "--runner", "app")
+    assert code == 0, row["status"]
+    assert all(name not in c[3] for c in calls() if c[2:3] == ["shell"])
+    assert all(shlex.split(c[3]) for c in calls() if c[2:3] == ["shell"])
+
+
+@pytest.mark.parametrize("flags", [["--parity"], ["--runner", "app"]])
+def test_adb_only_flags_are_refused_elsewhere(tmp_path, capsys, flags):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    write_sidecar(model, "onnx")
+    assert main([str(model), "--device", "host", *flags, "--out", str(tmp_path / "r.jsonl")]) == 2
+    assert "are for --device adb" in capsys.readouterr().err
+
+
+def test_app_result_written_by_the_kotlin_core_maps(tmp_path):
+    """The mapping accepts exactly what org.emomobile.core.BenchResult writes (same fields as the contract)."""
+    from emo.runtime_bench.results import Artifact
+
+    data = dict(APP_RESULT, artifact="model.tflite", accelerator="gpu", threads=4)
+    row = android.map_app_result(data, Artifact(tmp_path / "m.tflite", None), {"target": "adb"}, {"parity": True})
+    assert row.ok and row.summary["count"] == 4
