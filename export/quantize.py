@@ -205,6 +205,7 @@ def fuse_gelu(proto, opset: int = 21):
     (opset 20+), raising the model to ``opset``. The QNN HTP has Gelu but no Erf; a fused Gelu is also one
     quantized op instead of four. Returns the number of GELUs fused."""
     import onnx
+    from onnx import numpy_helper
 
     nodes = list(proto.graph.node)
     producer = {out: node for node in nodes for out in node.output}
@@ -240,16 +241,25 @@ def fuse_gelu(proto, opset: int = 21):
         elif other(half, add.output[0]) == x:                        # (x * (erf + 1)) * 0.5
             last = only_consumer(half.output[0], "Mul")
             if last is None or _constant(proto, other(last, half.output[0])) != 0.5:
+                # the exporter folded the 0.5 into the next layer's weights: x * (erf + 1) = 2 * Gelu(x)
+                chain = [div, erf, add, half]
+                removed.update(id(n) for n in chain)
+                two = f"{erf.name}_two"
+                proto.graph.initializer.append(numpy_helper.from_array(np.array(2.0, np.float32), two))
+                gelu = f"{erf.name}_gelu"
+                added.append((half, [onnx.helper.make_node("Gelu", [x], [gelu], name=gelu),
+                                     onnx.helper.make_node("Mul", [gelu, two], [half.output[0]], name=f"{gelu}_x2")]))
                 continue
             chain = [div, erf, add, half, last]
         else:
             continue
         removed.update(id(n) for n in chain)
-        added.append((last, onnx.helper.make_node("Gelu", [x], [last.output[0]], name=f"{erf.name}_gelu")))
+        added.append((last, [onnx.helper.make_node("Gelu", [x], [last.output[0]], name=f"{erf.name}_gelu")]))
     if not added:
         return 0
     replacement = {id(last): gelu for last, gelu in added}
-    kept = [replacement.get(id(n), n) for n in nodes if id(n) not in removed or id(n) in replacement]
+    kept = [new for n in nodes if id(n) not in removed or id(n) in replacement
+            for new in replacement.get(id(n), [n])]
     del proto.graph.node[:]
     proto.graph.node.extend(kept)
     used = {name for node in kept for name in node.input}
