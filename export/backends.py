@@ -62,7 +62,7 @@ BACKENDS: dict[str, Backend] = {
     "tflite": Backend("tflite", "tflite", ".tflite", ("fp32", "fp16", "int8"), "tflite", "tflite",
                       "ai-edge-litert interpreter (XNNPACK)", ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
                       flags=("--nhwc",)),
-    "executorch": Backend("executorch", "xnnpack", ".pte", ("fp32", "int8"), "executorch", "executorch",
+    "executorch": Backend("executorch", "xnnpack", ".pte", ("fp32",), "executorch", "executorch",
                           "executorch.runtime (XNNPACK)", ("executorch",)),
     "qnn": Backend("qnn", "qnn", ".onnx", ("w8a16", "int8"), "qnn", "qnn",
                    "onnxruntime QNN EP, HTP backend (x86-64 HTP simulator, not a phone)", (*_ONNX, "onnxruntime_qnn")),
@@ -80,7 +80,10 @@ QUANTIZED = ("int8", "w8a16")
 _MIL = ("the MIL interpreter that checks Core ML programs on Linux cannot run constexpr_affine_dequantize, quantize "
         "or dequantize yet, so a quantized program could not be verified here; use --precision fp16")
 NOT_QUANTIZED = {"coreml": _MIL, "executorch-coreml": _MIL,
-                 "ort": "export --format onnx --precision int8 (QDQ); ORT-format int8 is not built yet"}
+                 "ort": "export --format onnx --precision int8 (QDQ); ORT-format int8 is not built yet",
+                 "executorch": "the XNNPACK-quantized program (executorch.quantize_for_xnnpack) lowers to one "
+                               "XNNPACK delegate, but executorch.runtime 1.5.1 fails to load it here (error 0x1), so "
+                               "it could not be verified; use --format tflite or onnx --precision int8"}
 
 
 def parse_formats(text: str, precision: str | None = None) -> list[Backend]:

@@ -232,8 +232,8 @@ def test_qnn_refuses_float_precisions(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------- TFLite, ExecuTorch
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt, stem", [("tflite", "emo_1m_tflite_int8"), ("executorch", "emo_1m_xnnpack_int8")])
-def test_tflite_and_executorch_int8(fmt, stem, tmp_path, calibration_dir):
+@pytest.mark.parametrize("fmt, stem", [("tflite", "emo_1m_tflite_int8")])
+def test_tflite_int8(fmt, stem, tmp_path, calibration_dir):
     need_reference()
     from emo_testutil import REF_CKPT
 
@@ -244,8 +244,11 @@ def test_tflite_and_executorch_int8(fmt, stem, tmp_path, calibration_dir):
     assert code == 0 and side["parity"]["status"] == "passed", side["parity"]
     assert side["quantization"]["calibration"]["count"] == 4 and "int8" in side["quantization"]["scheme"]
     info = side["backend_info"]
-    if fmt == "tflite":
-        assert info["ops"]["CONV_2D"] > 0 and side["quantization"]["io"]["input"]["dtype"] == "int8"
-        assert info["xnnpack_partitions"] >= 1  # recorded; one partition is the target, not yet reached
-    else:
-        assert info["delegate_partitions"] >= 1
+    assert info["ops"]["CONV_2D"] > 0 and side["quantization"]["io"]["input"]["dtype"] == "int8"
+    assert info["xnnpack_partitions"] >= 1  # recorded; one partition is the target, not yet reached
+
+
+def test_executorch_int8_is_refused_with_the_reason(tmp_path, capsys):
+    assert cli.export_main(["--model", "emo_1m", "--format", "executorch", "--precision", "int8",
+                            "--out", str(tmp_path / "o")]) == 2
+    assert "executorch has no int8" in capsys.readouterr().err
