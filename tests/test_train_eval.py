@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from emo import train as T
-from emo.evaluate import eval_main
+from emo.evaluate import main as eval_main  # the console script: errors become one line and exit code 2
 from emo.model import create_model
 from emo_testutil import REF_CKPT, REPO, assert_one_line_error, run_tool
 
@@ -77,7 +77,7 @@ def trained(tiny, tmp_path_factory) -> Path:
     start = ["--weights", REF_CKPT] if REF_CKPT.exists() else []
     proc = run_tool("emo-train", "--model", "emo_1m", *start, "--data", tiny, "--input-size", SIZE, "--epochs", 3,
                     "--batch-size", 6, "--lr", 3e-3, "--warmup-epochs", 0.5, "--ema-decay", 0.9,
-                    "--crop-scale", "0.5,1", "--device", "cpu", "--out", out / "run")
+                    "--crop-scale", "0.5,1", "--device", "cpu", "--out", out / "run", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "epoch 3/3" in proc.stderr  # the progress bar
     return out / "run"
