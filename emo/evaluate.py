@@ -224,6 +224,7 @@ def evaluate(candidates: list[Candidate], data: Path, limit: int | None, workers
         mapping = class_mapping(classes, cand.classes, logits.shape[1], str(data))
         row.update(metrics(logits, images.labels.numpy(), mapping, classes))
         row["status"] = "ok"
+        log(f"{cand.name} ({cand.runtime}): top-1 {row['top1']:.2f}% on {len(images)} images in {row['seconds']:.1f}s")
         if first is None:
             first = row
         else:

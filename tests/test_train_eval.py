@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from emo import train as T
-from emo.evaluate import eval_main
+from emo.evaluate import main as eval_main  # the console script: errors become one line and exit code 2
 from emo.model import create_model
 from emo_testutil import REF_CKPT, REPO, assert_one_line_error, run_tool
 
@@ -71,27 +71,25 @@ def _sets(tiny: Path):
 
 @pytest.fixture(scope="module")
 def trained(tiny, tmp_path_factory) -> Path:
-    """emo-train as a user runs it: 3 epochs of 4 steps on the tiny set, from the authors'-form reference
-    checkpoint (1000 classes; the head is replaced for 3) when it is available."""
+    """emo-train as a user runs it: 4 epochs of 4 steps on the tiny set, from scratch."""
     out = tmp_path_factory.mktemp("run")
-    start = ["--weights", REF_CKPT] if REF_CKPT.exists() else []
-    proc = run_tool("emo-train", "--model", "emo_1m", *start, "--data", tiny, "--input-size", SIZE, "--epochs", 3,
+    proc = run_tool("emo-train", "--model", "emo_1m", "--data", tiny, "--input-size", SIZE, "--epochs", 4,
                     "--batch-size", 6, "--lr", 3e-3, "--warmup-epochs", 0.5, "--ema-decay", 0.9,
-                    "--crop-scale", "0.5,1", "--device", "cpu", "--out", out / "run")
+                    "--crop-scale", "0.5,1", "--device", "cpu", "--out", out / "run", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "epoch 3/3" in proc.stderr  # the progress bar
+    assert "epoch 4/4" in proc.stderr  # the progress bar
     return out / "run"
 
 
 def test_train_loss_goes_down_and_checkpoints_reload(trained):
     rows = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.1, rows
     assert all(0 <= r["val_top1_ema"] <= 100 for r in rows)
     best = torch.load(trained / "best.pth", weights_only=True)
     last = torch.load(trained / "last.pth", weights_only=True)
     assert best["classes"] == CLASSES and best["input"]["size"] == [SIZE, SIZE] and best["arch"] == "emo_1m"
-    assert {"net", "net_E", "epoch", "optimizer", "step"} <= set(last) and last["epoch"] == 3
+    assert {"net", "net_E", "epoch", "optimizer", "step"} <= set(last) and last["epoch"] == 4
     model = create_model("emo_1m", str(trained / "best.pth"))  # the authors' loader, head size from the file
     assert model.head.out_features == len(CLASSES)
     ema = create_model("emo_1m", str(trained / "last.pth"), ema=True)
@@ -130,6 +128,15 @@ def test_resume_after_interrupt_continues_at_the_right_step(tiny, tmp_path, monk
         torch.testing.assert_close(b["net"][key], a["net"][key], rtol=1e-5, atol=1e-6, msg=key)
     for key in a["net_E"]:
         torch.testing.assert_close(b["net_E"][key], a["net_E"][key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_start_from_the_authors_form_replaces_the_head():
+    if not REF_CKPT.exists():
+        pytest.skip("reference checkpoint not available")
+    model = T.build_model(_config(weights=str(REF_CKPT)))
+    ref = torch.load(REF_CKPT, weights_only=True)["net"]
+    assert model.head.out_features == len(CLASSES) and ref["head.weight"].shape[0] == 1000
+    assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items() if not k.startswith("head."))
 
 
 def test_freeze_backbone_trains_the_head_only(tiny, tmp_path):
