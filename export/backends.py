@@ -77,8 +77,8 @@ ALL = "all"
 
 QUANTIZED = ("int8", "w8a16")
 # why a format has no quantized precision (the refusal names it)
-_MIL = ("the MIL interpreter that checks Core ML programs on Linux cannot run constexpr_affine_dequantize, quantize "
-        "or dequantize yet, so a quantized program could not be verified here; use --precision fp16")
+_MIL = ("Core ML int8 (constexpr weights, quantize/dequantize activations) is not built yet, although the MIL "
+        "interpreter that would verify it now runs those ops; use --precision fp16")
 NOT_QUANTIZED = {"coreml": _MIL, "executorch-coreml": _MIL,
                  "ort": "export --format onnx --precision int8 (QDQ); ORT-format int8 is not built yet",
                  "executorch": "the XNNPACK-quantized program (executorch.quantize_for_xnnpack) lowers to one "
