@@ -1,6 +1,9 @@
 """Paths and helpers shared by the tests (a plain module: `tests` is not a package here)."""
 
 import json
+import os
+import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +56,23 @@ def snapshot(folder: Path) -> dict[str, bytes] | None:
     if not folder.exists():
         return None
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def install_fake_adb(tmp_path: Path, monkeypatch, script: str) -> Path:
+    """Write ``script`` (with ``{python}`` filled in) as an executable ``adb`` first on PATH; returns its folder."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    adb = bin_dir / "adb"
+    adb.write_text(script.replace("{python}", sys.executable))
+    adb.chmod(adb.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
+def fake_runners(tmp_path: Path, names) -> Path:
+    """A folder of stand-in runner binaries (pushed to the fake phone, never executed here)."""
+    runners = tmp_path / "runners"
+    runners.mkdir()
+    for name in names:
+        (runners / name).write_bytes(b"\x7fELF fake runner")
+    return runners

@@ -1,9 +1,6 @@
 """emo-bench on Android: a fake `adb` first on PATH emulates a phone; the runner answers with real outputs."""
 
 import json
-import os
-import stat
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +8,7 @@ import pytest
 from emo.runtime_bench import android
 from emo.runtime_bench.cli import main
 from emo.runtime_bench.results import BenchError
-from emo_testutil import write_sidecar
+from emo_testutil import fake_runners, install_fake_adb, write_sidecar
 
 OUTPUTS = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "runner_outputs"
 
@@ -80,16 +77,8 @@ FREQS = [1803000, 1803000, 1803000, 1803000, 2348000, 2348000, 2850000, 2850000]
 @pytest.fixture
 def phone(tmp_path, monkeypatch):
     """Install the fake adb first on PATH; returns a function to set the device state and read the calls."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    adb = bin_dir / "adb"
-    adb.write_text(FAKE_ADB.replace("{python}", sys.executable))
-    adb.chmod(adb.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    runners = tmp_path / "runners"
-    runners.mkdir()
-    for name in ("benchmark_model", "onnxruntime_perf_test", "executor_runner"):
-        (runners / name).write_bytes(b"\x7fELF fake runner")
+    bin_dir = install_fake_adb(tmp_path, monkeypatch, FAKE_ADB)
+    runners = fake_runners(tmp_path, ("benchmark_model", "onnxruntime_perf_test", "executor_runner"))
 
     def setup(devices=(("R5CT1234", "device"),), outputs=None, taskset=True, exit_codes=None):
         state = {"devices": [list(d) for d in devices], "device_root": str(tmp_path / "device"), "props": PROPS,

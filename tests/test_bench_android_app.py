@@ -4,10 +4,7 @@ as the device's sh splits them; the fake `benchmark_model` runs the real .tflite
 on the pushed input file and writes its outputs as the real runner does (raw float32)."""
 
 import json
-import os
 import shlex
-import stat
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,7 @@ from mobile_artifacts import sidecars
 
 from emo.runtime_bench import android
 from emo.runtime_bench.cli import main
-from emo_testutil import write_sidecar
+from emo_testutil import fake_runners, install_fake_adb, write_sidecar
 
 OUTPUTS = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "runner_outputs"
 APP_DIR = "/sdcard/Android/data/org.emomobile.demo/files/emo-bench"
@@ -117,16 +114,8 @@ APP_RESULT = {"schema": "emo-mobile/android-bench/1", "runtime": "litert", "acce
 
 @pytest.fixture
 def phone(tmp_path, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    adb = bin_dir / "adb"
-    adb.write_text(FAKE_ADB.replace("{python}", sys.executable))
-    adb.chmod(adb.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    runners = tmp_path / "runners"
-    runners.mkdir()
-    for name in ("benchmark_model", "onnxruntime_perf_test"):
-        (runners / name).write_bytes(b"\x7fELF fake runner")
+    bin_dir = install_fake_adb(tmp_path, monkeypatch, FAKE_ADB)
+    runners = fake_runners(tmp_path, ("benchmark_model", "onnxruntime_perf_test"))
 
     def setup(installed=True, perturb=0.0, app_result=None):
         state = {"device_root": str(tmp_path / "device"), "installed": installed, "perturb": perturb,

@@ -6,16 +6,13 @@ print a real runner output. A name such as `x$(touch pwned)y.tflite` must leave 
 """
 
 import json
-import os
-import stat
-import sys
 from pathlib import Path
 
 import pytest
 
 from emo.runtime_bench import android
 from emo.runtime_bench.cli import main
-from emo_testutil import write_sidecar
+from emo_testutil import install_fake_adb, write_sidecar
 
 OUTPUTS = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "runner_outputs"
 
@@ -61,12 +58,7 @@ HOSTILE_NAMES = ["x$(touch pwned)y.tflite", "x`touch pwned`y.tflite", "x;touch p
 
 @pytest.fixture
 def sh_phone(tmp_path, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    adb = bin_dir / "adb"
-    adb.write_text(SH_ADB.replace("{python}", sys.executable))
-    adb.chmod(adb.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    bin_dir = install_fake_adb(tmp_path, monkeypatch, SH_ADB)
     cwd = tmp_path / "device-cwd"
     cwd.mkdir()
     (bin_dir / "state.json").write_text(json.dumps({"device_root": str(tmp_path / "device"), "cwd": str(cwd)}))
