@@ -76,3 +76,14 @@ def fake_runners(tmp_path: Path, names) -> Path:
     for name in names:
         (runners / name).write_bytes(b"\x7fELF fake runner")
     return runners
+
+
+def set_fake_adb_state(bin_dir: Path, state: dict) -> None:
+    """The fake adb reads ``state.json`` beside it on every call; the call log starts empty."""
+    (bin_dir / "state.json").write_text(json.dumps(state))
+    (bin_dir / "calls.log").write_text("")
+
+
+def fake_adb_calls(bin_dir: Path) -> list:
+    """Every call the fake adb logged since the last ``set_fake_adb_state``, one JSON line each."""
+    return [json.loads(line) for line in (bin_dir / "calls.log").read_text().splitlines()]

@@ -12,7 +12,7 @@ from mobile_artifacts import sidecars
 
 from emo.runtime_bench import android
 from emo.runtime_bench.cli import main
-from emo_testutil import fake_runners, install_fake_adb, write_sidecar
+from emo_testutil import fake_adb_calls, fake_runners, install_fake_adb, set_fake_adb_state, write_sidecar
 
 OUTPUTS = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "runner_outputs"
 APP_DIR = "/sdcard/Android/data/org.emomobile.demo/files/emo-bench"
@@ -122,11 +122,10 @@ def phone(tmp_path, monkeypatch):
                  "app_dir": APP_DIR, "app_result": app_result or APP_RESULT,
                  "outputs": {"benchmark_model": str(OUTPUTS / "litert_benchmark_model_sample01.txt"),
                              "onnxruntime_perf_test": str(OUTPUTS / "onnxruntime_perf_test_sample01.txt")}}
-        (bin_dir / "state.json").write_text(json.dumps(state))
-        (bin_dir / "calls.log").write_text("")
+        set_fake_adb_state(bin_dir, state)
 
     def calls():
-        return [json.loads(line) for line in (bin_dir / "calls.log").read_text().splitlines()]
+        return fake_adb_calls(bin_dir)
 
     setup()
     return setup, calls, runners
