@@ -152,6 +152,15 @@ def _fold_bn_into_pointwise(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
     return fused
 
 
+def _pad_to_windows(x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, int, int, int, int]:
+    """Deploy paths: pad bottom/right to whole 7x7 windows (no op when already whole); returns the padded map, the
+    padding and the window grid (n1, n2)."""
+    pad_b, pad_r = (WINDOW - h % WINDOW) % WINDOW, (WINDOW - w % WINDOW) % WINDOW
+    if pad_b or pad_r:
+        x = F.pad(x, (0, pad_r, 0, pad_b))
+    return x, pad_b, pad_r, (h + pad_b) // WINDOW, (w + pad_r) // WINDOW
+
+
 # ------------------------------------------------------------------------------------------ strided-grid windows
 # The authors' strided grid puts pixel (a*n1 + i, b*n2 + j) into window (i, j) as token (a, b): that is a
 # space-to-depth with block (n1, n2). We need the window index outside the channel index ("DCR" order, as ONNX
@@ -253,10 +262,7 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
     # deploy path: same function, rank <= 4, Python-int shapes, no no-op slices
     def _attend_rank4(self, x: torch.Tensor) -> torch.Tensor:
         C, H, W = (int(d) for d in x.shape[1:])  # batch left symbolic so that --dynamic-batch can work
-        pad_b, pad_r = (WINDOW - H % WINDOW) % WINDOW, (WINDOW - W % WINDOW) % WINDOW
-        if pad_b or pad_r:
-            x = F.pad(x, (0, pad_r, 0, pad_b))
-        n1, n2 = (H + pad_b) // WINDOW, (W + pad_r) // WINDOW
+        x, pad_b, pad_r, n1, n2 = _pad_to_windows(x, H, W)
         n, t, _heads, dh = n1 * n2, WINDOW * WINDOW, self.num_heads, self.head_dim
         # Partition to (B, C, n windows, 49 tokens) in two rank-4 transposes (Core ML caps rank at 5; ANE, NNAPI and
         # Hexagon want 4). -1 is the batch so that a dynamic batch stays possible.
@@ -285,10 +291,7 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
     # deploy path ("portable" and "native" targets): one 7x7 map per window, no transpose per head
     def _attend_windows(self, x: torch.Tensor) -> torch.Tensor:
         C, H, W = (int(d) for d in x.shape[1:])  # batch left symbolic so that --dynamic-batch can work
-        pad_b, pad_r = (WINDOW - H % WINDOW) % WINDOW, (WINDOW - W % WINDOW) % WINDOW
-        if pad_b or pad_r:
-            x = F.pad(x, (0, pad_r, 0, pad_b))
-        n1, n2 = (H + pad_b) // WINDOW, (W + pad_r) // WINDOW
+        x, pad_b, pad_r, n1, n2 = _pad_to_windows(x, H, W)
         n, t, dh = n1 * n2, WINDOW * WINDOW, self.head_dim
         native = self.target == "native" and n1 == n2  # SpaceToDepth's block is square in ONNX, TFLite and MIL
         if n > 1:
