@@ -241,7 +241,8 @@ def _autocast(device: torch.device):
 
 
 def _memory_format(device: torch.device):
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    # channels-last on the CPU too: emo_1m at 112x112 trains at ~150 img/s instead of ~110 on 2 cores (float32)
+    return torch.channels_last
 
 
 # ----------------------------------------------------------------------------------------------------- the config
