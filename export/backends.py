@@ -54,9 +54,9 @@ _ONNX = ("onnx", "onnxruntime", "onnxsim", "onnxscript")
 BACKENDS: dict[str, Backend] = {
     "onnx": Backend("onnx", "onnx", ".onnx", ("fp32", "int8"), "onnx", "onnx", "onnxruntime (CPU EP)", _ONNX,
                     flags=("--dynamic-batch",)),
-    "ort": Backend("ort", "ort", ".ort", ("fp32",), "onnx", "ort", "onnxruntime (CPU EP, ORT format)", _ONNX,
+    "ort": Backend("ort", "ort", ".ort", ("fp32", "int8"), "onnx", "ort", "onnxruntime (CPU EP, ORT format)", _ONNX,
                    flags=("--dynamic-batch",)),
-    "coreml": Backend("coreml", "coreml", ".mlpackage", ("fp16", "fp32"), "coreml", "coreml",
+    "coreml": Backend("coreml", "coreml", ".mlpackage", ("fp16", "fp32", "int8"), "coreml", "coreml",
                       "mil-interpreter (numpy)", ("coremltools",),
                       flags=("--image-input", "--classifier", "--min-target")),
     "tflite": Backend("tflite", "tflite", ".tflite", ("fp32", "fp16", "int8"), "tflite", "tflite",
@@ -77,10 +77,9 @@ ALL = "all"
 
 QUANTIZED = ("int8", "w8a16")
 # why a format has no quantized precision (the refusal names it)
-_MIL = ("Core ML int8 (constexpr weights, quantize/dequantize activations) is not built yet, although the MIL "
-        "interpreter that would verify it now runs those ops; use --precision fp16")
-NOT_QUANTIZED = {"coreml": _MIL, "executorch-coreml": _MIL,
-                 "ort": "export --format onnx --precision int8 (QDQ); ORT-format int8 is not built yet",
+NOT_QUANTIZED = {"coreml": "Core ML has int8 (W8A8), not w8a16; use --precision int8 or fp16",
+                 "executorch-coreml": "the Core ML delegate of ExecuTorch is exported in fp16 only; for int8 on Apple "
+                                      "use --format coreml --precision int8",
                  "executorch": "the XNNPACK-quantized program (executorch.quantize_for_xnnpack) lowers to one "
                                "XNNPACK delegate, but executorch.runtime 1.5.1 fails to load it here (error 0x1), so "
                                "it could not be verified; use --format tflite or onnx --precision int8"}

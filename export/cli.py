@@ -154,7 +154,7 @@ def export_main(argv: list[str] | None = None) -> int:
     check_options(backends, precision=args.precision, flags=flags)
     if args.min_target is not None:
         from emo.export.coreml import check_target
-        check_target(args.min_target)
+        check_target(args.min_target, args.precision)
     if args.image_input and (args.batch > 1 or args.dynamic_batch):
         raise EMOError("--image-input takes one image at a time (Core ML ImageType); drop --batch/--dynamic-batch")
     if args.image_input and args.no_normalize:

@@ -7,6 +7,11 @@ Recipe (Apple's export_model.py):
 3. ``ct.convert`` to an ML program: ``image`` as a tensor, or as an ``ImageType`` (RGB, scale 1/255, so an app
    hands a CVPixelBuffer straight in; the per-channel normalisation stays in the graph, because ImageType's
    scale is one scalar); fp16 (default, what the GPU and ANE run) or fp32; minimum deployment target.
+   int8 (W8A8, iOS17+): the fp16 program, then coremltools' ``linear_quantize_activations`` (quantize/dequantize
+   pairs, int8 per tensor) and ``linear_quantize_weights`` (int8 per output channel, constexpr_affine_dequantize).
+   coremltools calibrates activations by running the model with ``MLModel.predict``, which exists on macOS only;
+   here the same statistics (min/max of every op output over the calibration images) come from the MIL
+   interpreter (``_activation_ranges``), handed to coremltools' own passes, so the program is the one macOS makes.
 4. Fill the model description (author, licence, version, input/output descriptions, user-defined metadata).
 
 Parity on Linux: ``mil_interpreter`` executes the saved program with NumPy. On macOS the real Core ML runtime
@@ -28,18 +33,23 @@ from emo.errors import EMOError
 TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
 TOO_OLD = {"iOS13": "iOS15", "iOS14": "iOS15", "macOS10.15": "macOS12", "macOS11": "macOS12"}
 DEFAULT_TARGET = "iOS17"
+INT8_TARGETS = ("iOS17", "iOS18", "macOS14", "macOS15")  # MIL quantize/dequantize of activations: opset iOS17
+WEIGHT_THRESHOLD = 2048  # coremltools' default: smaller weights (depthwise kernels, norms) stay fp16
 INTERPRETER = "mil-interpreter (numpy)"
 COREML_RUNTIME = "Core ML runtime (MLModel.predict, macOS)"
 PIXEL_SCALE = 1.0 / 255.0
 
 
-def check_target(target: str) -> str:
-    """A deployment target that can hold an ML program (iOS 15 / macOS 12 or later)."""
+def check_target(target: str, precision: str | None = None) -> str:
+    """A deployment target that can hold an ML program (iOS 15 / macOS 12 or later), and int8 activations."""
     if target in TOO_OLD:
         raise EMOError(f"--min-target {target} cannot hold an ML program (Core ML needs {TOO_OLD[target]} or later "
                        f"for one); use --min-target {DEFAULT_TARGET}")
     if target not in TARGETS:
         raise EMOError(f"unknown --min-target {target!r}; choose from: {', '.join(TARGETS)}")
+    if precision == "int8" and target not in INT8_TARGETS:
+        raise EMOError(f"Core ML int8 quantizes activations, which needs iOS17/macOS14 or later; use --min-target "
+                       f"iOS17 (not {target}) or --precision fp16")
     return target
 
 
@@ -95,7 +105,7 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
     _register_window_ops()
 
     opts = ctx.options.backend_options
-    target = check_target(opts.get("min_target") or DEFAULT_TARGET)
+    target = check_target(opts.get("min_target") or DEFAULT_TARGET, ctx.precision)
     classifier, image_input = bool(opts.get("classifier")), bool(opts.get("image_input"))
     module = _Probabilities(model).eval() if classifier else model
     program = torch.export.export(module, (example,)).run_decompositions({})
@@ -109,8 +119,11 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
         outputs=None if classifier else [ct.TensorType(name="logits")],
         classifier_config=ct.ClassifierConfig(classifier_labels(ctx.options.labels)) if classifier else None,
         minimum_deployment_target=getattr(ct.target, target),
-        compute_precision=ct.precision.FLOAT16 if ctx.precision == "fp16" else ct.precision.FLOAT32,
+        compute_precision=ct.precision.FLOAT32 if ctx.precision == "fp32" else ct.precision.FLOAT16,
     )
+    quantization = None
+    if ctx.precision == "int8":
+        mlmodel, quantization = _to_int8(mlmodel, path.parent, ctx, image_input)
     meta = ctx.metadata
     mlmodel.short_description = (f"EMO {meta['emo.variant']} image classifier (Zhang et al., ICCV 2023), "
                                  f"{ctx.precision}, exported by emo-mobile")
@@ -134,9 +147,74 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
     spec = mlmodel.get_spec()
     block = spec.mlProgram.functions["main"].block_specializations[spec.mlProgram.functions["main"].opset]
     ops = Counter(op.type for op in block.operations if op.type != "const")
-    return {"min_target": target, "opset": spec.mlProgram.functions["main"].opset,
+    info = {"min_target": target, "opset": spec.mlProgram.functions["main"].opset,
             "specification_version": spec.specificationVersion, "image_input": image_input,
             "classifier": classifier, "mil_ops": dict(sorted(ops.items()))}
+    if quantization:
+        info["quantization"] = {**quantization, "quantize_ops": ops.get("quantize", 0),
+                                "dequantize_ops": ops.get("dequantize", 0),
+                                "int8_weights": ops.get("constexpr_affine_dequantize", 0)}
+    return info
+
+
+def _activation_ranges(package: Path, samples: list[dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
+    """coremltools' activation statistics ({tensor: {"rmin", "rmax"}} over every sample, the inputs included),
+    computed by the MIL interpreter instead of ``MLModel.predict``."""
+    from emo.export.mil_interpreter import MILProgram
+
+    program = MILProgram(package)
+    stats: dict[str, dict[str, float]] = {}
+
+    def observe(name: str, value) -> None:
+        value = np.asarray(value)
+        if value.dtype.kind != "f" or value.size == 0:
+            return
+        lo, hi = float(value.min()), float(value.max())
+        seen = stats.setdefault(name, {"rmin": lo, "rmax": hi})
+        seen["rmin"], seen["rmax"] = min(seen["rmin"], lo), max(seen["rmax"], hi)
+
+    for sample in samples:
+        for name, value in sample.items():
+            observe(name, value)
+        program.run(sample, observe=observe)
+    return stats
+
+
+def _to_int8(mlmodel, folder: Path, ctx, image_input: bool):
+    """W8A8: activations quantized with ranges calibrated on ``ctx.calibration`` (through the MIL interpreter),
+    then weights. Returns the quantized model and its record for the sidecar."""
+    import tempfile
+    from unittest import mock
+
+    import coremltools.optimize as cto
+    from coremltools.optimize.coreml import _post_training_quantization as ptq
+
+    images = ctx.calibration.images * (1.0 / PIXEL_SCALE if image_input else 1.0)
+    batch = 1 if image_input else ctx.batch
+    samples = [{"image": images[i:i + batch].astype(np.float32)} for i in range(0, len(images) - batch + 1, batch)]
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".calibrate-") as work:
+        package = Path(work) / "fp16.mlpackage"
+        mlmodel.save(str(package))
+        ranges = _activation_ranges(package, samples)
+
+    def calibrated(_model, _samples, *_args, **_kwargs):  # the statistics computed above, not MLModel.predict
+        return ranges
+
+    activations = cto.coreml.OptimizationConfig(
+        global_config=cto.coreml.OpLinearQuantizerConfig(mode="linear_symmetric"))
+    with mock.patch.object(ptq, "_get_activation_calibration_stats", calibrated):
+        mlmodel = cto.coreml.linear_quantize_activations(mlmodel, activations, samples)
+    weights = cto.coreml.OptimizationConfig(global_config=cto.coreml.OpLinearQuantizerConfig(
+        mode="linear_symmetric", granularity="per_channel", weight_threshold=WEIGHT_THRESHOLD))
+    mlmodel = cto.coreml.linear_quantize_weights(mlmodel, weights)
+    return mlmodel, {
+        "weights": f"int8 per output channel, symmetric (constexpr_affine_dequantize); weights under "
+                   f"{WEIGHT_THRESHOLD} elements stay fp16",
+        "activations": "int8 per tensor, symmetric (quantize/dequantize pairs); compute in fp16",
+        "calibration_statistics": f"min/max of every op output over {len(samples)} calibration batches, computed "
+                                  "by the MIL interpreter (coremltools' own statistics need MLModel.predict, macOS "
+                                  "only)",
+        "coremltools_passes": ["linear_quantize_activations", "linear_quantize_weights"]}
 
 
 def _feed(program_spec_input_is_image: bool, x: np.ndarray) -> np.ndarray:

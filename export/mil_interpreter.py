@@ -158,7 +158,10 @@ class MILProgram:
         return data.reshape(shape)
 
     # --------------------------------------------------------------------------------------------- run
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, object]:
+    def run(self, feeds: dict[str, np.ndarray], observe: Callable[[str, object], None] | None = None
+            ) -> dict[str, object]:
+        """Execute the program. ``observe(name, value)``, when given, sees every intermediate value (the outputs of
+        every op but constants), e.g. to collect activation ranges for quantization."""
         env: dict[str, object] = {}
         for name, dtype in self.inputs.items():
             if name not in feeds:
@@ -182,6 +185,8 @@ class MILProgram:
             for output, result in zip(op.outputs, results, strict=True):
                 _check_declared_shape(op, output, result)
                 env[output.name] = _round_to_declared(result, output.type)
+                if observe is not None and op.type != "const" and not op.type.startswith("constexpr_"):
+                    observe(output.name, env[output.name])
         return {name: env[name] for name in self.block.outputs}
 
 

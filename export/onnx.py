@@ -95,25 +95,30 @@ def graph_facts(proto: onnx.ModelProto) -> dict:
 def export(model: torch.nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
     proto = to_onnx(model, example, ctx)
     if ctx.precision == "int8":
-        return export_int8(proto, path, ctx)
+        proto, facts = int8_graph(proto, path.parent, ctx)
+        onnx.save(proto, str(path))
+        return facts
     onnx.save(proto, str(path))
     return graph_facts(proto)
 
 
-def export_int8(proto: onnx.ModelProto, path: Path, ctx) -> dict:
+def int8_graph(proto: onnx.ModelProto, folder: Path, ctx) -> tuple[onnx.ModelProto, dict]:
     """QDQ int8 (``emo.export.quantize``): the float graph with QuantizeLinear/DequantizeLinear pairs around what
-    runs in int8, calibrated on ``ctx.calibration``. Runtimes fuse DQ -> op -> Q into integer kernels."""
+    runs in int8, calibrated on ``ctx.calibration``. Runtimes fuse DQ -> op -> Q into integer kernels. Made once per
+    run and shared by the onnx and ort backends (same calibration, same graph)."""
     import tempfile
 
     from emo.export.quantize import ONNX_INT8, quantize_onnx
 
-    with tempfile.TemporaryDirectory(prefix=".emo-quant-", dir=path.parent) as work:
-        quantized = quantize_onnx(proto, ctx.calibration.images, ONNX_INT8, ctx.batch, Path(work))
-    onnx.checker.check_model(quantized)
-    onnx.save(quantized, str(path))
+    if ctx.shared.get("onnx_int8") is None:
+        with tempfile.TemporaryDirectory(prefix=".emo-quant-", dir=folder) as work:
+            quantized = quantize_onnx(proto, ctx.calibration.images, ONNX_INT8, ctx.batch, Path(work))
+        onnx.checker.check_model(quantized)
+        ctx.shared["onnx_int8"] = quantized
+    quantized = ctx.shared["onnx_int8"]
     facts = graph_facts(quantized)
     facts["quantization"] = quantization_facts(quantized, ONNX_INT8)
-    return facts
+    return quantized, facts
 
 
 def quantization_facts(proto: onnx.ModelProto, recipe) -> dict:

@@ -44,7 +44,8 @@ def exported(tmp_path_factory, calibration_dir):
     from emo_testutil import REF_CKPT
 
     out = tmp_path_factory.mktemp("quant")
-    code = cli.export_main(["--model", "emo_1m", "--weights", str(REF_CKPT), "--format", "onnx", "--precision", "int8",
+    code = cli.export_main(["--model", "emo_1m", "--weights", str(REF_CKPT), "--format", "onnx,ort,coreml",
+                            "--precision", "int8",
                             "--input-size", SIZE, "--calibration", str(calibration_dir),
                             "--calibration-count", str(CAL_COUNT), "--out", str(out)])
     assert code == 0
@@ -140,7 +141,7 @@ def test_parity_images_are_refused_for_calibration(tmp_path, capsys):
 def test_format_all_follows_the_precision():
     assert "qnn" not in [b.name for b in parse_formats("all")]
     assert [b.name for b in parse_formats("all", "w8a16")] == ["qnn"]
-    assert {"onnx", "qnn"} <= {b.name for b in parse_formats("all", "int8")}
+    assert {"onnx", "ort", "coreml", "tflite", "qnn"} <= {b.name for b in parse_formats("all", "int8")}
     assert all("int8" in b.precisions for b in parse_formats("all", "int8"))
 
 
@@ -216,11 +217,53 @@ def test_qnn_names_a_node_the_htp_cannot_take(tmp_path):
         qnn.compile_for_htp(tmp_path / "q.onnx", tmp_path / "out.onnx")
 
 
-def test_coreml_int8_is_refused_with_the_reason(tmp_path, capsys):
-    assert cli.export_main(["--model", "emo_1m", "--format", "coreml", "--precision", "int8",
-                            "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert "coreml has no int8" in err and "not built yet" in err and not (tmp_path / "o").exists()
+def test_ort_int8_is_the_onnx_qdq_graph_stored_fused(exported):
+    """One calibration for both; the .ort holds the QLinear kernels the CPU EP fuses the .onnx into at load time,
+    so both compute bit-identical logits (a .ort stored unfused ran 5-6x slower)."""
+    from emo.export.onnx import load
+
+    side = _side(exported, "emo_1m_ort_int8")
+    assert side["parity"]["status"] == "passed" and side["parity"]["tolerance"] == TOLERANCES["int8"]
+    assert side["backend_info"]["ort_optimization_level"].startswith("all but NchwcTransformer")
+    assert side["quantization"]["calibration"] == _side(exported, "emo_1m_onnx_int8")["quantization"]["calibration"]
+    x = parity_inputs((int(SIZE), int(SIZE)))[:1]
+    np.testing.assert_array_equal(load(exported / "emo_1m_ort_int8.ort")(x),
+                                  load(exported / "emo_1m_onnx_int8.onnx")(x))
+
+
+def test_coreml_int8_w8a8_runs_in_the_mil_interpreter(exported):
+    side = _side(exported, "emo_1m_coreml_int8")
+    parity = side["parity"]
+    assert parity["status"] == "passed" and parity["tolerance"] == TOLERANCES["int8"] and parity["max_abs_diff"] > 0
+    info = side["backend_info"]
+    ops = info["mil_ops"]
+    assert info["opset"] == "CoreML7" and info["min_target"] == "iOS17"
+    assert ops["quantize"] > 50 and ops["dequantize"] > 50 and ops["constexpr_affine_dequantize"] > 20
+    quant = side["quantization"]
+    assert quant["int8_weights"] == ops["constexpr_affine_dequantize"] and quant["quantize_ops"] == ops["quantize"]
+    assert "MIL interpreter" in quant["calibration_statistics"]
+    assert quant["calibration"]["count"] == CAL_COUNT
+
+
+def test_coreml_int8_activation_ranges_come_from_the_interpreter(exported, tmp_path):
+    """The statistics handed to coremltools are min/max of real op outputs: the input's range is the images'."""
+    from emo.export.coreml import _activation_ranges
+
+    fp16 = tmp_path / "fp16"
+    assert cli.export_main(["--model", "emo_1m", "--format", "coreml", "--input-size", SIZE, "--out", str(fp16)]) == 0
+    images = np.random.default_rng(0).random((2, 1, 3, int(SIZE), int(SIZE)), dtype=np.float32)
+    ranges = _activation_ranges(fp16 / "emo_1m_coreml_fp16.mlpackage", [{"image": x} for x in images])
+    assert ranges["image"] == {"rmin": float(images.min()), "rmax": float(images.max())}
+    assert len(ranges) > 200 and all(r["rmin"] <= r["rmax"] for r in ranges.values())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--precision", "int8", "--min-target", "iOS16"], "needs iOS17/macOS14 or later; use --min-target iOS17"),
+    (["--precision", "w8a16"], "coreml has no w8a16: Core ML has int8 (W8A8), not w8a16"),
+])
+def test_coreml_int8_refusals(args, message, tmp_path, capsys):
+    assert cli.export_main(["--model", "emo_1m", "--format", "coreml", "--out", str(tmp_path / "o"), *args]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_qnn_refuses_float_precisions(tmp_path, capsys):
