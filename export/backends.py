@@ -62,7 +62,7 @@ BACKENDS: dict[str, Backend] = {
     "tflite": Backend("tflite", "tflite", ".tflite", ("fp32", "fp16", "int8"), "tflite", "tflite",
                       "ai-edge-litert interpreter (XNNPACK)", ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
                       flags=("--nhwc",)),
-    "executorch": Backend("executorch", "xnnpack", ".pte", ("fp32",), "executorch", "executorch",
+    "executorch": Backend("executorch", "xnnpack", ".pte", ("fp32", "int8"), "executorch", "executorch",
                           "executorch.runtime (XNNPACK)", ("executorch",)),
     "qnn": Backend("qnn", "qnn", ".onnx", ("w8a16", "int8"), "qnn", "qnn",
                    "onnxruntime QNN EP, HTP backend (x86-64 HTP simulator, not a phone)", (*_ONNX, "onnxruntime_qnn")),
@@ -79,10 +79,7 @@ QUANTIZED = ("int8", "w8a16")
 # why a format has no quantized precision (the refusal names it)
 NOT_QUANTIZED = {"coreml": "Core ML has int8 (W8A8), not w8a16; use --precision int8 or fp16",
                  "executorch-coreml": "the Core ML delegate of ExecuTorch is exported in fp16 only; for int8 on Apple "
-                                      "use --format coreml --precision int8",
-                 "executorch": "the XNNPACK-quantized program (executorch.quantize_for_xnnpack) lowers to one "
-                               "XNNPACK delegate, but executorch.runtime 1.5.1 fails to load it here (error 0x1), so "
-                               "it could not be verified; use --format tflite or onnx --precision int8"}
+                                      "use --format coreml --precision int8"}
 
 
 def parse_formats(text: str, precision: str | None = None) -> list[Backend]:

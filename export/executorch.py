@@ -60,18 +60,47 @@ INT8_SCHEME = ("PT2E static quantization with ExecuTorch's XNNPACKQuantizer: wei
                "channel, activations int8 per tensor (MinMax observers), float graph input and output")
 
 
-def quantize_for_xnnpack(model: nn.Module, example: torch.Tensor, calibration: np.ndarray) -> nn.Module:
-    """int8 through the XNNPACK quantizer (PT2E): export, insert observers, run the calibration images, convert.
-    The quantize/dequantize pairs around each op are what the XNNPACK partitioner lowers to int8 kernels."""
+_PADS = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
+
+
+def _xnnpack_quantizer():
+    """ExecuTorch's XNNPACKQuantizer, plus: a zero pad shares its input's quantization parameters.
+
+    The deploy form zero-pads maps that are not whole 7x7 windows (at 112x112 the 4x4 stage-4 maps). The stock
+    quantizer leaves ``pad`` unannotated, so the pad sat between two different scales, and XNNPACK refuses a
+    quantized constant pad whose input and output scales differ (``Failed to create StaticConstantPad node ...
+    xnn_status_invalid_parameter`` when the program loads: error 0x1). Sharing the scale, as the quantizer already
+    does for reshape, slice and max-pool, makes the pad exact in int8 (zero is representable in any affine scale)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    class Quantizer(XNNPACKQuantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            model = super().annotate(model)
+            for node in model.graph.nodes:
+                source = node.args[0] if node.op == "call_function" and node.target in _PADS else None
+                before = getattr(source, "meta", {}).get("quantization_annotation")
+                if before is None or before.output_qspec is None:
+                    continue
+                shared = SharedQuantizationSpec(source)
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map={source: shared}, output_qspec=shared, _annotated=True)
+            return model
+
+    return Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+def quantize_for_xnnpack(model: nn.Module, example: torch.Tensor, calibration: np.ndarray) -> nn.Module:
+    """int8 through the XNNPACK quantizer (PT2E): export, insert observers, run the calibration images, convert.
+    The quantize/dequantize pairs around each op are what the XNNPACK partitioner lowers to int8 kernels."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from emo.export.parity import batches
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = _xnnpack_quantizer()
     prepared = prepare_pt2e(torch.export.export(model, (example,)).module(), quantizer)
     with torch.no_grad():
         for chunk in batches(calibration, example.shape[0]):

@@ -291,7 +291,18 @@ def test_tflite_int8(fmt, stem, tmp_path, calibration_dir):
     assert info["xnnpack_partitions"] >= 1  # recorded; one partition is the target, not yet reached
 
 
-def test_executorch_int8_is_refused_with_the_reason(tmp_path, capsys):
-    assert cli.export_main(["--model", "emo_1m", "--format", "executorch", "--precision", "int8",
-                            "--out", str(tmp_path / "o")]) == 2
-    assert "executorch has no int8" in capsys.readouterr().err
+@pytest.mark.slow
+def test_executorch_int8_is_one_xnnpack_delegate_and_loads(tmp_path, calibration_dir):
+    """At 64x64 the stage-3/4 maps are padded to whole windows: the stock XNNPACK quantizer left that pad between two
+    scales and the program failed to load (0x1); the pad now shares its input's scale."""
+    need_reference()
+    from emo_testutil import REF_CKPT
+
+    code = cli.export_main(["--model", "emo_1m", "--weights", str(REF_CKPT), "--format", "executorch",
+                            "--precision", "int8", "--input-size", SIZE, "--calibration", str(calibration_dir),
+                            "--calibration-count", "4", "--out", str(tmp_path)])
+    side = _side(tmp_path, "emo_1m_xnnpack_int8")
+    assert code == 0 and side["parity"]["status"] == "passed", side["parity"]
+    info = side["backend_info"]
+    assert info["whole_graph_delegated"] and info["delegate_partitions"] == 1
+    assert info["graph_ops"]["pad"] > 0 and info["graph_ops"]["quantize_per_tensor"] > 100
