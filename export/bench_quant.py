@@ -15,6 +15,7 @@ timing says nothing about a phone: it is not timed here. Nothing is written outs
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import os
 import statistics
@@ -123,12 +124,16 @@ def _run(args, runtimes: list[str]) -> int:
                     print(f"bench_quant: {r} {precision}: {row.status}", file=sys.stderr)
                     return 1
                 results[(r, precision)] = (row.path, json.loads(row.sidecar.read_text()))
-                print(f"  exported {r:10s} {precision}: {row.seconds:5.1f} s, cosine {row.parity.cosine:.5f}",
+                print(f"  exported {r:10s} {precision}: {row.export_seconds:5.1f} s, cosine {row.parity.cosine:.5f}",
                       flush=True)
-        runners = {(r, p, args.size): BACKENDS[r].load_module().load(results[(r, p)][0], threads=args.threads)
-                   for r in runtimes for p in PRECISIONS}
         x = {args.size: np.random.default_rng(0).random((1, 3, args.size, args.size), dtype=np.float32)}
-        times = measure(runners, x, args.rounds, args.warmup)
+        times = {}
+        for r in runtimes:  # one runtime's sessions at a time: idle sessions' spinning thread pools steal the CPU
+            runners = {(r, p, args.size): BACKENDS[r].load_module().load(results[(r, p)][0], threads=args.threads)
+                       for p in PRECISIONS}
+            times.update(measure(runners, x, args.rounds, args.warmup))
+            del runners
+            gc.collect()
         load_after = os.getloadavg()
         median = {key[:2]: statistics.median(v) for key, v in times.items()}
         print(f"\n{args.variant} at {args.size}x{args.size}, {args.threads} threads, {args.rounds} interleaved "
@@ -138,7 +143,7 @@ def _run(args, runtimes: list[str]) -> int:
         print("|---|---|---|---|---|---|---|---|")
         for r in runtimes:
             f32, i8 = median[(r, "fp32")], median[(r, "int8")]
-            (p32, s32), (p8, s8) = results[(r, "fp32")], results[(r, "int8")]
+            s32, s8 = results[(r, "fp32")][1], results[(r, "int8")][1]
             print(f"| {RUNTIMES[r]} | {f32:.2f} | {i8:.2f} | {i8 / f32:.2f} | {s32['size_bytes'] / 1e6:.2f} | "
                   f"{s8['size_bytes'] / 1e6:.2f} | {s8['parity']['cosine']:.5f} | {delegation(r, s8)} |")
         print("\ninteger operators in each int8 artifact (int8 dot-product kernels on an Arm phone):")

@@ -177,6 +177,17 @@ def _activation_ranges(package: Path, samples: list[dict[str, np.ndarray]]) -> d
         for name, value in sample.items():
             observe(name, value)
         program.run(sample, observe=observe)
+    # as coremltools' own calibration: no statistics for the program's outputs (they stay float), and the inputs
+    # and output of a concat share one range (one scale around a quantized concat)
+    for name in program.block.outputs:
+        stats.pop(name, None)
+    concats = [[b.name for b in op.inputs["values"].arguments if b.WhichOneof("binding") == "name"]
+               + [op.outputs[0].name] for op in program.block.operations if op.type == "concat"]
+    from coremltools.optimize.coreml.experimental._post_training_quantization import (
+        _adjust_concat_surrounding_activation_stats,
+    )
+
+    _adjust_concat_surrounding_activation_stats(concats or None, stats)
     return stats
 
 

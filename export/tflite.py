@@ -186,6 +186,9 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
     else:
         converted = litert_torch.convert(_Named(model).eval(), sample_kwargs={"image": example})
     model_bytes = bytes(converted.model_content())
+    unfused = 0
+    if ctx.precision == "int8":
+        model_bytes, unfused = float_islands(model_bytes)
     if ctx.precision == "fp16":
         model_bytes = _to_fp16_weights(model_bytes)
     model_bytes = _rename_and_annotate(model_bytes, {**ctx.metadata, "emo.layout": "NHWC" if nhwc else "NCHW"})
@@ -204,7 +207,8 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
     path.write_bytes(model_bytes)
     facts = {"layout": "NHWC" if nhwc else "NCHW", **facts, **graph_facts(path)}
     if ctx.precision == "int8":
-        facts["quantization"] = {"scheme": INT8_SCHEME, "io": io_quantization(path)}
+        facts["quantization"] = {"scheme": INT8_SCHEME, "io": io_quantization(path),
+                                 "int8_ops_run_in_float_for_xnnpack": unfused}
     return facts
 
 
@@ -231,6 +235,62 @@ def _to_int8(named: nn.Module, example: torch.Tensor, ctx, nhwc: bool):
     converted = convert_pt2e(prepared, fold_quantize=False)
     return litert_torch.convert(converted, sample_kwargs={"image": example},
                                 quant_config=QuantConfig(pt2e_quantizer=quantizer))
+
+
+# Integer ops the XNNPACK delegate has no kernel for: each one cut the graph into another partition (measured: the
+# two int8 GELUs that litert-torch makes where a GELU feeds a quantized conv split emo_1m into 3 XNNPACK partitions).
+# They become DEQUANTIZE -> float op -> QUANTIZE, which XNNPACK runs, as it runs the float GELUs of the same graph.
+_FLOAT_IN_XNNPACK = ("GELU",)
+
+
+def float_islands(model_bytes: bytes) -> tuple[bytes, int]:
+    """Rewrite int8 ops of ``_FLOAT_IN_XNNPACK`` as dequantize -> float op -> quantize (same scales, so the same
+    function up to the op's own rounding). Returns the model and how many ops were rewritten."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    codes = {}
+    for index, code in enumerate(model.operatorCodes):
+        codes[max(code.builtinCode, code.deprecatedBuiltinCode)] = index
+    names = {getattr(schema.BuiltinOperator, n): n for n in _FLOAT_IN_XNNPACK}
+
+    def opcode(builtin: int) -> int:
+        if builtin not in codes:
+            code = schema.OperatorCodeT()
+            code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
+            model.operatorCodes.append(code)
+            codes[builtin] = len(model.operatorCodes) - 1
+        return codes[builtin]
+
+    def float_twin(tensor, suffix: bytes) -> int:
+        twin = schema.TensorT()
+        twin.shape, twin.type, twin.buffer = tensor.shape, schema.TensorType.FLOAT32, 0
+        twin.name = (tensor.name or b"") + suffix
+        subgraph.tensors.append(twin)
+        return len(subgraph.tensors) - 1
+
+    rewritten = 0
+    for subgraph in model.subgraphs:
+        operators = []
+        for op in subgraph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            source = subgraph.tensors[op.inputs[0]]
+            if builtin not in names or source.type != schema.TensorType.INT8:
+                operators.append(op)
+                continue
+            x, y = float_twin(source, b"/dequantized"), float_twin(subgraph.tensors[op.outputs[0]], b"/float")
+            dequantize, quantize = schema.OperatorT(), schema.OperatorT()
+            dequantize.opcodeIndex = opcode(schema.BuiltinOperator.DEQUANTIZE)
+            dequantize.inputs, dequantize.outputs = [op.inputs[0]], [x]
+            quantize.opcodeIndex = opcode(schema.BuiltinOperator.QUANTIZE)
+            quantize.inputs, quantize.outputs = [y], [op.outputs[0]]
+            op.inputs, op.outputs = [x, *op.inputs[1:]], [y]
+            operators += [dequantize, op, quantize]
+            rewritten += 1
+        subgraph.operators = operators
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), rewritten
 
 
 def io_quantization(path: Path) -> dict:
