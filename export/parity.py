@@ -75,8 +75,8 @@ def batches(images: np.ndarray, batch: int) -> list[np.ndarray]:
     out = []
     for start in range(0, len(images), batch):
         chunk = images[start:start + batch]
-        if len(chunk) < batch:
-            chunk = np.concatenate([chunk, images[: batch - len(chunk)]])
+        if len(chunk) < batch:  # cycling: a batch may be larger than all the images (e.g. 50 vs 16 parity images)
+            chunk = np.concatenate([chunk, images[np.arange(batch - len(chunk)) % len(images)]])
         out.append(np.ascontiguousarray(chunk))
     return out
 

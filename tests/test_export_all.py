@@ -124,3 +124,14 @@ def test_options_a_format_lacks(tmp_path, capsys, args, pattern):
     err = capsys.readouterr().err
     assert code == 2 and pattern in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_parity_batches_pad_a_batch_larger_than_all_images():
+    """A static batch of 50 (e.g. a Core ML export for fast evaluation) checked on 16 parity images: the one batch
+    is padded to 50 by cycling through the images, and run_batched drops the padding again."""
+    from emo.export.parity import batches, run_batched
+
+    images = np.arange(16, dtype=np.float32).reshape(16, 1, 1, 1)
+    (chunk,) = batches(images, 50)
+    assert chunk.shape == (50, 1, 1, 1) and list(chunk[16:20, 0, 0, 0]) == [0, 1, 2, 3]
+    assert run_batched(lambda x: x.reshape(len(x), 1) * 2, images, 50).shape == (16, 1)
