@@ -241,7 +241,7 @@ def test_coreml_int8_w8a8_runs_in_the_mil_interpreter(exported):
     assert ops["quantize"] > 50 and ops["dequantize"] > 50 and ops["constexpr_affine_dequantize"] > 20
     quant = side["quantization"]
     assert quant["int8_weights"] == ops["constexpr_affine_dequantize"] and quant["quantize_ops"] == ops["quantize"]
-    assert "MIL interpreter" in quant["calibration_statistics"]
+    assert "MIL interpreter" in quant["calibration_statistics"] and quant["float_activation_ops"] == ["add"]
     assert quant["calibration"]["count"] == CAL_COUNT
 
 
