@@ -36,6 +36,7 @@ from emo.export.pipeline import ExportOptions, export_all, prepare_run
 RUNTIMES = {"onnx": "ORT CPU EP (.onnx QDQ)", "ort": "ORT CPU EP (.ort)", "tflite": "LiteRT + XNNPACK",
             "executorch": "ExecuTorch XNNPACK"}
 PRECISIONS = ("fp32", "int8")
+CONVERSIONS = ("QUANTIZE", "DEQUANTIZE")  # TFLite ops that convert between float and int8 (no integer compute)
 
 
 def integer_ops(backend: str, path: Path, side: dict) -> dict[str, int]:
@@ -63,7 +64,7 @@ def tflite_integer_ops(path: Path) -> dict[str, int]:
     counts: Counter = Counter()
     for op in interpreter._get_ops_details():
         inputs = [i for i in op["inputs"].tolist() if i >= 0]
-        if inputs and dtypes.get(inputs[0], np.dtype(np.float32)).kind in "iu" and op["op_name"] != "QUANTIZE":
+        if inputs and dtypes.get(inputs[0], np.dtype(np.float32)).kind in "iu" and op["op_name"] not in CONVERSIONS:
             counts[op["op_name"]] += 1
     return dict(sorted(counts.items()))
 
