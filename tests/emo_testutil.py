@@ -58,12 +58,29 @@ def snapshot(folder: Path) -> dict[str, bytes] | None:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def install_fake_adb(tmp_path: Path, monkeypatch, script: str) -> Path:
-    """Write ``script`` (with ``{python}`` filled in) as an executable ``adb`` first on PATH; returns its folder."""
+# What every fake adb starts with: its state (set_fake_adb_state), the call log (fake_adb_calls), ``-s SERIAL``
+# split off, and the fake device's filesystem under ``state["device_root"]`` (``local(remote path)``).
+FAKE_ADB_PROLOGUE = r'''#!{python}
+import json, pathlib, re, shlex, shutil, subprocess, sys
+here = pathlib.Path(__file__).parent
+state = json.loads((here / "state.json").read_text())
+args = sys.argv[1:]
+with open(here / "calls.log", "a") as log:
+    log.write(json.dumps(args) + "\n")
+serial = None
+if args[:1] == ["-s"]:
+    serial, args = args[1], args[2:]
+root = pathlib.Path(state["device_root"])
+local = lambda remote: root / remote.lstrip("/")
+'''
+
+
+def install_fake_adb(tmp_path: Path, monkeypatch, body: str) -> Path:
+    """Write ``FAKE_ADB_PROLOGUE`` + ``body`` as an executable ``adb`` first on PATH; returns its folder."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     adb = bin_dir / "adb"
-    adb.write_text(script.replace("{python}", sys.executable))
+    adb.write_text((FAKE_ADB_PROLOGUE + body).replace("{python}", sys.executable))
     adb.chmod(adb.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return bin_dir

@@ -12,19 +12,9 @@ from emo_testutil import fake_adb_calls, fake_runners, install_fake_adb, set_fak
 
 OUTPUTS = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "runner_outputs"
 
-FAKE_ADB = r'''#!{python}
-"""A fake adb: devices, getprop, sysfs, push/pull into a folder, and runner invocations."""
-import json, pathlib, re, shutil, sys
-here = pathlib.Path(__file__).parent
-state = json.loads((here / "state.json").read_text())
-args = sys.argv[1:]
-with open(here / "calls.log", "a") as log:
-    log.write(json.dumps(args) + "\n")
-serial = None
-if args[:1] == ["-s"]:
-    serial, args = args[1], args[2:]
-root = pathlib.Path(state["device_root"])
-local = lambda remote: root / remote.lstrip("/")
+# a fake adb (after emo_testutil.FAKE_ADB_PROLOGUE): devices, getprop, sysfs, push/pull into a folder, and runner
+# invocations
+FAKE_ADB = r'''
 if args[0] == "devices":
     print("List of devices attached")
     for s, st in state["devices"]:

@@ -17,17 +17,7 @@ from emo_testutil import fake_adb_calls, fake_runners, install_fake_adb, set_fak
 OUTPUTS = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "runner_outputs"
 APP_DIR = "/sdcard/Android/data/org.emomobile.demo/files/emo-bench"
 
-FAKE_ADB = r'''#!{python}
-import json, pathlib, re, shlex, shutil, sys
-here = pathlib.Path(__file__).parent
-state = json.loads((here / "state.json").read_text())
-args = sys.argv[1:]
-with open(here / "calls.log", "a") as log:
-    log.write(json.dumps(args) + "\n")
-if args[:1] == ["-s"]:
-    args = args[2:]
-root = pathlib.Path(state["device_root"])
-local = lambda remote: root / remote.lstrip("/")
+FAKE_ADB = r'''
 if args[0] == "devices":
     print("List of devices attached\nR5CT1234\tdevice")
     sys.exit(0)

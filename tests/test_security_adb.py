@@ -12,20 +12,13 @@ import pytest
 
 from emo.runtime_bench import android
 from emo.runtime_bench.cli import main
-from emo_testutil import install_fake_adb, write_sidecar
+from emo_testutil import install_fake_adb, set_fake_adb_state, write_sidecar
 
 OUTPUTS = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "runner_outputs"
 
-SH_ADB = r'''#!{python}
-"""A fake adb whose `shell` runs the joined command string through `sh -c`, as a device does."""
-import json, pathlib, shutil, subprocess, sys
-here = pathlib.Path(__file__).parent
-state = json.loads((here / "state.json").read_text())
-args = sys.argv[1:]
-if args[:1] == ["-s"]:
-    args = args[2:]
-root = pathlib.Path(state["device_root"])
-local = lambda remote: root / remote.lstrip("/")
+# a fake adb (after emo_testutil.FAKE_ADB_PROLOGUE) whose `shell` runs the joined command string through `sh -c`,
+# as a device does
+SH_ADB = r'''
 if args[0] == "devices":
     sys.stdout.buffer.write(b"* daemon not running; starting now at tcp:5037\n* daemon started successfully\n"
                             b"List of devices attached\nR5CT1234\tdevice\n")
@@ -61,7 +54,7 @@ def sh_phone(tmp_path, monkeypatch):
     bin_dir = install_fake_adb(tmp_path, monkeypatch, SH_ADB)
     cwd = tmp_path / "device-cwd"
     cwd.mkdir()
-    (bin_dir / "state.json").write_text(json.dumps({"device_root": str(tmp_path / "device"), "cwd": str(cwd)}))
+    set_fake_adb_state(bin_dir, {"device_root": str(tmp_path / "device"), "cwd": str(cwd)})
     runner = tmp_path / "runners" / "benchmark_model"
     runner.parent.mkdir()
     runner.write_text(f"#!/bin/sh\ncat {OUTPUTS / 'litert_benchmark_model_sample01.txt'}\n")
