@@ -226,7 +226,7 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_
     for i in range(0, len(images), batch_size):
         x = to_model_input(images[i:i + batch_size].to(device, non_blocking=True))
         with _autocast(device):
-            out.append(model(x.contiguous(memory_format=_memory_format(device))).float().cpu())
+            out.append(model(x.contiguous(memory_format=MEMORY_FORMAT)).float().cpu())
     return torch.cat(out)
 
 
@@ -240,9 +240,9 @@ def _autocast(device: torch.device):
                                                                                                      enabled=False)
 
 
-def _memory_format(device: torch.device):
-    # channels-last on the CPU too: emo_1m at 112x112 trains at ~150 img/s instead of ~110 on 2 cores (float32)
-    return torch.channels_last
+# channels-last on every device: on a GPU for cuDNN, and on the CPU too (emo_1m at 112x112 trains at ~150 img/s
+# instead of ~110 on 2 cores, float32)
+MEMORY_FORMAT = torch.channels_last
 
 
 # ----------------------------------------------------------------------------------------------------- the config
@@ -338,7 +338,7 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
-    model = model.to(memory_format=_memory_format(device))
+    model = model.to(memory_format=MEMORY_FORMAT)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.999),
                                   fused=device.type == "cuda")  # one kernel for the whole step on a GPU
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -383,7 +383,7 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
                 g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)  # resumable at any step
                 index = order[i * config.batch_size:(i + 1) * config.batch_size].to(device)
                 x = random_resized_crop(images[index], config.input_size, g, config.crop_scale, flip=config.flip)
-                x = x.contiguous(memory_format=_memory_format(device))
+                x = x.contiguous(memory_format=MEMORY_FORMAT)
                 lr = learning_rate(step, config.epochs * steps_per_epoch, warmup, config.lr, config.min_lr,
                                    config.warmup_lr)
                 for group in optimizer.param_groups:

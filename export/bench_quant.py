@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import io
+import json
 import os
 import statistics
 import sys
@@ -105,8 +106,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, runtimes: list[str]) -> int:
-    import json
-
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="emo-bench-quant-") as tmp:
         out = Path(tmp) / "out"

@@ -30,10 +30,9 @@ DEPLOY_TARGET = onnx_backend.DEPLOY_TARGET
 def export(model: torch.nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
     reused = ctx.shared.get("onnx_model") is not None
     proto = onnx_backend.to_onnx(model, example, ctx)
-    facts = None
-    if ctx.precision == "int8":
+    fixed, facts = ctx.precision == "int8", None  # int8: the QDQ graph, stored in the "fixed" style (docstring)
+    if fixed:
         proto, facts = onnx_backend.int8_graph(proto, path.parent, ctx)
-    fixed = ctx.precision == "int8"
     options = ort.SessionOptions()
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if fixed
                                         else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
