@@ -157,6 +157,11 @@ class MILProgram:
             data = np.array(list(getattr(tensor, field).values)).astype(_DTYPES.get(data_type, np.float32))
         return data.reshape(shape)
 
+    def constants(self) -> dict[str, object]:
+        """The value of every ``const`` op's output, by name (weights included: read from the blob file)."""
+        return {op.outputs[0].name: self._value(op.attributes["val"])
+                for op in self.block.operations if op.type == "const"}
+
     # --------------------------------------------------------------------------------------------- run
     def run(self, feeds: dict[str, np.ndarray], observe: Callable[[str, object], None] | None = None
             ) -> dict[str, object]:

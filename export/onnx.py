@@ -108,16 +108,17 @@ def int8_graph(proto: onnx.ModelProto, folder: Path, ctx) -> tuple[onnx.ModelPro
     run and shared by the onnx and ort backends (same calibration, same graph)."""
     import tempfile
 
-    from emo.export.quantize import ONNX_INT8, quantize_onnx
+    from emo.export.quantize import ONNX_INT8, qdq_layer_errors, quantize_onnx
 
     if ctx.shared.get("onnx_int8") is None:
         with tempfile.TemporaryDirectory(prefix=".emo-quant-", dir=folder) as work:
             quantized = quantize_onnx(proto, ctx.calibration.images, ONNX_INT8, ctx.batch, Path(work))
-        onnx.checker.check_model(quantized)
-        ctx.shared["onnx_int8"] = quantized
-    quantized = ctx.shared["onnx_int8"]
+            onnx.checker.check_model(quantized)
+            errors = qdq_layer_errors(proto, quantized, ctx.calibration.images, ctx.batch, Path(work))
+        ctx.shared["onnx_int8"] = quantized, errors
+    quantized, errors = ctx.shared["onnx_int8"]
     facts = graph_facts(quantized)
-    facts["quantization"] = quantization_facts(quantized, ONNX_INT8)
+    facts["quantization"] = {**quantization_facts(quantized, ONNX_INT8), "layer_errors": errors}
     return quantized, facts
 
 
@@ -141,6 +142,7 @@ def quantization_facts(proto: onnx.ModelProto, recipe) -> dict:
         (quantized if fused else floating)[node.op_type] += 1
     return {"scheme": recipe.description, "weight_type": recipe.weight_type,
             "activation_type": recipe.activation_type, "float_op_types": list(recipe.float_ops),
+            "sixteen_bit_activations": list(recipe.wide_tensors),
             "quantized_ops": dict(sorted(quantized.items())), "float_ops": dict(sorted(floating.items()))}
 
 

@@ -123,6 +123,7 @@ class OnnxRecipe:
     activation_type: str          # "QUInt8" | "QUInt16"
     float_ops: tuple[str, ...]    # op types kept in float (mixed precision)
     description: str
+    wide_tensors: tuple[str, ...] = ()  # QNN mixed precision: tensor kinds (see wide_tensors) kept at 16 bits
 
 
 # ONNX Runtime's CPU EP runs U8S8 (uint8 activations, int8 weights) on VNNI/AVX2 and on Arm's sdot kernels. Softmax,
@@ -132,6 +133,41 @@ class OnnxRecipe:
 ONNX_INT8 = OnnxRecipe("QInt8", "QUInt8", ("Softmax", "Erf", "Sqrt", "Reciprocal", "Pow", "Div"),
                        "QDQ; weights int8 symmetric per output channel; activations uint8 asymmetric per tensor; "
                        "MinMax calibration")
+
+
+def layernorm_statistics(proto) -> list:
+    """The deploy form's LayerNorm statistics convs (``LayerNorm2d.fuse``: 1x1 conv, one output channel, weights
+    all 1/C): the channel mean of x and the mean of the squared deviation (the variance)."""
+    from onnx import numpy_helper
+
+    weights = {init.name: init for init in proto.graph.initializer}
+    found = []
+    for node in proto.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights:
+            continue
+        dims = tuple(weights[node.input[1]].dims)
+        if len(dims) == 4 and dims[0] == 1 and dims[2:] == (1, 1):
+            w = numpy_helper.to_array(weights[node.input[1]])
+            if np.allclose(w, 1.0 / dims[1], rtol=1e-6, atol=0):
+                found.append(node)
+    return found
+
+
+def wide_tensors(proto, kinds: tuple[str, ...]) -> list[str]:
+    """Names of the activations of ``kinds`` in a float graph: "layernorm_variance" (each LayerNorm's squared
+    deviation and its mean: x - mean(x) is small next to its outliers, so 8-bit steps set most squares to 0, and
+    1/sigma is then off by orders of magnitude) and "softmax" (attention probabilities: 8-bit steps of 1/255 are
+    coarse next to most weights of a 49-token window)."""
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    names: list[str] = []
+    if "layernorm_variance" in kinds:
+        for conv in layernorm_statistics(proto):
+            square = producers.get(conv.input[0])
+            if square is not None and square.op_type == "Mul" and square.input[0] == square.input[1]:
+                names += [conv.input[0], conv.output[0]]
+    if "softmax" in kinds:
+        names += [node.output[0] for node in proto.graph.node if node.op_type == "Softmax"]
+    return names
 
 
 class _Reader:
@@ -166,9 +202,11 @@ def quantize_onnx(proto, calibration: np.ndarray, recipe: OnnxRecipe, batch: int
     if qnn:
         from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
+        # mixed precision: onnxruntime inserts the 8 <-> 16-bit conversions the HTP runs between them
+        overrides = {name: [{"quant_type": QuantType.QUInt16}] for name in wide_tensors(proto, recipe.wide_tensors)}
         config = get_qnn_qdq_config(str(float_path), reader, activation_type=getattr(QuantType, recipe.activation_type),
                                     weight_type=getattr(QuantType, recipe.weight_type), per_channel=True,
-                                    calibrate_method=CalibrationMethod.MinMax)
+                                    calibrate_method=CalibrationMethod.MinMax, init_overrides=overrides or None)
         quantize(str(float_path), str(quant_path), config)
     else:
         float_nodes = [n.name for n in proto.graph.node if n.op_type in recipe.float_ops]
@@ -183,6 +221,55 @@ def quantize_onnx(proto, calibration: np.ndarray, recipe: OnnxRecipe, batch: int
         quantized.metadata_props.add(key=prop.key, value=prop.value)
     quantized.producer_name = "emo-mobile"
     return quantized
+
+
+LAYER_ERROR_IMAGES = 8  # calibration images the per-layer error of an int8 graph is measured on
+
+
+def qdq_layer_errors(float_proto, qdq_proto, images: np.ndarray, batch: int, work_dir: Path,
+                     worst: int = 8) -> dict:
+    """Per-tensor error of a QDQ graph against its float graph on a few calibration images, through onnxruntime's
+    ``qdq_loss_debug`` (both graphs on the CPU EP, every activation made a graph output): for each quantized
+    activation the SQNR of its own quantization step (``qdq_err``, the layers to keep wider) and of the QDQ graph
+    against the float one up to that tensor (``xmodel_err``). Printed to the export log; the worst in the sidecar."""
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    from emo.export.parity import batches
+
+    paths = {}
+    for tag, proto in (("float", float_proto), ("qdq", qdq_proto)):
+        plain, augmented = work_dir / f"debug_{tag}.onnx", work_dir / f"debug_{tag}_all.onnx"
+        onnx.save(proto, str(plain))
+        modify_model_output_intermediate_tensors(str(plain), str(augmented))
+        paths[tag] = str(augmented)
+    name = float_proto.graph.input[0].name
+    feeds = [{name: chunk} for chunk in batches(images[:LAYER_ERROR_IMAGES], batch)]
+    matched = create_activation_matching(collect_activations(paths["qdq"], iter(feeds)),
+                                         collect_activations(paths["float"], iter(feeds)))
+    errors = compute_activation_error(matched)
+    producers = {out: node.op_type for node in float_proto.graph.node for out in node.output}
+    rows = [{"tensor": tensor, "op": producers.get(tensor, "input"), "qdq_sqnr_db": round(float(e["qdq_err"]), 2),
+             "xmodel_sqnr_db": round(float(e["xmodel_err"]), 2)}
+            for tensor, e in errors.items() if "qdq_err" in e and np.isfinite(e["qdq_err"])]
+    output = float_proto.graph.output[0].name
+    out_err = errors.get(output, {}).get("xmodel_err")
+    record = {"metric": f"SQNR in dB (higher is better) on {min(len(images), LAYER_ERROR_IMAGES)} calibration images, "
+                        "onnxruntime qdq_loss_debug on the CPU EP",
+              "output_sqnr_db": round(float(out_err), 2) if out_err is not None and np.isfinite(out_err) else None,
+              "activations_compared": len(rows),
+              "worst_quantization_steps": sorted(rows, key=lambda r: r["qdq_sqnr_db"])[:worst]}
+    print(f"per-layer error ({record['metric']}): output {record['output_sqnr_db']} dB over "
+          f"{len(rows)} quantized activations; lowest quantization SQNR:", file=sys.stderr)
+    for row in record["worst_quantization_steps"]:
+        print(f"  {row['tensor']:<28} {row['op']:<10} step {row['qdq_sqnr_db']:6.2f} dB, "
+              f"graph so far {row['xmodel_sqnr_db']:6.2f} dB", file=sys.stderr)
+    return record
 
 
 def _constant(proto, name: str) -> float | None:

@@ -68,6 +68,12 @@ def test_onnx_int8_sidecar_and_parity(exported, calibration_dir):
     assert quant["calibration"]["source"] == str(calibration_dir.resolve())
     assert quant["calibration"]["count"] == CAL_COUNT
     assert quant["quantized_ops"]["Conv"] > 50 and quant["quantized_ops"]["MatMul"] > 0
+    errors = quant["layer_errors"]  # per-layer error against the float graph, also printed to the export log
+    assert errors["activations_compared"] > 100 and 10 < errors["output_sqnr_db"] < 80
+    worst = errors["worst_quantization_steps"]
+    assert len(worst) == 8 and worst == sorted(worst, key=lambda r: r["qdq_sqnr_db"])
+    assert all(r["op"] in ("Conv", "Mul", "Add", "Sub", "MatMul", "Sigmoid", "Softmax", "Gemm", "Slice", "Reshape",
+                           "Transpose", "Pad", "ReduceMean", "input") for r in worst)
 
 
 def test_onnx_int8_graph_is_qdq_per_channel(exported):
@@ -176,10 +182,11 @@ def qnn_exported(tmp_path_factory, calibration_dir):
     from emo_testutil import REF_CKPT
 
     out = tmp_path_factory.mktemp("qnn")
-    code = cli.export_main(["--model", "emo_1m", "--weights", str(REF_CKPT), "--format", "qnn", "--input-size", SIZE,
-                            "--calibration", str(calibration_dir), "--calibration-count", str(CAL_COUNT),
-                            "--out", str(out)])
-    assert code == 0
+    for precision in ("w8a16", "int8"):
+        code = cli.export_main(["--model", "emo_1m", "--weights", str(REF_CKPT), "--format", "qnn", "--input-size",
+                                SIZE, "--precision", precision, "--calibration", str(calibration_dir),
+                                "--calibration-count", str(CAL_COUNT), "--out", str(out)])
+        assert code == 0
     return out
 
 
@@ -197,6 +204,62 @@ def test_qnn_w8a16_on_the_htp_simulator(qnn_exported):
     model = onnx.load(str(qnn_exported / "emo_1m_qnn_w8a16.onnx"))
     assert [n.op_type for n in model.graph.node] == ["EPContext"]  # the whole graph is one HTP context
     assert cli.verify_main([str(qnn_exported / "emo_1m_qnn_w8a16.onnx")]) == 0
+
+
+def test_qnn_int8_is_mixed_precision_on_the_htp_simulator(qnn_exported):
+    side = _side(qnn_exported, "emo_1m_qnn_int8")
+    assert side["parity"]["status"] == "passed" and side["backend_info"]["nodes_on_cpu"] == 0
+    quant = side["quantization"]
+    assert quant["activation_type"] == "QUInt8" and quant["sixteen_bit_activations"] == ["layernorm_variance",
+                                                                                          "softmax"]
+    assert quant["layer_errors"]["output_sqnr_db"] > 10 and "before HTP compilation" in quant["layer_errors"]["note"]
+
+
+def _layernorm_and_softmax_graph():
+    """A float graph with the deploy form's LayerNorm (channel means as 1x1 convs of weights 1/C) and a softmax."""
+    c = 4
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    mean = numpy_helper.from_array(np.full((1, c, 1, 1), 1.0 / c, np.float32), "mean_w")
+    other = numpy_helper.from_array(np.full((1, c, 1, 1), 0.5, np.float32), "other_w")  # one output channel, not 1/C
+    nodes = [helper.make_node("Conv", ["image", "mean_w"], ["mu"]), helper.make_node("Sub", ["image", "mu"], ["xc"]),
+             helper.make_node("Mul", ["xc", "xc"], ["sq"]), helper.make_node("Conv", ["sq", "mean_w"], ["var"]),
+             helper.make_node("Sqrt", ["var"], ["sigma"]), helper.make_node("Div", ["xc", "sigma"], ["normed"]),
+             helper.make_node("Conv", ["normed", "other_w"], ["o"]), helper.make_node("Softmax", ["o"], ["logits"],
+                                                                                        axis=-1)]
+    for node in nodes:
+        node.name = f"{node.op_type}_{node.output[0]}"
+    x = helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1, c, 4, 4])
+    y = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 1, 4, 4])
+    return helper.make_model(helper.make_graph(nodes, "ln", [x], [y], [mean, other]),
+                             opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_wide_tensors_are_the_layernorm_variance_and_the_softmax():
+    from emo.export.quantize import layernorm_statistics, wide_tensors
+
+    model = _layernorm_and_softmax_graph()
+    assert [n.output[0] for n in layernorm_statistics(model)] == ["mu", "var"]  # not "o": its weights are not 1/C
+    assert wide_tensors(model, ("layernorm_variance",)) == ["sq", "var"]
+    assert wide_tensors(model, ("layernorm_variance", "softmax")) == ["sq", "var", "logits"]
+    assert wide_tensors(model, ()) == []
+
+
+def test_qnn_int8_quantizes_the_wide_tensors_to_16_bits(tmp_path):
+    pytest.importorskip("onnxruntime_qnn", reason="the qnn extra (onnxruntime-qnn) is not installed")
+    from emo.export import qnn
+    from emo.export.quantize import quantize_onnx
+
+    calibration = np.random.default_rng(0).normal(size=(6, 4, 4, 4)).astype(np.float32)
+    quantized = quantize_onnx(_layernorm_and_softmax_graph(), calibration, qnn.RECIPES["int8"], 1, tmp_path, qnn=True)
+    inits = {i.name: i for i in quantized.graph.initializer}
+    bits = {}
+    for node in quantized.graph.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[0] not in inits:
+            bits.setdefault(node.input[0], set()).add(inits[node.input[2]].data_type)
+    u8, u16 = onnx.TensorProto.UINT8, onnx.TensorProto.UINT16
+    assert bits["sq"] == {u16} and bits["var"] == {u16} and bits["logits_QuantizeLinear_Input"] == {u16}
+    assert bits["image"] == bits["mu"] == bits["xc"] == bits["normed"] == bits["o"] == {u8}
+    assert bits["xc_convert_QuantizeLinear_Input"] == {u16}  # onnxruntime's 8 -> 16-bit conversion into the square
 
 
 def test_qnn_names_a_node_the_htp_cannot_take(tmp_path):
@@ -243,6 +306,33 @@ def test_coreml_int8_w8a8_runs_in_the_mil_interpreter(exported):
     assert quant["int8_weights"] == ops["constexpr_affine_dequantize"] and quant["quantize_ops"] == ops["quantize"]
     assert "MIL interpreter" in quant["calibration_statistics"] and quant["float_activation_ops"] == ["add"]
     assert quant["calibration"]["count"] == CAL_COUNT
+    # mixed precision: the 12 LayerNorms' statistics convs (mean and variance) take fp16 inputs
+    from emo.export.coreml import _layernorm_statistics
+    from emo.export.mil_interpreter import MILProgram
+
+    assert quant["float_activation_layers"] == {"layernorm_statistics": 24}
+    program = MILProgram(exported / "emo_1m_coreml_int8.mlpackage")
+    producer = {op.outputs[0].name: op.type for op in program.block.operations}
+    convs = {op.outputs[0].name: op for op in program.block.operations if op.type == "conv"}
+    statistics = _layernorm_statistics(program)
+    assert len(statistics) == 24
+    # the variances (every second statistics conv) read the squared deviations in fp16; a mean may read a tensor that
+    # is int8 for its other consumers (a conv output before the first LayerNorm of a stage)
+    assert [producer[convs[name].inputs["x"].arguments[0].name] for name in statistics[1::2]] == ["mul"] * 12
+    assert sum(producer[op.inputs["x"].arguments[0].name] == "dequantize" for op in convs.values()) > 40
+    errors = quant["layer_errors"]  # per-layer error against the fp16 program, also printed to the export log
+    assert 0 < errors["output"] < 0.3 and len(errors["largest_additions"]) == 8
+    assert all(0 <= r["error"] <= 1 for r in errors["largest_additions"])
+
+
+def test_layer_error_ignores_scales_folded_into_ops():
+    from emo.export.coreml import _angle_error
+
+    f = np.random.default_rng(0).normal(size=(2, 8, 5)).astype(np.float32)
+    assert _angle_error(f, 23.08 * f) < 1e-6  # coremltools folds quantization scales into an add's inputs
+    assert abs(_angle_error(np.array([1.0, 0.0]), np.array([0.0, 2.0])) - 1.0) < 1e-12
+    assert abs(_angle_error(np.array([1.0, 0.0]), np.array([1.0, 1.0])) - 2 ** -0.5) < 1e-9
+    assert _angle_error(np.zeros(3), np.zeros(3)) == 0.0 and _angle_error(np.zeros(3), np.ones(3)) == 1.0
 
 
 def test_coreml_int8_activation_ranges_come_from_the_interpreter(exported, tmp_path):
