@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import re
 import signal
@@ -197,6 +198,13 @@ def export_main(argv: list[str] | None = None) -> int:
     for r in results:
         if r.sidecar:
             print(f"wrote {r.path} and {r.sidecar.name}")
+    from emo.export.quantize import layer_error_lines
+
+    for r in results:  # quantized artifacts: where int8 lost precision, layer by layer (also in the sidecar)
+        quantization = json.loads(r.sidecar.read_text()).get("quantization") if r.sidecar else None
+        errors = (quantization or {}).get("layer_errors")
+        if errors:
+            print("\n".join(layer_error_lines(r.path.name, errors)))
     return 0 if all(r.ok for r in results) else EXIT_FAILED
 
 

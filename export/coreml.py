@@ -229,7 +229,7 @@ def _angle_error(reference: np.ndarray, value) -> float:
     return float(np.sqrt(max(0.0, 1.0 - min(1.0, cos) ** 2)))
 
 
-def layer_errors(reference: Path, quantized: Path, samples: list[dict[str, np.ndarray]]) -> dict | None:
+def layer_errors(reference: Path, quantized: Path, samples: list[dict[str, np.ndarray]]) -> dict:
     """Per-op error of a quantized program against its float one, on ``samples``: the error of every op's output
     (``_angle_error``), and what each op added to the largest error of its inputs. Ops are paired in program order
     (coremltools renumbers op outputs when it re-runs its pipeline, so names do not pair); None when the two programs
@@ -241,17 +241,21 @@ def layer_errors(reference: Path, quantized: Path, samples: list[dict[str, np.nd
     fops = [op for op in fp.block.operations if op.type not in skip]
     qops = [op for op in q.block.operations if op.type not in skip and not op.type.startswith("constexpr_")]
     if [op.type for op in fops] != [op.type for op in qops]:
-        return None
-    pairs = {b.outputs[0].name: a.outputs[0].name for a, b in zip(fops, qops)}
+        return {"metric": "not computed: the quantized program's ops do not pair with the fp16 program's"}
+    pairs = {b.outputs[0].name: a.outputs[0].name for a, b in zip(fops, qops, strict=True)}
     errors: dict[str, list[float]] = {}
+    values: dict[str, np.ndarray] = {}  # the fp16 program's values for the current sample
+
+    def keep(name: str, value) -> None:
+        values[name] = np.asarray(value, np.float32)
+
+    def compare(name: str, value) -> None:
+        if name in pairs and pairs[name] in values:
+            errors.setdefault(pairs[name], []).append(_angle_error(values[pairs[name]], value))
+
     for sample in samples:
-        values: dict[str, np.ndarray] = {}
-        fp.run(sample, observe=lambda name, value: values.__setitem__(name, np.asarray(value, np.float32)))
-
-        def compare(name: str, value) -> None:
-            if name in pairs and pairs[name] in values:
-                errors.setdefault(pairs[name], []).append(_angle_error(values[pairs[name]], value))
-
+        values.clear()
+        fp.run(sample, observe=keep)
         q.run(sample, observe=compare)
     mean = {name: float(np.mean(v)) for name, v in errors.items()}
     rows = []
@@ -273,8 +277,8 @@ def layer_errors(reference: Path, quantized: Path, samples: list[dict[str, np.nd
 
 def _to_int8(mlmodel, folder: Path, ctx, image_input: bool):
     """W8A8: activations quantized with ranges calibrated on ``ctx.calibration`` (through the MIL interpreter),
-    then weights; the per-layer error against the fp16 program goes to the log. Returns the quantized model and
-    its record for the sidecar."""
+    then weights; the per-layer error against the fp16 program goes into the record (emo-export prints it).
+    Returns the quantized model and its record for the sidecar."""
     import tempfile
     from unittest import mock
 
@@ -315,7 +319,6 @@ def _to_int8(mlmodel, folder: Path, ctx, image_input: bool):
         quantized = Path(work) / "int8.mlpackage"
         mlmodel.save(str(quantized))
         errors = layer_errors(package, quantized, samples[:max(1, -(-LAYER_ERROR_IMAGES // batch))])
-    _log_layer_errors(errors)
     return mlmodel, {
         "weights": f"int8 per output channel, symmetric (constexpr_affine_dequantize); weights under "
                    f"{WEIGHT_THRESHOLD} elements stay fp16",
@@ -327,16 +330,6 @@ def _to_int8(mlmodel, folder: Path, ctx, image_input: bool):
                                   "only)",
         "coremltools_passes": ["linear_quantize_activations", "linear_quantize_weights"],
         "layer_errors": errors}
-
-
-def _log_layer_errors(errors: dict | None) -> None:
-    if errors is None:
-        print("per-layer error: not computed (the int8 program's ops do not pair with the fp16 program's)",
-              file=sys.stderr)
-        return
-    print(f"per-layer error ({errors['metric']}): output {errors['output']}; largest additions:", file=sys.stderr)
-    for row in errors["largest_additions"]:
-        print(f"  {row['op']:<32} {row['type']:<10} +{row['added']:.4f} -> {row['error']:.4f}", file=sys.stderr)
 
 
 def _feed(program_spec_input_is_image: bool, x: np.ndarray) -> np.ndarray:

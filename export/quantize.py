@@ -231,7 +231,8 @@ def qdq_layer_errors(float_proto, qdq_proto, images: np.ndarray, batch: int, wor
     """Per-tensor error of a QDQ graph against its float graph on a few calibration images, through onnxruntime's
     ``qdq_loss_debug`` (both graphs on the CPU EP, every activation made a graph output): for each quantized
     activation the SQNR of its own quantization step (``qdq_err``, the layers to keep wider) and of the QDQ graph
-    against the float one up to that tensor (``xmodel_err``). Printed to the export log; the worst in the sidecar."""
+    against the float one up to that tensor (``xmodel_err``). The worst go into the sidecar; emo-export prints
+    them (``layer_error_lines``)."""
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
@@ -264,12 +265,24 @@ def qdq_layer_errors(float_proto, qdq_proto, images: np.ndarray, batch: int, wor
               "output_sqnr_db": round(float(out_err), 2) if out_err is not None and np.isfinite(out_err) else None,
               "activations_compared": len(rows),
               "worst_quantization_steps": sorted(rows, key=lambda r: r["qdq_sqnr_db"])[:worst]}
-    print(f"per-layer error ({record['metric']}): output {record['output_sqnr_db']} dB over "
-          f"{len(rows)} quantized activations; lowest quantization SQNR:", file=sys.stderr)
-    for row in record["worst_quantization_steps"]:
-        print(f"  {row['tensor']:<28} {row['op']:<10} step {row['qdq_sqnr_db']:6.2f} dB, "
-              f"graph so far {row['xmodel_sqnr_db']:6.2f} dB", file=sys.stderr)
     return record
+
+
+def layer_error_lines(artifact: str, record: dict) -> list[str]:
+    """The per-layer error of a quantized artifact (its sidecar's ``quantization.layer_errors``, made by
+    ``qdq_layer_errors`` or the Core ML backend) as the lines emo-export prints under its table."""
+    if "worst_quantization_steps" in record:
+        lines = [f"{artifact}: per-layer error ({record['metric']}): output {record['output_sqnr_db']} dB over "
+                 f"{record['activations_compared']} quantized activations; lowest quantization SQNR:"]
+        lines += [f"  {row['tensor']:<28} {row['op']:<10} step {row['qdq_sqnr_db']:6.2f} dB, "
+                  f"graph so far {row['xmodel_sqnr_db']:6.2f} dB" for row in record["worst_quantization_steps"]]
+        return lines
+    if "largest_additions" in record:
+        lines = [f"{artifact}: per-layer error ({record['metric']}): output {record['output']}; largest additions:"]
+        lines += [f"  {row['op']:<28} {row['type']:<10} +{row['added']:.4f} -> {row['error']:.4f}"
+                  for row in record["largest_additions"]]
+        return lines
+    return [f"{artifact}: per-layer error {record.get('metric', 'not recorded')}"]
 
 
 def _constant(proto, name: str) -> float | None:

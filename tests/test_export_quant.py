@@ -76,6 +76,28 @@ def test_onnx_int8_sidecar_and_parity(exported, calibration_dir):
                            "Transpose", "Pad", "ReduceMean", "input") for r in worst)
 
 
+def test_export_prints_the_per_layer_error(tmp_path, calibration_dir, capsys):
+    assert cli.export_main(["--model", "emo_1m", "--format", "onnx", "--precision", "int8", "--input-size", SIZE,
+                            "--calibration", str(calibration_dir), "--calibration-count", str(CAL_COUNT),
+                            "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    head = next(i for i, line in enumerate(out) if "per-layer error" in line)
+    assert out[head].startswith("emo_1m_onnx_int8.onnx: per-layer error (SQNR in dB") and "output" in out[head]
+    assert len(out) == head + 9 and all(" dB, graph so far " in line for line in out[head + 1:])
+
+
+def test_layer_error_lines_for_each_record_kind():
+    from emo.export.quantize import layer_error_lines
+
+    coreml = {"metric": "m", "output": 0.03, "largest_additions": [{"op": "conv_1", "type": "conv", "error": 0.2,
+                                                                    "added": 0.05}]}
+    assert layer_error_lines("a.mlpackage", coreml) == [
+        "a.mlpackage: per-layer error (m): output 0.03; largest additions:",
+        "  conv_1                       conv       +0.0500 -> 0.2000"]
+    assert layer_error_lines("a.mlpackage", {"metric": "not computed: x"}) == ["a.mlpackage: per-layer error "
+                                                                                "not computed: x"]
+
+
 def test_onnx_int8_graph_is_qdq_per_channel(exported):
     model = onnx.load(str(exported / "emo_1m_onnx_int8.onnx"))
     assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["logits"]
