@@ -10,7 +10,7 @@ Recipe (Apple's export_model.py):
    int8 (W8A8, iOS17+): the fp16 program, then coremltools' ``linear_quantize_activations`` (quantize/dequantize
    pairs, int8 per tensor, affine; residual adds and the LayerNorm statistics stay fp16) and
    ``linear_quantize_weights`` (int8 per output channel, constexpr_affine_dequantize); the per-layer error against
-   the fp16 program is printed to the export log and kept in the sidecar.
+   the fp16 program is kept in the sidecar and printed by emo-export.
    coremltools calibrates activations by running the model with ``MLModel.predict``, which exists on macOS only;
    here the same statistics (min/max of every op output over the calibration images) come from the MIL
    interpreter (``_activation_ranges``), handed to coremltools' own passes, so the program is the one macOS makes.
@@ -38,7 +38,6 @@ DEFAULT_TARGET = "iOS17"
 INT8_TARGETS = ("iOS17", "iOS18", "macOS14", "macOS15")  # MIL quantize/dequantize of activations: opset iOS17
 WEIGHT_THRESHOLD = 2048  # coremltools' default: smaller weights (depthwise kernels, norms) stay fp16
 FLOAT_ACTIVATION_OPS = ("add",)  # int8 mixed precision: these ops' activations stay fp16 (see _to_int8)
-LAYER_ERROR_IMAGES = 8  # calibration images (at least one batch) the per-layer int8 error is measured on
 INTERPRETER = "mil-interpreter (numpy)"
 COREML_RUNTIME = "Core ML runtime (MLModel.predict, macOS)"
 PIXEL_SCALE = 1.0 / 255.0
@@ -232,8 +231,8 @@ def _angle_error(reference: np.ndarray, value) -> float:
 def layer_errors(reference: Path, quantized: Path, samples: list[dict[str, np.ndarray]]) -> dict:
     """Per-op error of a quantized program against its float one, on ``samples``: the error of every op's output
     (``_angle_error``), and what each op added to the largest error of its inputs. Ops are paired in program order
-    (coremltools renumbers op outputs when it re-runs its pipeline, so names do not pair); None when the two programs
-    do not have the same ops in the same order."""
+    (coremltools renumbers op outputs when it re-runs its pipeline, so names do not pair); only a note when the two
+    programs do not have the same ops in the same order."""
     from emo.export.mil_interpreter import MILProgram
 
     fp, q = MILProgram(reference), MILProgram(quantized)
@@ -286,6 +285,7 @@ def _to_int8(mlmodel, folder: Path, ctx, image_input: bool):
     from coremltools.optimize.coreml import _post_training_quantization as ptq
 
     from emo.export.mil_interpreter import MILProgram
+    from emo.export.quantize import LAYER_ERROR_IMAGES
 
     images = ctx.calibration.images * (1.0 / PIXEL_SCALE if image_input else 1.0)
     batch = 1 if image_input else ctx.batch
@@ -318,7 +318,7 @@ def _to_int8(mlmodel, folder: Path, ctx, image_input: bool):
         mlmodel = cto.coreml.linear_quantize_weights(mlmodel, weights)
         quantized = Path(work) / "int8.mlpackage"
         mlmodel.save(str(quantized))
-        errors = layer_errors(package, quantized, samples[:max(1, -(-LAYER_ERROR_IMAGES // batch))])
+        errors = layer_errors(package, quantized, samples[:max(1, -(-LAYER_ERROR_IMAGES // batch))])  # >= 1 batch
     return mlmodel, {
         "weights": f"int8 per output channel, symmetric (constexpr_affine_dequantize); weights under "
                    f"{WEIGHT_THRESHOLD} elements stay fp16",

@@ -255,14 +255,17 @@ def qdq_layer_errors(float_proto, qdq_proto, images: np.ndarray, batch: int, wor
                                          collect_activations(paths["float"], iter(feeds)))
     errors = compute_activation_error(matched)
     producers = {out: node.op_type for node in float_proto.graph.node for out in node.output}
-    rows = [{"tensor": tensor, "op": producers.get(tensor, "input"), "qdq_sqnr_db": round(float(e["qdq_err"]), 2),
-             "xmodel_sqnr_db": round(float(e["xmodel_err"]), 2)}
-            for tensor, e in errors.items() if "qdq_err" in e and np.isfinite(e["qdq_err"])]
+
+    def db(value) -> float | None:  # an exact tensor has infinite SQNR: JSON has no Infinity, so None
+        return round(float(value), 2) if value is not None and np.isfinite(value) else None
+
+    rows = [{"tensor": tensor, "op": producers.get(tensor, "input"), "qdq_sqnr_db": db(e["qdq_err"]),
+             "xmodel_sqnr_db": db(e.get("xmodel_err"))}
+            for tensor, e in errors.items() if db(e.get("qdq_err")) is not None]
     output = float_proto.graph.output[0].name
-    out_err = errors.get(output, {}).get("xmodel_err")
     record = {"metric": f"SQNR in dB (higher is better) on {min(len(images), LAYER_ERROR_IMAGES)} calibration images, "
                         "onnxruntime qdq_loss_debug on the CPU EP",
-              "output_sqnr_db": round(float(out_err), 2) if out_err is not None and np.isfinite(out_err) else None,
+              "output_sqnr_db": db(errors.get(output, {}).get("xmodel_err")),
               "activations_compared": len(rows),
               "worst_quantization_steps": sorted(rows, key=lambda r: r["qdq_sqnr_db"])[:worst]}
     return record
@@ -275,7 +278,7 @@ def layer_error_lines(artifact: str, record: dict) -> list[str]:
         lines = [f"{artifact}: per-layer error ({record['metric']}): output {record['output_sqnr_db']} dB over "
                  f"{record['activations_compared']} quantized activations; lowest quantization SQNR:"]
         lines += [f"  {row['tensor']:<28} {row['op']:<10} step {row['qdq_sqnr_db']:6.2f} dB, "
-                  f"graph so far {row['xmodel_sqnr_db']:6.2f} dB" for row in record["worst_quantization_steps"]]
+                  f"graph so far {row['xmodel_sqnr_db']} dB" for row in record["worst_quantization_steps"]]
         return lines
     if "largest_additions" in record:
         lines = [f"{artifact}: per-layer error ({record['metric']}): output {record['output']}; largest additions:"]

@@ -96,6 +96,11 @@ def test_layer_error_lines_for_each_record_kind():
         "  conv_1                       conv       +0.0500 -> 0.2000"]
     assert layer_error_lines("a.mlpackage", {"metric": "not computed: x"}) == ["a.mlpackage: per-layer error "
                                                                                 "not computed: x"]
+    onnx_record = {"metric": "m", "output_sqnr_db": 28.9, "activations_compared": 3, "worst_quantization_steps": [
+        {"tensor": "mul_2", "op": "Mul", "qdq_sqnr_db": 24.76, "xmodel_sqnr_db": None}]}  # None: exact (infinite)
+    assert layer_error_lines("a.onnx", onnx_record) == [
+        "a.onnx: per-layer error (m): output 28.9 dB over 3 quantized activations; lowest quantization SQNR:",
+        "  mul_2                        Mul        step  24.76 dB, graph so far None dB"]
 
 
 def test_onnx_int8_graph_is_qdq_per_channel(exported):
