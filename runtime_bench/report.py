@@ -43,15 +43,15 @@ def table(rows: list[dict]) -> str:
     # the PyTorch baseline (a pt2 artifact) of each device and settings, measured in the same run
     baseline = {(_device_name(r), _setting(r)): r["summary"]["median"] for r in rows
                 if r.get("backend") == "pt2" and r.get("status") == "ok" and r.get("summary", {}).get("median")}
-    header = ["artifact", "device", "settings", "median ms", "p90 ms", "min ms", "vs pt2", "load ms", "peak MB", "n",
-              "status"]
+    header = ["artifact", "precision", "device", "settings", "median ms", "p90 ms", "min ms", "vs pt2", "load ms",
+              "peak MB", "n", "status"]
     body = []
     for row in sorted(rows, key=key):
         s = row.get("summary", {})
         median = s.get("median", s.get("mean"))
         base = baseline.get((_device_name(row), _setting(row)))
-        body.append([Path(row["artifact"]).name, _device_name(row), _setting(row), _fmt(median),
-                     _fmt(s.get("p90")), _fmt(s.get("min")),
+        body.append([Path(row["artifact"]).name, row.get("precision") or "?", _device_name(row), _setting(row),
+                     _fmt(median), _fmt(s.get("p90")), _fmt(s.get("min")),
                      f"{base / median:.2f}x" if base and median and row.get("status") == "ok" else "-",
                      _fmt(row.get("load_ms"), ".1f"), _fmt(row.get("peak_memory_mb"), ".1f"),
                      str(s.get("count", "-")), row.get("status", "?")])

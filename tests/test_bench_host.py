@@ -56,6 +56,18 @@ def test_csv_plot_and_compare(bench_rows, capsys):
     assert capsys.readouterr().out.count("1.000x") == len(rows)
 
 
+def test_table_shows_precision():
+    from emo.runtime_bench.report import table
+
+    rows = [{"artifact": f"/x/emo_1m_onnx_{p}.onnx", "precision": p, "device": {"target": "host", "model": "vm"},
+             "settings": {"threads": 2}, "summary": {"median": m, "p90": m, "min": m, "count": 4}, "status": "ok"}
+            for p, m in (("int8", 2.0), ("fp32", 3.0))]
+    lines = table(rows).splitlines()
+    assert lines[0].split()[:3] == ["artifact", "precision", "device"]
+    assert [line.split()[:2] for line in lines[2:]] == [["emo_1m_onnx_int8.onnx", "int8"],
+                                                       ["emo_1m_onnx_fp32.onnx", "fp32"]]
+
+
 def test_failed_rows_are_kept(tiny, tmp_path, capsys):
     (tmp_path / "emo_1m_onnx_fp32.onnx").write_bytes((tiny / "emo_1m_onnx_fp32.onnx").read_bytes())
     (tmp_path / "emo_1m_onnx_fp32.json").write_text("{broken")
