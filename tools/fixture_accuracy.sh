@@ -4,8 +4,8 @@
 #   sh tools/fixture_accuracy.sh            (after `make venv` and `python -m emo.fashion_mnist --out out/fashion_mnist`)
 # Calibration: 256 images of the *training* split, every 215th in sorted order (all ten classes), never a test image.
 # Core ML artifacts are exported with --batch 50 for this run only: the MIL interpreter (NumPy) is then ~10x faster
-# per image; the program is the same per image. QNN runs on the HTP simulator (~0.13 s per image, ~25 min per
-# artifact for the 10k split); QNN_LIMIT=1000 evaluates the first 1,000 images (balanced) only.
+# per image; the program is the same per image. QNN runs on the HTP simulator (0.19-0.23 s per image here: 31 min
+# for int8 and 38 min for w8a16 over the 10k split); QNN_LIMIT=1000 evaluates the first 1,000 images (balanced) only.
 set -eu
 BIN=${BIN:-.venv/bin}
 DATA=${DATA:-out/fashion_mnist}
