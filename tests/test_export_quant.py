@@ -68,7 +68,7 @@ def test_onnx_int8_sidecar_and_parity(exported, calibration_dir):
     assert quant["calibration"]["source"] == str(calibration_dir.resolve())
     assert quant["calibration"]["count"] == CAL_COUNT
     assert quant["quantized_ops"]["Conv"] > 50 and quant["quantized_ops"]["MatMul"] > 0
-    errors = quant["layer_errors"]  # per-layer error against the float graph, also printed to the export log
+    errors = quant["layer_errors"]  # per-layer error against the float graph, also printed by emo-export
     assert errors["activations_compared"] > 100 and 10 < errors["output_sqnr_db"] < 80
     worst = errors["worst_quantization_steps"]
     assert len(worst) == 8 and worst == sorted(worst, key=lambda r: r["qdq_sqnr_db"])
@@ -347,7 +347,7 @@ def test_coreml_int8_w8a8_runs_in_the_mil_interpreter(exported):
     # is int8 for its other consumers (a conv output before the first LayerNorm of a stage)
     assert [producer[convs[name].inputs["x"].arguments[0].name] for name in statistics[1::2]] == ["mul"] * 12
     assert sum(producer[op.inputs["x"].arguments[0].name] == "dequantize" for op in convs.values()) > 40
-    errors = quant["layer_errors"]  # per-layer error against the fp16 program, also printed to the export log
+    errors = quant["layer_errors"]  # per-layer error against the fp16 program, also printed by emo-export
     assert 0 < errors["output"] < 0.3 and len(errors["largest_additions"]) == 8
     assert all(0 <= r["error"] <= 1 for r in errors["largest_additions"])
 
