@@ -201,17 +201,17 @@ def _op_name(op) -> str:
 
 
 def _layernorm_statistics(program) -> list[str]:
-    """The deploy form's LayerNorm statistics (``LayerNorm2d.fuse``): convs with one output channel and weights all
-    1/C, i.e. the channel mean and the variance. Names of the ops."""
+    """The deploy form's LayerNorm statistics: convs whose fp16 weights are a channel mean
+    (``quantize.is_channel_mean``), i.e. the mean and the variance. Names of the ops."""
+    from emo.export.quantize import is_channel_mean
+
     constants = program.constants()
     found = []
     for op in program.block.operations:
         if op.type != "conv":
             continue
         weight = [b.name for b in op.inputs["weight"].arguments if b.WhichOneof("binding") == "name"]
-        value = constants.get(weight[0]) if weight else None
-        if (isinstance(value, np.ndarray) and value.ndim == 4 and value.shape[0] == 1 and value.shape[2:] == (1, 1)
-                and np.allclose(value.astype(np.float32), 1.0 / value.shape[1], rtol=1e-3, atol=0)):
+        if weight and is_channel_mean(constants.get(weight[0]), rtol=1e-3):
             found.append(_op_name(op))
     return found
 

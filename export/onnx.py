@@ -108,13 +108,12 @@ def int8_graph(proto: onnx.ModelProto, folder: Path, ctx) -> tuple[onnx.ModelPro
     run and shared by the onnx and ort backends (same calibration, same graph)."""
     import tempfile
 
-    from emo.export.quantize import ONNX_INT8, qdq_layer_errors, quantize_onnx
+    from emo.export.quantize import ONNX_INT8, quantize_onnx
 
     if ctx.shared.get("onnx_int8") is None:
         with tempfile.TemporaryDirectory(prefix=".emo-quant-", dir=folder) as work:
-            quantized = quantize_onnx(proto, ctx.calibration.images, ONNX_INT8, ctx.batch, Path(work))
-            onnx.checker.check_model(quantized)
-            errors = qdq_layer_errors(proto, quantized, ctx.calibration.images, ctx.batch, Path(work))
+            quantized, errors = quantize_onnx(proto, ctx.calibration.images, ONNX_INT8, ctx.batch, Path(work))
+        onnx.checker.check_model(quantized)
         ctx.shared["onnx_int8"] = quantized, errors
     quantized, errors = ctx.shared["onnx_int8"]
     facts = graph_facts(quantized)

@@ -36,7 +36,7 @@ import torch
 
 from emo.export import onnx as onnx_backend
 from emo.export.output import captured_output
-from emo.export.quantize import OnnxRecipe, fuse_gelu, qdq_layer_errors, quantize_onnx
+from emo.export.quantize import OnnxRecipe, fuse_gelu, quantize_onnx
 
 EP_NAME = "QNNExecutionProvider"
 SOC_MODEL = "57"          # Snapdragon 8 Gen 3 (SM8650)
@@ -131,8 +131,7 @@ def export(model: torch.nn.Module, example: torch.Tensor, path: Path, ctx) -> di
     gelus, reciprocals = fuse_gelu(proto), reciprocal_to_div(proto)
     recipe = RECIPES[ctx.precision]
     with tempfile.TemporaryDirectory(prefix=".emo-qnn-", dir=path.parent) as work:
-        quantized = quantize_onnx(proto, ctx.calibration.images, recipe, ctx.batch, Path(work), qnn=True)
-        errors = qdq_layer_errors(proto, quantized, ctx.calibration.images, ctx.batch, Path(work))
+        quantized, errors = quantize_onnx(proto, ctx.calibration.images, recipe, ctx.batch, Path(work), qnn=True)
         qdq_path = Path(work) / "qdq.onnx"
         onnx.save(quantized, str(qdq_path))
         compile_for_htp(qdq_path, path)

@@ -135,22 +135,24 @@ ONNX_INT8 = OnnxRecipe("QInt8", "QUInt8", ("Softmax", "Erf", "Sqrt", "Reciprocal
                        "MinMax calibration")
 
 
+def is_channel_mean(weight, rtol: float = 1e-6) -> bool:
+    """Whether a conv weight is the deploy form's channel mean (``LayerNorm2d.fuse``): 1x1, one output channel,
+    every weight 1/C. ``rtol`` allows for fp16 weights."""
+    return (isinstance(weight, np.ndarray) and weight.ndim == 4 and weight.shape[0] == 1
+            and weight.shape[2:] == (1, 1)
+            and np.allclose(weight.astype(np.float32), 1.0 / weight.shape[1], rtol=rtol, atol=0))
+
+
 def layernorm_statistics(proto) -> list:
-    """The deploy form's LayerNorm statistics convs (``LayerNorm2d.fuse``: 1x1 conv, one output channel, weights
-    all 1/C): the channel mean of x and the mean of the squared deviation (the variance)."""
+    """The deploy form's LayerNorm statistics convs (weights ``is_channel_mean``): the channel mean of x and the
+    mean of the squared deviation (the variance)."""
     from onnx import numpy_helper
 
     weights = {init.name: init for init in proto.graph.initializer}
-    found = []
-    for node in proto.graph.node:
-        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights:
-            continue
-        dims = tuple(weights[node.input[1]].dims)
-        if len(dims) == 4 and dims[0] == 1 and dims[2:] == (1, 1):
-            w = numpy_helper.to_array(weights[node.input[1]])
-            if np.allclose(w, 1.0 / dims[1], rtol=1e-6, atol=0):
-                found.append(node)
-    return found
+    return [node for node in proto.graph.node
+            if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in weights
+            and len(weights[node.input[1]].dims) == 4 and weights[node.input[1]].dims[0] == 1  # cheap before reading
+            and is_channel_mean(numpy_helper.to_array(weights[node.input[1]]))]
 
 
 def wide_tensors(proto, kinds: tuple[str, ...]) -> list[str]:
@@ -188,9 +190,10 @@ class _Reader:
 
 
 def quantize_onnx(proto, calibration: np.ndarray, recipe: OnnxRecipe, batch: int, work_dir: Path,
-                  qnn: bool = False):
-    """A QDQ ONNX model calibrated on ``calibration`` ([0, 1] images in the graph's input layout). ``qnn`` uses
-    onnxruntime's QNN config (which knows the HTP's constraints, e.g. 16-bit activations with 8-bit weights)."""
+                  qnn: bool = False) -> tuple[object, dict]:
+    """A QDQ ONNX model calibrated on ``calibration`` ([0, 1] images in the graph's input layout), and its per-layer
+    error against ``proto`` (``qdq_layer_errors``). ``qnn`` uses onnxruntime's QNN config (which knows the HTP's
+    constraints, e.g. 16-bit activations with 8-bit weights)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize, quantize_static
 
@@ -220,20 +223,20 @@ def quantize_onnx(proto, calibration: np.ndarray, recipe: OnnxRecipe, batch: int
     for prop in proto.metadata_props:
         quantized.metadata_props.add(key=prop.key, value=prop.value)
     quantized.producer_name = "emo-mobile"
-    return quantized
+    return quantized, qdq_layer_errors(proto, float_path, quant_path, calibration, batch, work_dir)
 
 
 LAYER_ERROR_IMAGES = 8  # calibration images the per-layer error of an int8 graph is measured on
 
 
-def qdq_layer_errors(float_proto, qdq_proto, images: np.ndarray, batch: int, work_dir: Path,
+def qdq_layer_errors(float_proto, float_path: Path, qdq_path: Path, images: np.ndarray, batch: int, work_dir: Path,
                      worst: int = 8) -> dict:
-    """Per-tensor error of a QDQ graph against its float graph on a few calibration images, through onnxruntime's
+    """Per-tensor error of a QDQ graph (``qdq_path``) against its float graph (``float_proto``, saved at
+    ``float_path``) on a few calibration images, through onnxruntime's
     ``qdq_loss_debug`` (both graphs on the CPU EP, every activation made a graph output): for each quantized
     activation the SQNR of its own quantization step (``qdq_err``, the layers to keep wider) and of the QDQ graph
     against the float one up to that tensor (``xmodel_err``). The worst go into the sidecar; emo-export prints
     them (``layer_error_lines``)."""
-    import onnx
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
         compute_activation_error,
@@ -244,9 +247,8 @@ def qdq_layer_errors(float_proto, qdq_proto, images: np.ndarray, batch: int, wor
     from emo.export.parity import batches
 
     paths = {}
-    for tag, proto in (("float", float_proto), ("qdq", qdq_proto)):
-        plain, augmented = work_dir / f"debug_{tag}.onnx", work_dir / f"debug_{tag}_all.onnx"
-        onnx.save(proto, str(plain))
+    for tag, plain in (("float", float_path), ("qdq", qdq_path)):
+        augmented = work_dir / f"debug_{tag}_all.onnx"
         modify_model_output_intermediate_tensors(str(plain), str(augmented))
         paths[tag] = str(augmented)
     name = float_proto.graph.input[0].name

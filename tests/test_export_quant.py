@@ -277,7 +277,8 @@ def test_qnn_int8_quantizes_the_wide_tensors_to_16_bits(tmp_path):
     from emo.export.quantize import quantize_onnx
 
     calibration = np.random.default_rng(0).normal(size=(6, 4, 4, 4)).astype(np.float32)
-    quantized = quantize_onnx(_layernorm_and_softmax_graph(), calibration, qnn.RECIPES["int8"], 1, tmp_path, qnn=True)
+    quantized, _ = quantize_onnx(_layernorm_and_softmax_graph(), calibration, qnn.RECIPES["int8"], 1, tmp_path,
+                                 qnn=True)
     inits = {i.name: i for i in quantized.graph.initializer}
     bits = {}
     for node in quantized.graph.node:
@@ -301,7 +302,7 @@ def test_qnn_names_a_node_the_htp_cannot_take(tmp_path):
                                                                                   name="lonely_erf")], "g", [x], [y]),
                                    opset_imports=[onnx.helper.make_opsetid("", 18)])
     calibration = np.random.default_rng(0).random((4, 1, 8), dtype=np.float32)
-    quantized = quantize_onnx(model, calibration[:, 0], qnn.RECIPES["w8a16"], 1, tmp_path, qnn=True)
+    quantized, _ = quantize_onnx(model, calibration[:, 0], qnn.RECIPES["w8a16"], 1, tmp_path, qnn=True)
     onnx.save(quantized, str(tmp_path / "q.onnx"))
     with pytest.raises(RuntimeError, match=r"the HTP cannot take node\(s\) lonely_erf \(Erf\)"):
         qnn.compile_for_htp(tmp_path / "q.onnx", tmp_path / "out.onnx")
