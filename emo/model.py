@@ -29,8 +29,11 @@ WINDOW = 7
 #   "native":   the same, but the strided-grid partition is one emo::space_to_depth op (and its inverse one
 #               emo::depth_to_space), which ONNX (SpaceToDepth/DepthToSpace) and Core ML (space_to_depth) lower to
 #               their own op when n1 == n2; only a converter that registers these ops can take this form.
+#   "channels_last": the attention written on channel-last (NHWC) tensors, partitioned by emo::space_to_depth_nhwc:
+#               for converters that run convolutions NHWC (LiteRT), where every reshape of an NCHW tensor costs a
+#               layout transpose on each side; two transposes per attention block remain (groups in and out).
 #   "legacy":   the previous deploy form (transposes per window and per head), kept for bench_deploy's comparison.
-DEPLOY_TARGETS = ("portable", "native", "legacy")
+DEPLOY_TARGETS = ("portable", "native", "channels_last", "legacy")
 
 
 # ----------------------------------------------------------------------------------------------- building blocks
@@ -211,6 +214,48 @@ def _(x, block_h, block_w):
     return x.new_empty((B, C // (block_h * block_w), H * block_h, W * block_w))
 
 
+def space_to_depth_nhwc_reference(x: torch.Tensor, block_h: int, block_w: int) -> torch.Tensor:
+    """Channel-last twin: (B, H, W, C) -> (B, H/bh, W/bw, bh*bw*C) with out[:, a, b, (i*bw + j)*C + c] =
+    x[:, a*bh + i, b*bw + j, c] (TFLite SPACE_TO_DEPTH when bh == bw); one rank-4 transpose."""
+    H, W, C = (int(d) for d in x.shape[1:])
+    h, w = H // block_h, W // block_w
+    x = x.reshape(-1, block_h, w, block_w * C).permute(0, 2, 1, 3)            # ((B a), b, i, (j c))
+    return x.reshape(-1, h, w, block_h * block_w * C)
+
+
+def depth_to_space_nhwc_reference(x: torch.Tensor, block_h: int, block_w: int) -> torch.Tensor:
+    """The inverse of ``space_to_depth_nhwc_reference`` (TFLite DEPTH_TO_SPACE when bh == bw)."""
+    h, w, CB = (int(d) for d in x.shape[1:])
+    C = CB // (block_h * block_w)
+    x = x.reshape(-1, w, block_h, block_w * C).permute(0, 2, 1, 3)            # ((B a), i, b, (j c))
+    return x.reshape(-1, h * block_h, w * block_w, C)
+
+
+@torch.library.custom_op("emo::space_to_depth_nhwc", mutates_args=())
+def space_to_depth_nhwc(x: torch.Tensor, block_h: int, block_w: int) -> torch.Tensor:
+    """One graph op for the channel-last partition (the "channels_last" target; our TFLite backend lowers it to
+    SPACE_TO_DEPTH); ``space_to_depth_nhwc_reference`` is its definition."""
+    return space_to_depth_nhwc_reference(x, block_h, block_w).clone()
+
+
+@space_to_depth_nhwc.register_fake
+def _(x, block_h, block_w):
+    B, H, W, C = x.shape
+    return x.new_empty((B, H // block_h, W // block_w, C * block_h * block_w))
+
+
+@torch.library.custom_op("emo::depth_to_space_nhwc", mutates_args=())
+def depth_to_space_nhwc(x: torch.Tensor, block_h: int, block_w: int) -> torch.Tensor:
+    """The inverse of ``space_to_depth_nhwc``, as one graph op."""
+    return depth_to_space_nhwc_reference(x, block_h, block_w).clone()
+
+
+@depth_to_space_nhwc.register_fake
+def _(x, block_h, block_w):
+    B, H, W, C = x.shape
+    return x.new_empty((B, H * block_h, W * block_w, C // (block_h * block_w)))
+
+
 # ------------------------------------------------------------------------------------------------------ the block
 class iRMB(nn.Module):  # noqa: N801 - the paper's name
     """inverted Residual Mobile Block: norm -> (window attention ->) v -> depth-wise conv (-> SE) -> proj.
@@ -322,6 +367,28 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
             out = out[:, :, :H, :W]
         return self.v(out)
 
+    # deploy path ("channels_last" target): tokens are rows of an NHWC tensor, as a converter that runs convs NHWC
+    # lays them out, so no reshape meets a layout change; only the groups (window, head) move, once in, once out.
+    def _attend_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        C, H, W = (int(d) for d in x.shape[1:])  # batch left symbolic
+        x, pad_b, pad_r, n1, n2 = _pad_to_windows(x, H, W)  # before qk: padded tokens are keys with k = bias
+        n, t, dh, heads = n1 * n2, WINDOW * WINDOW, self.head_dim, self.num_heads
+        # qk is a 1x1 conv (per pixel), so it runs before the partition, and q, k and the values move together
+        a = torch.cat([self.qk(x), x], dim=1).permute(0, 2, 3, 1)                 # (B, H', W', 3C) channel-last
+        if n > 1:
+            a = (space_to_depth_nhwc(a, n1, n2) if n1 == n2 else space_to_depth_nhwc_reference(a, n1, n2))
+        # channels are (window, q/k/v, head, dh): one transpose puts the groups outside the 49 tokens
+        a = a.reshape(-1, t, n * 3 * heads, dh).permute(0, 2, 1, 3).reshape(-1, 3, heads * t * dh)
+        q, k, values = (a[:, i].reshape(-1, t, dh) for i in range(3))             # (B*n*heads, t, dh) each
+        attn = torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1)             # BATCH_MATMUL adj_y; last axis
+        out = torch.bmm(attn, values).reshape(-1, n * heads, t, dh).permute(0, 2, 1, 3)
+        out = out.reshape(-1, WINDOW, WINDOW, n * C)                                # (B, 7, 7, n*C) channel-last
+        if n > 1:
+            out = (depth_to_space_nhwc(out, n1, n2) if n1 == n2 else depth_to_space_nhwc_reference(out, n1, n2))
+        if pad_b or pad_r:
+            out = out[:, :H, :W]
+        return self.v(out.permute(0, 3, 1, 2))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.norm(x)
@@ -329,7 +396,8 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
             if not self.fused:
                 x = self._attend(x)
             else:
-                x = self._attend_rank4(x) if self.target == "legacy" else self._attend_windows(x)
+                x = {"legacy": self._attend_rank4, "channels_last": self._attend_channels_last}.get(
+                    self.target, self._attend_windows)(x)
         else:
             x = self.v(x)
         y = self.se(self.conv_local(x))
@@ -475,8 +543,9 @@ def deploy(model: EMO, target: str = "portable") -> EMO:
     """A fused deep copy in the export-friendly form; computes the same function (EMO_SPEC.md).
 
     ``target`` (``DEPLOY_TARGETS``) only changes how the window partition is written: "portable" in plain torch
-    ops, "native" as one ``emo::space_to_depth`` op for converters that map it to theirs, "legacy" the earlier
-    form with transposes per head (for comparisons)."""
+    ops, "native" as one ``emo::space_to_depth`` op for converters that map it to theirs, "channels_last" the
+    attention on NHWC tensors (for converters that run convolutions NHWC), "legacy" the earlier form with transposes
+    per head (for comparisons)."""
     if target not in DEPLOY_TARGETS:
         from emo.errors import EMOError
 

@@ -129,6 +129,13 @@ def weights_record(weights: str | None, ema: bool) -> dict:
     return {"path": str(Path(weights).resolve()), "sha256": sha256_file(weights), "ema": ema}
 
 
+def deploy_target(module, precision: str) -> str:
+    """The deploy form a backend exports: its module's ``DEPLOY_TARGET``, unless ``DEPLOY_TARGET_BY_PRECISION``
+    names another one for this precision."""
+    by_precision = getattr(module, "DEPLOY_TARGET_BY_PRECISION", {})
+    return by_precision.get(precision) or getattr(module, "DEPLOY_TARGET", "portable")
+
+
 def prepare(model: nn.Module, normalize_in_graph: bool, target: str = "portable") -> nn.Module:
     """Deploy form (fused, rank <= 4) for the backend's target (its module's ``DEPLOY_TARGET``), optionally
     wrapped with the in-graph normalisation."""
@@ -317,7 +324,7 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
     try:
         start = time.perf_counter()
         with captured_output(log):
-            target = getattr(module, "DEPLOY_TARGET", "portable")
+            target = deploy_target(module, precision)
             facts = module.export(prepare(model, options.normalize, target), example, tmp, ctx) or {}
             facts.setdefault("deploy_target", target)
         seconds = time.perf_counter() - start

@@ -37,6 +37,10 @@ def test_tflite_sidecar_metadata_and_xnnpack(all_formats):
     assert side["parity"]["checked_with"] == "ai-edge-litert interpreter (XNNPACK)"
     info = side["backend_info"]
     assert info["xnnpack_whole_graph"] is True and info["ops"]["CONV_2D"] > 0
+    # channel-last attention: the 7 stage-3 partitions are SPACE_TO_DEPTH, and the TRANSPOSEs left are the graph's
+    # NCHW input and 2 per attention block (groups in and out) -- 74 with the plain-op ("portable") form
+    assert info["deploy_target"] == "channels_last"
+    assert info["ops"]["SPACE_TO_DEPTH"] == info["ops"]["DEPTH_TO_SPACE"] == 7 and info["ops"]["TRANSPOSE"] == 19
     meta = read_metadata(out / "emo_1m_tflite_fp32.tflite")
     assert meta["emo.variant"] == "emo_1m" and meta["emo.layout"] == "NCHW"
     assert meta["emo.labels"].splitlines()[0] == "tench"

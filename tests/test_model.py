@@ -7,7 +7,14 @@ import pytest
 import torch
 
 import emo
-from emo.model import DEPLOY_TARGETS, VARIANTS, depth_to_space_reference, space_to_depth_reference
+from emo.model import (
+    DEPLOY_TARGETS,
+    VARIANTS,
+    depth_to_space_nhwc_reference,
+    depth_to_space_reference,
+    space_to_depth_nhwc_reference,
+    space_to_depth_reference,
+)
 from emo_testutil import REF_IO, REFERENCE, need_reference
 
 VARIANT_NAMES = list(VARIANTS)
@@ -90,7 +97,7 @@ def test_deploy_same_function_any_size(name, size):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
-@pytest.mark.parametrize("target", ["native", "legacy"])
+@pytest.mark.parametrize("target", ["native", "channels_last", "legacy"])
 @pytest.mark.parametrize("size", [(224, 224), (448, 448), (200, 264), (97, 45), (32, 32)])
 def test_deploy_targets_same_function_any_size(target, size):
     """Every target at square sizes (native space-to-depth), n1 != n2 (200x264: stage 3 is 13x17 -> 2x3 windows,
@@ -116,6 +123,23 @@ def test_strided_grid_is_a_window_major_space_to_depth():
     reordered = torch.nn.functional.pixel_unshuffle(y, 2).reshape(1, 4, 4, 49).transpose(1, 2).reshape(1, 16, 7, 7)
     assert torch.equal(torch.ops.emo.space_to_depth(y, 2, 2), reordered)
     assert torch.equal(torch.ops.emo.depth_to_space(reordered, 2, 2), y)
+
+
+def test_channel_last_partition_is_the_same_grid():
+    """The channels_last target's partition is the NCHW one read channel-last (TFLite SPACE_TO_DEPTH order), for
+    square blocks as one op and for rectangular ones in plain ops, and depth_to_space undoes it."""
+    x = torch.randn(2, 5, 7 * 3, 7 * 2)
+    nhwc = x.permute(0, 2, 3, 1)
+    for n1, n2 in [(3, 2), (1, 2)]:
+        y = x[:, :, :7 * n1, :7 * n2]
+        expected = space_to_depth_reference(y, n1, n2).permute(0, 2, 3, 1)
+        got = space_to_depth_nhwc_reference(y.permute(0, 2, 3, 1), n1, n2)
+        assert torch.equal(got, expected)
+        assert torch.equal(depth_to_space_nhwc_reference(got, n1, n2), y.permute(0, 2, 3, 1))
+    square = nhwc[:, :14, :14]
+    blocks = torch.ops.emo.space_to_depth_nhwc(square, 2, 2)
+    assert torch.equal(blocks, space_to_depth_reference(x[:, :, :14, :14], 2, 2).permute(0, 2, 3, 1))
+    assert torch.equal(torch.ops.emo.depth_to_space_nhwc(blocks, 2, 2), square)
 
 
 def test_native_form_has_no_partition_transposes():
