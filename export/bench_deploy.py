@@ -1,14 +1,15 @@
 """Today's deploy form vs the new one vs the naive model, side by side in ORT, LiteRT and ExecuTorch.
 
-``python -m emo.export.bench_deploy [--variant emo_1m] [--sizes 224,448] [--threads 2] [--rounds 60]``
+``python -m emo.export.bench_deploy [--variant emo_1m] [--sizes 224,448] [--threads 2] [--rounds 30] [--per-turn 3]``
 
 Each runtime gets three graphs of the same weights, exported by the real backends (``emo.export.onnx``,
 ``tflite``, ``executorch``): ``legacy`` (``emo.deploy(model, target="legacy")``, the form before issue 12),
 ``new`` (the target that backend uses today: ``DEPLOY_TARGET`` of its module) and ``naive`` (the reference model,
 not deployed). Every graph is checked against the PyTorch model before it is timed. Timing is interleaved: for each
-runtime and size, each round runs its three graphs once, in turn, so that the load of a shared machine hits them
-alike (runtimes are not mixed: their thread pools spin after a run); medians are reported with the ratios next to
-them, then the operator counts of every format (Core ML included,
+runtime and size, each round gives its three graphs a turn each (``--settle`` seconds of untimed runs while the
+previous graph's threads stop spinning, then ``--per-turn`` timed runs),
+so that the load of a shared machine hits them alike (runtimes are not mixed: their thread pools spin after a run);
+medians are reported with the ratios next to them, then the operator counts of every format (Core ML included,
 which is counted but not timed: its runtime is macOS only). Nothing is written outside a temporary folder.
 """
 
@@ -30,7 +31,14 @@ import emo
 from emo.errors import EMOError
 from emo.export.backends import BACKENDS
 from emo.export.output import captured_output
-from emo.export.pipeline import ExportContext, ExportOptions, Normalized, artifact_metadata, weights_record
+from emo.export.pipeline import (
+    ExportContext,
+    ExportOptions,
+    Normalized,
+    artifact_metadata,
+    deploy_target,
+    weights_record,
+)
 
 FORMS = ("legacy", "new", "naive")
 RUNTIMES = {"onnx": "ORT CPU EP", "tflite": "LiteRT + XNNPACK", "executorch": "ExecuTorch XNNPACK"}
@@ -52,7 +60,7 @@ def export_one(backend: str, model: torch.nn.Module, size: int, form: str, out: 
     options.labels = tuple(str(i) for i in range(model.head.out_features))
     ctx = ExportContext(spec.default_precision, 1, False, artifact_metadata(options, model.head.out_features,
                                                                              weights_record(None, False)), options)
-    target = getattr(module, "DEPLOY_TARGET", "portable")
+    target = deploy_target(module, spec.default_precision)
     path = out / f"{backend}_{form}_{size}{spec.suffix}"
     example = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with captured_output(open(os.devnull, "w")):  # noqa: SIM115 - converters print to the native fds
@@ -71,9 +79,14 @@ def op_counts(backend: str, facts: dict) -> dict:
     return facts.get("ops") or facts.get("mil_ops") or {}
 
 
-def measure(runners: dict, x: dict, rounds: int, warmup: int) -> dict[tuple, list[float]]:
-    """Per (runtime, size), its graphs interleaved round by round. Runtimes are not interleaved with each other:
-    their thread pools spin-wait after a run, and one runtime's spinning threads would slow the next one down."""
+def measure(runners: dict, x: dict, rounds: int, warmup: int, per_turn: int, settle: float) -> dict[tuple, list[float]]:
+    """Per (runtime, size), its graphs interleaved round by round: each round gives every graph one turn of untimed
+    runs for ``settle`` seconds (at least one), then ``per_turn`` timed runs. The untimed runs are for the graph that
+    ran before: its thread pool spin-waits after a run (ONNX Runtime's intra-op threads by default), and on 2 cores
+    that took a core from the next graph for tens of milliseconds (measured: ORT's new form at 224, 5.2 ms steady,
+    ran its first 7 runs after a switch in 6-14 ms). Idling instead of running cools the CPU (LiteRT at 224: 4.6 ms
+    for the first run after 50 ms idle, 2.5 ms steady). An app runs one session; so does each timed run here.
+    Runtimes are not interleaved with each other at all."""
     times: dict[tuple, list[float]] = {key: [] for key in runners}
     for group in dict.fromkeys((backend, size) for backend, _, size in runners):
         keys = [key for key in runners if (key[0], key[2]) == group]
@@ -82,9 +95,14 @@ def measure(runners: dict, x: dict, rounds: int, warmup: int) -> dict[tuple, lis
                 runners[key](x[key[2]])
         for _ in range(rounds):
             for key in keys:
-                start = time.perf_counter()
+                settled = time.perf_counter() + settle
                 runners[key](x[key[2]])
-                times[key].append((time.perf_counter() - start) * 1e3)
+                while time.perf_counter() < settled:
+                    runners[key](x[key[2]])
+                for _ in range(per_turn):
+                    start = time.perf_counter()
+                    runners[key](x[key[2]])
+                    times[key].append((time.perf_counter() - start) * 1e3)
     return times
 
 
@@ -95,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="224,448", help="square input sizes, comma-separated")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help=f"subset of {','.join(RUNTIMES)}")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=60, help="interleaved rounds (one run of every graph each)")
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds (one turn of every graph each)")
+    parser.add_argument("--per-turn", type=int, default=3, help="timed runs per turn, after the settling runs")
+    parser.add_argument("--settle", type=float, default=0.05,
+                        help="seconds of untimed runs at the start of each turn (the previous graph's threads spin)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--no-coreml", action="store_true", help="skip the Core ML operator count")
     args = parser.parse_args(argv)
@@ -103,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
         runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
         unknown = [r for r in runtimes if r not in RUNTIMES]
-        if unknown or not runtimes or not sizes or min(sizes) < 7 or args.threads < 1 or args.rounds < 1:
+        counts = (args.threads, args.rounds, args.per_turn)
+        if unknown or not runtimes or not sizes or min(sizes) < 7 or min(counts) < 1 or args.settle < 0:
             raise EMOError(f"bad arguments: runtimes {runtimes} (known: {', '.join(RUNTIMES)}), sizes {sizes} "
-                           "(each >= 7), threads and rounds >= 1")
+                           "(each >= 7), threads, rounds and per-turn >= 1, settle >= 0")
         for r in runtimes:
             BACKENDS[r].load_module()
         return _run(args, sizes, runtimes)
@@ -147,11 +169,12 @@ def _run(args, sizes: list[int], runtimes: list[str]) -> int:
                               file=sys.stderr)
                         return 1
                     runners[(backend, form, size)] = run
-        times = measure(runners, x, args.rounds, args.warmup)
+        times = measure(runners, x, args.rounds, args.warmup, args.per_turn, args.settle)
         coreml = {} if args.no_coreml else _coreml_counts(model, sizes[0], out)
     load_after = os.getloadavg()
     median = {key: statistics.median(v) for key, v in times.items()}
-    print(f"\n{args.variant}, {args.threads} threads, {args.rounds} interleaved rounds, medians in ms; "
+    print(f"\n{args.variant}, {args.threads} threads, {args.rounds} interleaved rounds, each a turn per graph of "
+          f"{args.settle * 1e3:.0f} ms of untimed runs, then {args.per_turn} timed ones; medians in ms; "
           f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} CPUs")
     print("| runtime | size | today's deploy | new deploy | naive | new/today | new/naive | today/naive |")
     print("|---|---|---|---|---|---|---|---|")
