@@ -189,31 +189,6 @@ def depth_to_space_reference(x: torch.Tensor, block_h: int, block_w: int) -> tor
     return x.reshape(-1, C, h * block_h, w * block_w)
 
 
-@torch.library.custom_op("emo::space_to_depth", mutates_args=())
-def space_to_depth(x: torch.Tensor, block_h: int, block_w: int) -> torch.Tensor:
-    """One graph op for the window partition (the "native" deploy target); converters that know it (our ONNX and
-    Core ML backends register it) emit their SpaceToDepth; ``space_to_depth_reference`` is its definition."""
-    return space_to_depth_reference(x, block_h, block_w).clone()
-
-
-@space_to_depth.register_fake
-def _(x, block_h, block_w):
-    B, C, H, W = x.shape
-    return x.new_empty((B, C * block_h * block_w, H // block_h, W // block_w))
-
-
-@torch.library.custom_op("emo::depth_to_space", mutates_args=())
-def depth_to_space(x: torch.Tensor, block_h: int, block_w: int) -> torch.Tensor:
-    """The inverse of ``space_to_depth`` (DCR), as one graph op."""
-    return depth_to_space_reference(x, block_h, block_w).clone()
-
-
-@depth_to_space.register_fake
-def _(x, block_h, block_w):
-    B, C, H, W = x.shape
-    return x.new_empty((B, C // (block_h * block_w), H * block_h, W * block_w))
-
-
 def space_to_depth_nhwc_reference(x: torch.Tensor, block_h: int, block_w: int) -> torch.Tensor:
     """Channel-last twin: (B, H, W, C) -> (B, H/bh, W/bw, bh*bw*C) with out[:, a, b, (i*bw + j)*C + c] =
     x[:, a*bh + i, b*bw + j, c] (TFLite SPACE_TO_DEPTH when bh == bw); one rank-4 transpose."""
@@ -231,29 +206,35 @@ def depth_to_space_nhwc_reference(x: torch.Tensor, block_h: int, block_w: int) -
     return x.reshape(-1, h * block_h, w * block_w, C)
 
 
-@torch.library.custom_op("emo::space_to_depth_nhwc", mutates_args=())
-def space_to_depth_nhwc(x: torch.Tensor, block_h: int, block_w: int) -> torch.Tensor:
-    """One graph op for the channel-last partition (the "channels_last" target; our TFLite backend lowers it to
-    SPACE_TO_DEPTH); ``space_to_depth_nhwc_reference`` is its definition."""
-    return space_to_depth_nhwc_reference(x, block_h, block_w).clone()
+def _graph_op(name: str, reference, to_depth: bool, channels_last: bool, doc: str):
+    """``emo::<name>``: one graph op that computes ``reference`` (converters that know it emit their own op; the
+    ONNX and Core ML backends register the NCHW pair, the TFLite backend the NHWC one), with its shape for tracing."""
+    @torch.library.custom_op(f"emo::{name}", mutates_args=())
+    def op(x: torch.Tensor, block_h: int, block_w: int) -> torch.Tensor:
+        return reference(x, block_h, block_w).clone()  # a custom op may not return a view of its input
+
+    @op.register_fake
+    def _(x, block_h, block_w):
+        batch, *rest = x.shape
+        (h, w, c) = rest if channels_last else (rest[1], rest[2], rest[0])
+        if to_depth:
+            h, w, c = h // block_h, w // block_w, c * block_h * block_w
+        else:
+            h, w, c = h * block_h, w * block_w, c // (block_h * block_w)
+        return x.new_empty((batch, h, w, c) if channels_last else (batch, c, h, w))
+
+    op.__doc__ = doc
+    return op
 
 
-@space_to_depth_nhwc.register_fake
-def _(x, block_h, block_w):
-    B, H, W, C = x.shape
-    return x.new_empty((B, H // block_h, W // block_w, C * block_h * block_w))
-
-
-@torch.library.custom_op("emo::depth_to_space_nhwc", mutates_args=())
-def depth_to_space_nhwc(x: torch.Tensor, block_h: int, block_w: int) -> torch.Tensor:
-    """The inverse of ``space_to_depth_nhwc``, as one graph op."""
-    return depth_to_space_nhwc_reference(x, block_h, block_w).clone()
-
-
-@depth_to_space_nhwc.register_fake
-def _(x, block_h, block_w):
-    B, H, W, C = x.shape
-    return x.new_empty((B, H * block_h, W * block_w, C // (block_h * block_w)))
+space_to_depth = _graph_op("space_to_depth", space_to_depth_reference, True, False,
+                           'The window partition of the "native" target, as one op.')
+depth_to_space = _graph_op("depth_to_space", depth_to_space_reference, False, False,
+                           "The inverse of ``space_to_depth`` (DCR), as one op.")
+space_to_depth_nhwc = _graph_op("space_to_depth_nhwc", space_to_depth_nhwc_reference, True, True,
+                                'The window partition of the "channels_last" target, as one op.')
+depth_to_space_nhwc = _graph_op("depth_to_space_nhwc", depth_to_space_nhwc_reference, False, True,
+                                "The inverse of ``space_to_depth_nhwc``, as one op.")
 
 
 # ------------------------------------------------------------------------------------------------------ the block
