@@ -106,26 +106,34 @@ def measure(runners: dict, x: dict, rounds: int, warmup: int, per_turn: int, set
     return times
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emo.export.bench_deploy", description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="emo_1m", choices=emo.list_models())
-    parser.add_argument("--weights", help="checkpoint (default: seeded random init; timing does not depend on it)")
-    parser.add_argument("--sizes", default="224,448", help="square input sizes, comma-separated")
-    parser.add_argument("--runtimes", default=",".join(RUNTIMES), help=f"subset of {','.join(RUNTIMES)}")
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``measure`` (shared with ``bench_quant``)."""
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds (one turn of every graph each)")
     parser.add_argument("--per-turn", type=int, default=3, help="timed runs per turn, after the settling runs")
     parser.add_argument("--settle", type=float, default=0.05,
                         help="seconds of untimed runs at the start of each turn (the previous graph's threads spin)")
     parser.add_argument("--warmup", type=int, default=10)
+
+
+def timing_arguments_ok(args: argparse.Namespace) -> bool:
+    return min(args.threads, args.rounds, args.per_turn) >= 1 and args.settle >= 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emo.export.bench_deploy", description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="emo_1m", choices=emo.list_models())
+    parser.add_argument("--weights", help="checkpoint (default: seeded random init; timing does not depend on it)")
+    parser.add_argument("--sizes", default="224,448", help="square input sizes, comma-separated")
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES), help=f"subset of {','.join(RUNTIMES)}")
+    add_timing_arguments(parser)
     parser.add_argument("--no-coreml", action="store_true", help="skip the Core ML operator count")
     args = parser.parse_args(argv)
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
         runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
         unknown = [r for r in runtimes if r not in RUNTIMES]
-        counts = (args.threads, args.rounds, args.per_turn)
-        if unknown or not runtimes or not sizes or min(sizes) < 7 or min(counts) < 1 or args.settle < 0:
+        if unknown or not runtimes or not sizes or min(sizes) < 7 or not timing_arguments_ok(args):
             raise EMOError(f"bad arguments: runtimes {runtimes} (known: {', '.join(RUNTIMES)}), sizes {sizes} "
                            "(each >= 7), threads, rounds and per-turn >= 1, settle >= 0")
         for r in runtimes:

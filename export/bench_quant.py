@@ -1,14 +1,15 @@
 """int8 vs fp32, per runtime, side by side in one run on this host.
 
 ``python -m emo.export.bench_quant [--variant emo_1m] [--weights CKPT] [--size 224] [--calibration DIR]
-[--runtimes onnx,ort,tflite,executorch] [--threads 2] [--rounds 60]``
+[--runtimes onnx,ort,tflite,executorch] [--threads 2] [--rounds 30] [--per-turn 3] [--settle 0.05]``
 
 Exports the fp32 and the int8 artifact of each runtime with ``emo-export``'s own pipeline (same converters, same
 calibration, each artifact checked against PyTorch right after export), then times every pair interleaved: for each
-runtime, each round runs its fp32 and its int8 artifact once, in turn, so that the load of a shared machine hits both
-alike. Prints medians, the int8/fp32 latency ratio, sizes, whether the graph stayed in one delegate, and which
-operators are integer in the artifact (what XNNPACK or MLAS run with int8 dot-product kernels — sdot/i8mm on an
-Arm phone, AVX2/AVX-512 VNNI here: x86 is not the target CPU). The QNN artifact runs on an HTP simulator, whose
+runtime, each round gives its fp32 and its int8 artifact a turn (``bench_deploy.measure``: untimed runs while the
+other one's threads stop spinning, then timed ones), so that the load of a shared machine hits both alike. Prints
+medians, the int8/fp32 latency ratio, sizes, whether the graph stayed in one delegate, and which operators are
+integer in the artifact (what XNNPACK or MLAS run with int8 dot-product kernels — sdot/i8mm on an Arm phone,
+AVX2/AVX-512 VNNI here: x86 is not the target CPU). The QNN artifact runs on an HTP simulator, whose
 timing says nothing about a phone: it is not timed here. Nothing is written outside a temporary folder.
 """
 
@@ -30,7 +31,7 @@ import numpy as np
 import emo
 from emo.errors import EMOError
 from emo.export.backends import BACKENDS
-from emo.export.bench_deploy import measure
+from emo.export.bench_deploy import add_timing_arguments, measure, timing_arguments_ok
 from emo.export.output import captured_output
 from emo.export.pipeline import ExportOptions, export_all, prepare_run
 
@@ -87,16 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", metavar="DIR", help="calibration images (default: the bundled set)")
     parser.add_argument("--calibration-count", type=int, default=None)
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help=f"subset of {','.join(RUNTIMES)}")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=60, help="interleaved rounds (one run of each artifact each)")
-    parser.add_argument("--warmup", type=int, default=10)
+    add_timing_arguments(parser)
     args = parser.parse_args(argv)
     try:
         runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
         unknown = [r for r in runtimes if r not in RUNTIMES]
-        if unknown or not runtimes or args.size < 7 or args.threads < 1 or args.rounds < 1:
+        if unknown or not runtimes or args.size < 7 or not timing_arguments_ok(args):
             raise EMOError(f"bad arguments: runtimes {runtimes} (known: {', '.join(RUNTIMES)}), size {args.size} "
-                           "(>= 7), threads and rounds >= 1")
+                           "(>= 7), threads, rounds and per-turn >= 1, settle >= 0")
         for r in runtimes:
             BACKENDS[r].load_module()
         return _run(args, runtimes)
@@ -131,13 +130,14 @@ def _run(args, runtimes: list[str]) -> int:
         for r in runtimes:  # one runtime's sessions at a time: idle sessions' spinning thread pools steal the CPU
             runners = {(r, p, args.size): BACKENDS[r].load_module().load(results[(r, p)][0], threads=args.threads)
                        for p in PRECISIONS}
-            times.update(measure(runners, x, args.rounds, args.warmup))
+            times.update(measure(runners, x, args.rounds, args.warmup, args.per_turn, args.settle))
             del runners
             gc.collect()
         load_after = os.getloadavg()
         median = {key[:2]: statistics.median(v) for key, v in times.items()}
         print(f"\n{args.variant} at {args.size}x{args.size}, {args.threads} threads, {args.rounds} interleaved "
-              f"rounds, medians in ms; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on "
+              f"rounds ({args.settle * 1e3:.0f} ms untimed, then {args.per_turn} timed runs per turn), medians in ms; "
+              f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on "
               f"{os.cpu_count()} CPUs")
         print("| runtime | fp32 ms | int8 ms | int8/fp32 | fp32 MB | int8 MB | int8 cosine | int8 graph |")
         print("|---|---|---|---|---|---|---|---|")
