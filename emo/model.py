@@ -32,8 +32,12 @@ WINDOW = 7
 #   "channels_last": the attention written on channel-last (NHWC) tensors, partitioned by emo::space_to_depth_nhwc:
 #               for converters that run convolutions NHWC (LiteRT), where every reshape of an NCHW tensor costs a
 #               layout transpose on each side; two transposes per attention block remain (groups in and out).
+#   "channels_last_qkv": the same, but the values come out of the qk conv (identity rows) instead of being
+#               concatenated to q and k: a quantizer then observes q, k and the values as one tensor (litert-torch's
+#               PT2E quantizer gave a concatenation the range of its first input and clipped the values). 1-2% slower
+#               in fp32 XNNPACK (C x C more MACs per pixel); what int8 TFLite takes.
 #   "legacy":   the previous deploy form (transposes per window and per head), kept for bench_deploy's comparison.
-DEPLOY_TARGETS = ("portable", "native", "channels_last", "legacy")
+DEPLOY_TARGETS = ("portable", "native", "channels_last", "channels_last_qkv", "legacy")
 
 
 # ----------------------------------------------------------------------------------------------- building blocks
@@ -355,7 +359,8 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
         x, pad_b, pad_r, n1, n2 = _pad_to_windows(x, H, W)  # before qk: padded tokens are keys with k = bias
         n, t, dh, heads = n1 * n2, WINDOW * WINDOW, self.head_dim, self.num_heads
         # qk is a 1x1 conv (per pixel), so it runs before the partition, and q, k and the values move together
-        a = torch.cat([self.qk(x), x], dim=1).permute(0, 2, 3, 1)                 # (B, H', W', 3C) channel-last
+        a = self.qkv(x) if self.target == "channels_last_qkv" else torch.cat([self.qk(x), x], dim=1)
+        a = a.permute(0, 2, 3, 1)                                                   # (B, H', W', 3C) channel-last
         if n > 1:
             a = (space_to_depth_nhwc(a, n1, n2) if n1 == n2 else space_to_depth_nhwc_reference(a, n1, n2))
         # channels are (window, q/k/v, head, dh): one transpose puts the groups outside the 49 tokens
@@ -377,8 +382,8 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
             if not self.fused:
                 x = self._attend(x)
             else:
-                x = {"legacy": self._attend_rank4, "channels_last": self._attend_channels_last}.get(
-                    self.target, self._attend_windows)(x)
+                x = {"legacy": self._attend_rank4, "channels_last": self._attend_channels_last,
+                     "channels_last_qkv": self._attend_channels_last}.get(self.target, self._attend_windows)(x)
         else:
             x = self.v(x)
         y = self.se(self.conv_local(x))
@@ -390,8 +395,19 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
         """Switch to the deploy form in place: fold BatchNorms, fold the attention scale into q, rank-4 attention.
         Idempotent: fusing twice must not fold the scale twice (a second fuse only changes the target)."""
         self.target = target
-        if self.fused:
-            return
+        if not self.fused:
+            self._fold()
+        if target == "channels_last_qkv" and self.attention and not hasattr(self, "qkv"):
+            # one 1x1 conv for q, k and the values: the qk rows, then identity rows (x itself; 1.0 is exact in int8
+            # with a per-channel scale of 1/127)
+            C = self.qk.conv.in_channels
+            self.qkv = nn.Conv2d(C, 3 * C, 1).to(self.qk.conv.weight)
+            with torch.no_grad():
+                identity = torch.eye(C, dtype=self.qk.conv.weight.dtype)[:, :, None, None]
+                self.qkv.weight.copy_(torch.cat([self.qk.conv.weight, identity]))
+                self.qkv.bias.copy_(torch.cat([self.qk.conv.bias, torch.zeros(C, dtype=self.qk.conv.bias.dtype)]))
+
+    def _fold(self) -> None:
         self.conv_local.fuse()
         if isinstance(self.norm, nn.BatchNorm2d) and not self.attention and isinstance(self.v, ConvNormAct):
             self.v.conv = _fold_bn_into_pointwise(self.norm, self.v.conv)
@@ -525,7 +541,8 @@ def deploy(model: EMO, target: str = "portable") -> EMO:
 
     ``target`` (``DEPLOY_TARGETS``) only changes how the window partition is written: "portable" in plain torch
     ops, "native" as one ``emo::space_to_depth`` op for converters that map it to theirs, "channels_last" the
-    attention on NHWC tensors (for converters that run convolutions NHWC), "legacy" the earlier form with transposes
+    attention on NHWC tensors (for converters that run convolutions NHWC; "channels_last_qkv" with q, k and the
+    values from one conv, for quantizers), "legacy" the earlier form with transposes
     per head (for comparisons)."""
     if target not in DEPLOY_TARGETS:
         from emo.errors import EMOError

@@ -406,7 +406,8 @@ def test_tflite_int8(fmt, stem, tmp_path, calibration_dir):
     assert side["quantization"]["calibration"]["count"] == 4 and "int8" in side["quantization"]["scheme"]
     info = side["backend_info"]
     assert info["ops"]["CONV_2D"] > 0 and side["quantization"]["io"]["input"]["dtype"] == "int8"
-    assert info["deploy_target"] == "portable"  # DEPLOY_TARGET_BY_PRECISION: not the channel-last fp32 form
+    # DEPLOY_TARGET_BY_PRECISION: q, k and the values from one conv (one quantization range), not concatenated
+    assert info["deploy_target"] == "channels_last_qkv"
     # litert-torch makes an int8 GELU where a GELU feeds a quantized conv; XNNPACK has no int8 GELU, and each one
     # cut the graph (3 partitions). Run in float between dequantize and quantize, the graph is one partition.
     assert side["quantization"]["int8_ops_run_in_float_for_xnnpack"] >= 1

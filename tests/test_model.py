@@ -97,7 +97,7 @@ def test_deploy_same_function_any_size(name, size):
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
-@pytest.mark.parametrize("target", ["native", "channels_last", "legacy"])
+@pytest.mark.parametrize("target", ["native", "channels_last", "channels_last_qkv", "legacy"])
 @pytest.mark.parametrize("size", [(224, 224), (448, 448), (200, 264), (97, 45), (32, 32)])
 def test_deploy_targets_same_function_any_size(target, size):
     """Every target at square sizes (native space-to-depth), n1 != n2 (200x264: stage 3 is 13x17 -> 2x3 windows,
