@@ -393,7 +393,8 @@ class iRMB(nn.Module):  # noqa: N801 - the paper's name
 
     def fuse(self, target: str = "portable") -> None:
         """Switch to the deploy form in place: fold BatchNorms, fold the attention scale into q, rank-4 attention.
-        Idempotent: fusing twice must not fold the scale twice (a second fuse only changes the target)."""
+        Idempotent: fusing twice must not fold the scale twice (a second fuse only changes the target, and adds the
+        qkv conv the "channels_last_qkv" target reads)."""
         self.target = target
         if not self.fused:
             self._fold()
