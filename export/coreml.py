@@ -160,12 +160,9 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
     return info
 
 
-def _activation_ranges(package: Path, samples: list[dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
+def _activation_ranges(program, samples: list[dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
     """coremltools' activation statistics ({tensor: {"rmin", "rmax"}} over every sample, the inputs included),
-    computed by the MIL interpreter instead of ``MLModel.predict``."""
-    from emo.export.mil_interpreter import MILProgram
-
-    program = MILProgram(package)
+    computed by the MIL interpreter (``program``, a ``MILProgram``) instead of ``MLModel.predict``."""
     stats: dict[str, dict[str, float]] = {}
 
     def observe(name: str, value) -> None:
@@ -228,14 +225,15 @@ def _angle_error(reference: np.ndarray, value) -> float:
     return float(np.sqrt(max(0.0, 1.0 - min(1.0, cos) ** 2)))
 
 
-def layer_errors(reference: Path, quantized: Path, samples: list[dict[str, np.ndarray]]) -> dict:
-    """Per-op error of a quantized program against its float one, on ``samples``: the error of every op's output
-    (``_angle_error``), and what each op added to the largest error of its inputs. Ops are paired in program order
+def layer_errors(reference, quantized: Path, samples: list[dict[str, np.ndarray]]) -> dict:
+    """Per-op error of a quantized program against its float one (``reference``, a ``MILProgram``), on
+    ``samples``: the error of every op's output (``_angle_error``), and what each op added to the largest error of
+    its inputs. Ops are paired in program order
     (coremltools renumbers op outputs when it re-runs its pipeline, so names do not pair); only a note when the two
     programs do not have the same ops in the same order."""
     from emo.export.mil_interpreter import MILProgram
 
-    fp, q = MILProgram(reference), MILProgram(quantized)
+    fp, q = reference, MILProgram(quantized)
     skip = ("const", "quantize", "dequantize")
     fops = [op for op in fp.block.operations if op.type not in skip]
     qops = [op for op in q.block.operations if op.type not in skip and not op.type.startswith("constexpr_")]
@@ -293,8 +291,9 @@ def _to_int8(mlmodel, folder: Path, ctx, image_input: bool):
     with tempfile.TemporaryDirectory(dir=folder, prefix=".calibrate-") as work:
         package = Path(work) / "fp16.mlpackage"
         mlmodel.save(str(package))
-        ranges = _activation_ranges(package, samples)
-        statistics = _layernorm_statistics(MILProgram(package))
+        fp16 = MILProgram(package)  # parsed once: calibration ranges, LayerNorm finder, per-layer error
+        ranges = _activation_ranges(fp16, samples)
+        statistics = _layernorm_statistics(fp16)
 
         def calibrated(_model, _samples, *_args, **_kwargs):  # the statistics computed above, not MLModel.predict
             return ranges
@@ -318,7 +317,7 @@ def _to_int8(mlmodel, folder: Path, ctx, image_input: bool):
         mlmodel = cto.coreml.linear_quantize_weights(mlmodel, weights)
         quantized = Path(work) / "int8.mlpackage"
         mlmodel.save(str(quantized))
-        errors = layer_errors(package, quantized, samples[:max(1, -(-LAYER_ERROR_IMAGES // batch))])  # >= 1 batch
+        errors = layer_errors(fp16, quantized, samples[:max(1, -(-LAYER_ERROR_IMAGES // batch))])  # >= 1 batch
     return mlmodel, {
         "weights": f"int8 per output channel, symmetric (constexpr_affine_dequantize); weights under "
                    f"{WEIGHT_THRESHOLD} elements stay fp16",

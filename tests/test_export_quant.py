@@ -366,11 +366,12 @@ def test_layer_error_ignores_scales_folded_into_ops():
 def test_coreml_int8_activation_ranges_come_from_the_interpreter(exported, tmp_path):
     """The statistics handed to coremltools are min/max of real op outputs: the input's range is the images'."""
     from emo.export.coreml import _activation_ranges
+    from emo.export.mil_interpreter import MILProgram
 
     fp16 = tmp_path / "fp16"
     assert cli.export_main(["--model", "emo_1m", "--format", "coreml", "--input-size", SIZE, "--out", str(fp16)]) == 0
     images = np.random.default_rng(0).random((2, 1, 3, int(SIZE), int(SIZE)), dtype=np.float32)
-    ranges = _activation_ranges(fp16 / "emo_1m_coreml_fp16.mlpackage", [{"image": x} for x in images])
+    ranges = _activation_ranges(MILProgram(fp16 / "emo_1m_coreml_fp16.mlpackage"), [{"image": x} for x in images])
     assert ranges["image"] == {"rmin": float(images.min()), "rmax": float(images.max())}
     assert len(ranges) > 200 and all(r["rmin"] <= r["rmax"] for r in ranges.values()) and "logits" not in ranges
 
