@@ -176,6 +176,9 @@ def export_main(argv: list[str] | None = None) -> int:
     if args.weights is not None:  # an emo-train checkpoint carries its class names and input size
         from emo.checkpoint import training_metadata
         trained = training_metadata(args.weights)
+        if labels is None and "classes_problem" in trained:
+            raise EMOError(f"checkpoint {Path(args.weights).name} {trained['classes_problem']}: its class names "
+                           "cannot be labels; pass --labels FILE with one name per class")
         if labels is None and "classes" in trained:
             labels, labels_source = trained["classes"], f"checkpoint {Path(args.weights).name} (emo-train classes)"
         size = size or trained.get("input_size")
@@ -189,11 +192,12 @@ def export_main(argv: list[str] | None = None) -> int:
                             calibration=args.calibration, calibration_count=args.calibration_count)
     if len(backends) == 1:  # a missing converter is bad input here; under several formats it is a recorded failure
         backends[0].load_module()
-    model = prepare_run(options, Path(args.out))
+    shared: dict = {}
+    model = prepare_run(options, Path(args.out), backends, shared)
     if args.weights is None:
         print("WARNING: no --weights given: exporting RANDOM-INIT weights (seed 0). The artifact is for testing "
               "the toolchain only; its predictions are meaningless.", file=sys.stderr)
-    results = export_all(options, backends, Path(args.out), model)
+    results = export_all(options, backends, Path(args.out), model, shared)
     print(results_table(results))
     for r in results:
         if r.sidecar:

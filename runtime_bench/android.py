@@ -21,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from emo.runtime_bench import examples as examples_format
+from emo.contract import examples as examples_format
+from emo.contract import vocabulary
+from emo.contract.text import printable
 from emo.runtime_bench.parsers import PARSERS
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row
 
 DEVICE_DIR = "/data/local/tmp/emo-bench"
-SAFE_SUFFIXES = (".tflite", ".onnx", ".ort", ".pte")
+SAFE_SUFFIXES = tuple(s for s in vocabulary.ARTIFACT_SUFFIXES if s != ".mlpackage")
 ADB_TIMEOUT_S = 60
 RUN_TIMEOUT_S = 1800
 
@@ -131,36 +133,71 @@ def select_device(adb_binary: str, serial: str | None) -> Adb:
     return Adb(adb_binary, serial)
 
 
+# what a device may answer: every value read from a phone is checked against this before it reaches a path, a
+# command or a table (a device is input too: a hostile one answering ``../../..`` as its ABI must not pick a host file)
+ANDROID_ABIS = ("arm64-v8a", "armeabi-v7a", "x86_64", "x86", "riscv64")
+MAX_CPUS = 256
+MAX_FREQ_KHZ = 20_000_000          # 20 GHz
+MAX_DEVICE_TEXT = 120
+
+
+def clean_text(value: object) -> str:
+    """Text a device reported, safe to print and store (escape sequences and control characters removed)."""
+    return printable(value, MAX_DEVICE_TEXT).strip()
+
+
+def checked_abi(value: str) -> str | None:
+    """The device's ABI if it is one Android defines, else None (never used in a path then)."""
+    return value if value in ANDROID_ABIS else None
+
+
+def parse_frequencies(text: str) -> list[int]:
+    """CPU max frequencies in kHz, one per CPU: each a plain number of at most 8 digits within 20 GHz (a device
+    printing a 5000-digit number gives no frequencies, not a crash)."""
+    freqs = [int(f) for f in text.split() if re.fullmatch(r"\d{1,8}", f)]
+    return [f for f in freqs if 0 < f <= MAX_FREQ_KHZ][:MAX_CPUS]
+
+
 def describe_device(adb: Adb) -> dict:
     """Model, SoC, Android version, ABI, CPU max frequencies, big cores, thermal status (when readable)."""
     props = dict(re.findall(r"^\[([^\]]+)\]: \[([^\]]*)\]", adb.shell("getprop"), flags=re.M))
-    freqs_out = adb.shell("cat /sys/devices/system/cpu/cpu*/cpufreq/cpuinfo_max_freq", check=False)
-    freqs = [int(f) for f in freqs_out.split() if f.isdigit()]
-    big = [i for i, f in enumerate(freqs) if freqs and f == max(freqs)]
-    return {
-        "target": "adb", "serial": adb.serial,
-        "model": f"{props.get('ro.product.manufacturer', '')} {props.get('ro.product.model', '?')}".strip(),
-        "soc": props.get("ro.soc.model") or props.get("ro.board.platform") or props.get("ro.hardware", "?"),
-        "os": f"Android {props.get('ro.build.version.release', '?')} (API {props.get('ro.build.version.sdk', '?')})",
-        "abi": props.get("ro.product.cpu.abi", "?"),
+    freqs = parse_frequencies(adb.shell("cat /sys/devices/system/cpu/cpu*/cpufreq/cpuinfo_max_freq", check=False))
+    big = [i for i, f in enumerate(freqs) if f == max(freqs)] if freqs else []
+    reported_abi = clean_text(props.get("ro.product.cpu.abi", "?"))
+    sdk = props.get("ro.build.version.sdk", "?")
+    api = sdk if re.fullmatch(r"\d{1,3}", sdk) else "?"
+    device = {
+        "target": "adb", "serial": clean_text(adb.serial or ""),
+        "model": clean_text(f"{props.get('ro.product.manufacturer', '')} {props.get('ro.product.model', '?')}"),
+        "soc": clean_text(props.get("ro.soc.model") or props.get("ro.board.platform") or props.get("ro.hardware", "?")),
+        "os": clean_text(f"Android {props.get('ro.build.version.release', '?')} (API {api})"),
+        "abi": checked_abi(reported_abi),
         "cpu_max_freq_khz": freqs, "big_cores": big,
         "taskset": bool(adb.shell("command -v taskset", check=False).strip()),
         "thermal_status": thermal_status(adb),
     }
+    if device["abi"] is None:
+        device["abi_reported"] = reported_abi
+    return device
 
 
 def thermal_status(adb: Adb) -> int | None:
     """Android's thermal status (0 none .. 6 shutdown) from ``dumpsys thermalservice``, if readable."""
-    match = re.search(r"Thermal Status:\s*(\d+)", adb.shell("dumpsys thermalservice", check=False))
-    return int(match.group(1)) if match else None
+    match = re.search(r"Thermal Status:\s*(\d)\b", adb.shell("dumpsys thermalservice", check=False))
+    return int(match.group(1)) if match and int(match.group(1)) <= 6 else None
 
 
-def find_runner(name: str, abi: str, given: list[str]) -> Path:
+def find_runner(name: str, abi: str | None, given: list[str]) -> Path:
+    """The runner binary: one given with --runner, else ``runner_cache()/{abi}/{name}`` for an ABI Android defines
+    (``abi`` comes from the device: it is checked against ``ANDROID_ABIS`` before it becomes part of a path)."""
     for path in map(Path, given):
         if path.name.startswith(name):
             if not path.is_file():
                 raise FileNotFoundError(f"--runner {path} does not exist")
             return path
+    if checked_abi(abi or "") is None:
+        raise FileNotFoundError(f"{name}: the device reports no ABI Android defines ({', '.join(ANDROID_ABIS)}), so "
+                                f"no cached runner is chosen for it; pass --runner PATH/{name}")
     cached = runner_cache() / abi / name
     if cached.is_file():
         return cached
@@ -231,8 +268,9 @@ def check_parity(artifact: Artifact, adb: Adb, name: str, remote_model: str, pin
                 return {"status": f"failed: {name} exited with {code.strip().split('=')[-1]} on example {i}"}
             adb("pull", remote_out, str(local_out))
             raw = np.frombuffer(local_out.read_bytes(), dtype="<f4")
-            if raw.size < classes:
-                return {"status": f"failed: {name} wrote {raw.size} values for example {i}, expected {classes}"}
+            if raw.size != batch * classes:  # one output tensor of the static batch: anything else is not a pass
+                return {"status": f"failed: {name} wrote {raw.size} values for example {i}, expected "
+                                  f"{batch * classes} ({batch} x {classes} classes)"}
             outputs.append(raw[:classes])
     return examples_format.agreement(examples, outputs)
 
@@ -248,7 +286,7 @@ def run_adb(artifact: Artifact, adb: Adb, device: dict, settings: dict) -> Bench
         row.status = f"failed: no Android runner for {artifact.backend} artifacts"
         return row
     try:
-        runner = find_runner(name, device.get("abi", "arm64-v8a"), settings.get("runners", []))
+        runner = find_runner(name, device.get("abi"), settings.get("runners", []))
         # pushed under a fixed name: the real file name (any characters) never reaches the device's shell
         remote_model = f"{DEVICE_DIR}/model{artifact.path.suffix if artifact.path.suffix in SAFE_SUFFIXES else ''}"
         command = runner_command(name, remote_model, settings)
