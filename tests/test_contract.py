@@ -1,0 +1,116 @@
+"""The artifact contract (emo.contract): the conformance vectors, the schemas against the vocabulary, bounded JSON.
+
+The conformance folder is read the same way by the Kotlin (tests/test_android_core.py), Swift (tests/test_ios_core.py)
+and JavaScript (tests/test_web_demo.py) tests: a case is added once and checked in four languages.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from emo.contract import examples, jsonio, schema, sidecar, vocabulary
+from emo.contract.jsonio import ContractError
+
+CONFORMANCE = Path(examples.__file__).with_name("conformance")
+READERS = {"sidecar": sidecar.loads, "examples": examples.loads}
+
+
+def _cases(kind):
+    manifest = json.loads((CONFORMANCE / kind / "cases.json").read_text(encoding="utf-8"))
+    return [pytest.param(kind, case, id=f"{kind}/{case['file']}") for case in manifest["cases"]]
+
+
+ALL_CASES = [p for kind in READERS for p in _cases(kind)]
+
+
+def test_the_folder_has_the_cases_the_issue_asks_for():
+    assert len(ALL_CASES) >= 40
+    assert {case["reason"] for _, case in (p.values for p in ALL_CASES) if not case["valid"]} <= set(jsonio.REASONS)
+    listed = {f"{kind}/{case['file']}" for kind, case in (p.values for p in ALL_CASES)}
+    on_disk = {str(p.relative_to(CONFORMANCE)) for p in CONFORMANCE.glob("*/*/*.json")}
+    assert listed == on_disk, "every case file is in its cases.json, and every listed file exists"
+
+
+@pytest.mark.parametrize("kind, case", ALL_CASES)
+def test_conformance(kind, case):
+    text = (CONFORMANCE / kind / case["file"]).read_bytes()
+    if case["valid"]:
+        READERS[kind](text, case["file"])
+        return
+    with pytest.raises(ContractError) as caught:
+        READERS[kind](text, case["file"])
+    error = caught.value
+    assert (error.field, error.reason) == (case["field"], case["reason"]), str(error)
+    lines = str(error).splitlines()
+    assert len(lines) == 1 and (case["field"] == "" or f"'{case['field']}'" in lines[0]), str(error)
+
+
+def test_schemas_name_the_vocabulary():
+    """The schema files and vocabulary.py are one table: the enums agree, and vocabulary.json is up to date."""
+    side = schema.schema("sidecar")["properties"]
+    assert side["backend"]["enum"] == list(vocabulary.FORMATS)
+    assert side["precision"]["enum"] == list(vocabulary.PRECISIONS)
+    assert side["variant"]["enum"] == list(vocabulary.VARIANTS)
+    assert side["input"]["properties"]["layout"]["enum"] == list(vocabulary.LAYOUTS)
+    assert side["output"]["properties"]["kind"]["enum"] == list(vocabulary.OUTPUT_KINDS)
+    assert side["input"]["properties"]["preprocessing"]["properties"]["interpolation"]["enum"] == list(
+        vocabulary.INTERPOLATIONS)
+    ex = schema.schema("examples")["properties"]
+    assert ex["precision"]["enum"] == list(vocabulary.PRECISIONS)
+    assert set(ex["tolerance"]["properties"]) == {n for t in examples.TOLERANCES.values() for n in t} | {
+        "top5_agreement"}
+    assert json.loads(vocabulary.VOCABULARY_JSON.read_text()) == vocabulary.as_json(), \
+        "vocabulary.json is stale: python -m emo.contract.vocabulary"
+
+
+def test_the_model_table_is_the_contracts():
+    from emo.model import VARIANTS
+
+    assert tuple(VARIANTS) == vocabulary.VARIANTS
+
+
+def test_every_schema_is_a_valid_json_schema():
+    from jsonschema import Draft202012Validator
+
+    for kind in schema.SCHEMA_FILES:
+        if (Path(schema.__file__).with_name("schemas") / schema.SCHEMA_FILES[kind]).exists():
+            Draft202012Validator.check_schema(schema.schema(kind))
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("[" * 100_000 + "]" * 100_000, "depth"),      # deeper than Python's own recursion limit: no RecursionError
+    ('{"a": ' * 40 + "1" + "}" * 40, "depth"),
+    ('{"n": ' + "9" * 40 + "}", None),             # a 40-digit integer is read as a float, as JavaScript reads it
+    ('{"n": ' + "9" * 5000 + "}", "json"),         # 5000 digits overflow to infinity (no int() ValueError)
+    ('{"n": NaN}', "json"), ('{"n": -Infinity}', "json"), ('{"n": 1e400}', "json"), (b'{"n": "\xff"}', "json"),
+])
+def test_bounded_json(text, reason):
+    if reason is None:
+        assert jsonio.loads(text, "x")["n"] == float("9" * 40)
+        return
+    with pytest.raises(ContractError) as caught:
+        jsonio.loads(text, "x")
+    assert caught.value.reason == reason
+
+
+def test_writer_refuses_what_its_readers_refuse(tmp_path):
+    """The writer validates with the readers' validator, and never writes a file larger than they accept."""
+    good = json.loads((CONFORMANCE / "sidecar" / "good" / "fixture_onnx_fp32.json").read_text())
+    path = tmp_path / "emo_1m_onnx_fp32.json"
+    sidecar.write(path, good)
+    assert sidecar.read(tmp_path / "emo_1m_onnx_fp32.onnx").labels[0] == "0_t-shirt_top"
+    with pytest.raises(sidecar.SidecarError, match="labels.names"):
+        sidecar.write(path, {**good, "labels": {"names": ["x\ny"] * 10}})
+    huge = {**good, "num_classes": 100_000, "output": {**good["output"], "shape": [1, 100_000]},
+            "labels": {"names": ["é" * 256] * 100_000}}
+    with pytest.raises(sidecar.SidecarError, match="MiB, more than its readers accept"):
+        sidecar.write(path, huge)
+    assert json.loads(path.read_text()) == good and not list(tmp_path.glob(".*"))
+
+
+def test_label_fallback_and_weights_id():
+    good = json.loads((CONFORMANCE / "sidecar" / "good" / "minimal_random_init.json").read_text())
+    side = sidecar.validate(good, "m.json")
+    assert side.label(7) == "class 7" and side.weights_id == "random-init (seed 0)"
+    assert side.input.preprocessing.crop_pct == 0.875 and side.input.shape == [1, 3, 112, 112]
