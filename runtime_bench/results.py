@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from emo.contract import sidecar, vocabulary
+from emo.contract import jsonio, sidecar, vocabulary
 
 SUFFIXES = vocabulary.ARTIFACT_SUFFIXES
 SCHEMA = "emo-mobile/bench/1"
@@ -163,16 +163,19 @@ def base_row(artifact: Artifact, device: dict, settings: dict) -> BenchResult:
 
 
 def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a results file (JSON Lines); a line that is not bounded JSON is bad input (its line number)."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (FileNotFoundError, IsADirectoryError):
         raise BenchError(f"no such results file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BenchError(f"cannot read results file {path}: {first_line(e)}") from None
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise BenchError(f"{path}:{number} is not a JSON line: {e.msg}") from None
+            rows.append(jsonio.loads(line, f"{path}:{number}"))
+        except jsonio.ContractError as e:
+            raise BenchError(str(e)) from None
     return rows

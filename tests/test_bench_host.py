@@ -123,7 +123,10 @@ def test_compare_bad_files(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "missing.jsonl"), str(tmp_path / "bad.jsonl")]) == 2
     assert "no such results file" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "bad.jsonl"), str(tmp_path / "bad.jsonl")]) == 2
-    assert "bad.jsonl:2 is not a JSON line" in capsys.readouterr().err
+    assert "bad.jsonl:2 is not JSON" in capsys.readouterr().err
+    (tmp_path / "deep.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n")  # no RecursionError traceback
+    assert main(["compare", str(tmp_path / "deep.jsonl"), str(tmp_path / "deep.jsonl")]) == 2
+    assert "deep.jsonl:1 nests deeper than 32 levels" in capsys.readouterr().err
 
 
 def test_bench_never_imports_torch_or_the_model():

@@ -114,3 +114,68 @@ def test_label_fallback_and_weights_id():
     side = sidecar.validate(good, "m.json")
     assert side.label(7) == "class 7" and side.weights_id == "random-init (seed 0)"
     assert side.input.preprocessing.crop_pct == 0.875 and side.input.shape == [1, 3, 112, 112]
+
+
+# ------------------------------------------------------------------------------------------------------ fuzzing
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats()
+                    | st.text(max_size=12), lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+GOOD = {"sidecar": "sidecar/good/int8_tflite_quantized_io.json", "examples": "examples/good/fp32_u8_inputs.json"}
+
+
+def _paths(value, prefix=()):
+    """Every path into a JSON document (so the fuzz can replace any value, at any depth)."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _paths(child, (*prefix, index))
+
+
+def _replaced(document, path, value):
+    if not path:
+        return value
+    node = document
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    return document
+
+
+@FUZZ
+@given(kind=st.sampled_from(sorted(GOOD)), data=st.data(), value=JSON)
+def test_fuzz_any_field_any_value(kind, data, value):
+    """Any value at any place of a valid sidecar or examples file: a valid result or one ContractError line (no
+    other exception), and an accepted examples file still gives a verdict."""
+    document = json.loads((CONFORMANCE / GOOD[kind]).read_text())
+    path = data.draw(st.sampled_from(list(_paths(document))))
+    text = json.dumps(_replaced(document, path, value))  # NaN and Infinity are written as such: readers refuse them
+    try:
+        result = READERS[kind](text, "fuzz.json")
+    except ContractError as e:
+        assert len(str(e).splitlines()) == 1 and e.reason in jsonio.REASONS
+        return
+    if kind == "examples":
+        outputs = [e["output"] for e in result["examples"]]
+        assert examples.agreement(result, outputs)["status"] == "passed"
+
+
+@FUZZ
+@given(kind=st.sampled_from(sorted(GOOD)), cuts=st.lists(st.tuples(st.integers(0, 10**6), st.binary(max_size=3)),
+                                                         min_size=1, max_size=4))
+def test_fuzz_bytes(kind, cuts):
+    """Random byte edits of a valid file (truncations, stray bytes, broken UTF-8): valid or one ContractError."""
+    raw = bytearray((CONFORMANCE / GOOD[kind]).read_bytes())
+    for position, replacement in cuts:
+        position %= len(raw) + 1
+        raw[position:position + len(replacement)] = replacement
+    try:
+        READERS[kind](bytes(raw), "fuzz.json")
+    except ContractError as e:
+        assert len(str(e).splitlines()) == 1
