@@ -28,6 +28,7 @@ from torch import nn
 
 import emo
 from emo.checkpoint import sha256_file
+from emo.cli_common import check_out_dir
 from emo.contract import examples as examples_contract
 from emo.contract import jsonio
 from emo.contract import sidecar as sidecar_contract
@@ -261,19 +262,6 @@ def toolchain_versions(backend: Backend) -> dict[str, str]:
         with contextlib.suppress(importlib_metadata.PackageNotFoundError):
             versions[package] = importlib_metadata.version(package)
     return versions
-
-
-def check_out_dir(out: Path) -> None:
-    """Create ``out`` and prove it writable, before any slow work."""
-    if out.exists() and not out.is_dir():
-        raise EMOError(f"--out {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".emo-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise EMOError(f"cannot write to --out {out}: {e.strerror or e}") from None
 
 
 # ---------------------------------------------------------------------------------------------------- running it
