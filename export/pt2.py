@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from emo.errors import EMOError
-from emo.runtime_bench.pt2_archive import UnsafeArchiveError, load_program
+from emo.contract.pt2 import UnsafeArchiveError, load_program
 
 
 def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:

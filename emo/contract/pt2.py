@@ -8,7 +8,8 @@ do none of that, so the archive is read into memory once and checked against an 
 ``torch.export.save`` writes for a plain program (raw tensor payloads, JSON, ATen operators, sympy constructors
 of integers and symbols); only then is that same in-memory copy handed to ``torch.export.load``.
 
-This module imports torch lazily and nothing of ``emo``: ``emo-bench`` uses it to time the PyTorch baseline.
+The allow-list is part of the artifact contract: emo-export's ``pt2`` backend, emo-verify and emo-bench (which times
+the PyTorch baseline) all load through it. torch is imported lazily (only to load), never at import time.
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ def check_archive(data: bytes) -> None:
 def _json(archive: zipfile.ZipFile, name: str) -> dict:
     try:
         value = json.loads(archive.read(name))
+    except RecursionError:
+        raise UnsafeArchiveError(f"{name.split('/', 1)[1]} nests too deep to be a program") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise UnsafeArchiveError(f"{name.split('/', 1)[1]} is not JSON: {e}") from None
     if not isinstance(value, dict):
