@@ -30,7 +30,7 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _read(path: str | Path) -> object:
+def read_checkpoint(path: str | Path) -> object:
     """``torch.load(weights_only=True)`` with the file's format checked first, so errors say what the file is."""
     path = Path(path)
     if not path.exists():
@@ -76,7 +76,7 @@ def load_state_dict(path: str | Path, *, ema: bool = False) -> dict[str, torch.T
 
     ``ema=True`` picks ``net_E`` (the EMA weights) when the checkpoint holds them.
     """
-    obj = _read(path)
+    obj = read_checkpoint(path)
     if not isinstance(obj, Mapping):
         raise EMOError(f"{path} holds a {type(obj).__name__}, not a state dict or a checkpoint dict")
     state = obj
@@ -145,7 +145,7 @@ def training_metadata(path: str | Path) -> dict:
     that a tool that needs them refuses the checkpoint with that reason instead of shifting every later label."""
     from emo.contract.text import label_problem
 
-    obj = _read(path)
+    obj = read_checkpoint(path)
     if not isinstance(obj, Mapping):
         return {}
     meta = {}

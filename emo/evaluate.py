@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emo.cli_common import one_line_errors
 from emo.errors import EMOError, first_line
-from emo.export.cli import _one_line_errors
 from emo.train import ImageSet, eval_view, predict, scan_image_folder
 
 CHUNK = 256  # images converted to float32 at a time (10k images at 224 would be 6 GB at once)
@@ -45,11 +45,11 @@ class Candidate:
 
 # ---------------------------------------------------------------------------------------------------- candidates
 def checkpoint_candidate(path: str, model_name: str, ema: bool, input_size: tuple[int, int] | None) -> Candidate:
-    from emo.checkpoint import _read
+    from emo.checkpoint import read_checkpoint
     from emo.model import create_model
 
     model = create_model(model_name, path, ema=ema)
-    obj = _read(path)
+    obj = read_checkpoint(path)
     meta = obj if isinstance(obj, dict) else {}
     classes = meta.get("classes") if isinstance(meta.get("classes"), list) else None
     if classes is None and model.head.out_features == 1000:
@@ -238,7 +238,7 @@ def evaluate(candidates: list[Candidate], data: Path, limit: int | None, workers
 
 
 def format_report(report: dict) -> str:
-    from emo.export.cli import _format_table
+    from emo.cli_common import format_table
 
     rows = []
     for r in report["rows"]:
@@ -251,25 +251,25 @@ def format_report(report: dict) -> str:
     text = [f"{report['data']}: {report['num_images']} images, {len(report['classes'])} classes"
             + (f" (first {report['limit']}, balanced over classes)" if report["limit"] else "")
             + (f"; {len(report['unreadable'])} unreadable images skipped" if report["unreadable"] else ""),
-            _format_table(rows, ["model", "runtime", "input", "top-1 %", "top-5 %", "d top-1", "same pred %",
+            format_table(rows, ["model", "runtime", "input", "top-1 %", "top-5 %", "d top-1", "same pred %",
                                  "s", "status"])]
     done = [r for r in report["rows"] if r.get("status") == "ok"]
     classes = report["classes"]
     if done and len(classes) <= 50:
         per = [[c] + [f"{r['per_class'][c]:.1f}" for r in done] for c in classes]
-        text += ["", "per-class top-1 %", _format_table(per, ["class"] + [f"#{i + 1}" for i in range(len(done))])]
+        text += ["", "per-class top-1 %", format_table(per, ["class"] + [f"#{i + 1}" for i in range(len(done))])]
         m = done[0]["confusion"]
         short = [c[:10] for c in classes]
         conf = [[short[i]] + [str(v) for v in m[i]] for i in range(len(classes))]
         text += ["", f"confusion matrix of #1 ({done[0]['name']}; rows: true class, columns: predicted)",
-                 _format_table(conf, ["true \\ pred"] + short)]
+                 format_table(conf, ["true \\ pred"] + short)]
     return "\n".join(text)
 
 
 def eval_main(argv: list[str] | None = None) -> int:
-    from emo.export.cli import _Parser, parse_input_size
+    from emo.cli_common import Parser, parse_input_size
 
-    p = _Parser(prog="emo-eval", description="Accuracy (top-1/top-5, per class, confusion matrix) of a checkpoint "
+    p = Parser(prog="emo-eval", description="Accuracy (top-1/top-5, per class, confusion matrix) of a checkpoint "
                 "and of exported artifacts in their own runtimes, on a labelled ImageFolder.")
     p.add_argument("models", nargs="+", help="a checkpoint (with --model) and/or exported artifacts (sidecar next "
                    "to them); the first is the baseline of the difference column")
@@ -293,7 +293,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     scan_image_folder(data, min_classes=1)  # bad data fails before any model is loaded
     out = Path(args.out) if args.out else None
     if out is not None:
-        from emo.export.pipeline import check_out_dir
+        from emo.cli_common import check_out_dir
         check_out_dir(out)
     candidates: list[Candidate] = []
     for item in args.models:
@@ -309,7 +309,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     report = evaluate(candidates, data, args.limit, args.workers, log)
     if out is not None:
-        from emo.export.pipeline import write_json_atomic
+        from emo.contract.jsonio import write_json_atomic
         for i, row in enumerate(report["rows"], 1):
             if row.get("status") == "ok":
                 png = out / f"confusion_{i}_{Path(row['name'].split(' ')[0]).stem}.png"
@@ -328,7 +328,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-main = _one_line_errors(eval_main)
+main = one_line_errors(eval_main)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emo.cli_common import one_line_errors
 from emo.data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, load_image, to_unit_array
 from emo.errors import EMOError
-from emo.export.cli import _one_line_errors
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 EXIT_BAD_INPUT = 2
@@ -294,9 +294,9 @@ def build_model(config: TrainConfig) -> nn.Module:
 
 def checkpoint_classes(path: str | Path) -> list[str] | None:
     """The class names stored by ``emo-train`` in a checkpoint, or None for other checkpoints."""
-    from emo.checkpoint import _read
+    from emo.checkpoint import read_checkpoint
 
-    obj = _read(path)
+    obj = read_checkpoint(path)
     classes = obj.get("classes") if isinstance(obj, dict) else None
     return list(classes) if isinstance(classes, list | tuple) and all(isinstance(c, str) for c in classes) else None
 
@@ -447,9 +447,9 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
 
 
 def _load_resume(path: str, config: TrainConfig) -> dict:
-    from emo.checkpoint import _read
+    from emo.checkpoint import read_checkpoint
 
-    state = _read(path)
+    state = read_checkpoint(path)
     if not isinstance(state, dict) or not all(k in state for k in ("net", "net_E", "optimizer", "step")):
         raise EMOError(f"{path} is not a resumable emo-train checkpoint (needs net, net_E, optimizer, step); "
                        "resume from the last.pth of a run, or start from a checkpoint with --weights")
@@ -492,9 +492,9 @@ def plot_curves(history: list[dict], path: Path, log=print) -> None:
 
 # ---------------------------------------------------------------------------------------------------------- CLI
 def _parser():
-    from emo.export.cli import _Parser
+    from emo.cli_common import Parser
 
-    p = _Parser(prog="emo-train", description="Fine-tune EMO on your own classes (or train from scratch): AdamW, "
+    p = Parser(prog="emo-train", description="Fine-tune EMO on your own classes (or train from scratch): AdamW, "
                 "warm-up + cosine, label smoothing, EMA, RandomResizedCrop + flip; checkpoints in the authors' form "
                 "with the class names and the input contract.")
     p.add_argument("--model", default="emo_1m", help="emo_1m | emo_2m | emo_5m | emo_6m (default emo_1m)")
@@ -526,7 +526,7 @@ def _parser():
 
 
 def _config_from_args(args, classes: list[str]) -> TrainConfig:
-    from emo.export.cli import parse_input_size
+    from emo.cli_common import parse_input_size
     from emo.model import VARIANTS
 
     if args.model not in VARIANTS:
@@ -595,7 +595,7 @@ def train_main(argv: list[str] | None = None) -> int:
                        "or choose another --out")
     if args.resume:
         _load_resume(args.resume, config)                     # a foreign checkpoint fails now, not after decoding
-    from emo.export.pipeline import check_out_dir
+    from emo.cli_common import check_out_dir
     check_out_dir(out)
     if args.weights:
         from emo.model import create_model
@@ -621,4 +621,4 @@ def train_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-main = _one_line_errors(train_main)
+main = one_line_errors(train_main)

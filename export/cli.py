@@ -25,9 +25,6 @@ from emo.cli_common import (
 )
 from emo.errors import EMOError, first_line
 
-# the shared CLI plumbing (emo.cli_common); the old private names stay until every caller uses the new ones
-_Parser, _one_line_errors, _format_table = Parser, one_line_errors, format_table
-
 
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
