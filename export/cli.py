@@ -110,7 +110,7 @@ def export_main(argv: list[str] | None = None) -> int:
     if (args.calibration is not None or args.calibration_count is not None) and not quantized:
         raise EMOError("--calibration and --calibration-count apply to --precision int8 or w8a16 only")
     if args.calibration is not None:
-        from emo.export.quantize import check_calibration_folder
+        from emo.export.calibration import check_calibration_folder
         check_calibration_folder(args.calibration)
     if args.calibration_count is not None and not 1 <= args.calibration_count <= 10_000:
         raise EMOError(f"--calibration-count {args.calibration_count} is out of range; use 1..10000")

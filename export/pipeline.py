@@ -38,6 +38,7 @@ from emo.contract.text import label_problem
 from emo.data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, LABELS_SOURCE, imagenet_labels, normalize
 from emo.errors import EMOError, first_line
 from emo.export.backends import BACKENDS, Backend, precision_for
+from emo.export.calibration import QUANTIZED_PRECISIONS, Calibration, calibration_images
 from emo.export.examples import build as build_examples
 from emo.export.output import captured_output
 from emo.export.parity import (
@@ -50,7 +51,6 @@ from emo.export.parity import (
     run_batched,
     skipped,
 )
-from emo.export.quantize import QUANTIZED_PRECISIONS, Calibration, calibration_images
 
 SIDECAR_SCHEMA = "emo-mobile/sidecar/1"
 RANDOM_INIT_SEED = 0

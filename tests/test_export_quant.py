@@ -10,8 +10,8 @@ import pytest
 
 from emo.export import cli
 from emo.export.backends import BACKENDS, parse_formats
+from emo.export.calibration import calibration_images
 from emo.export.parity import TOLERANCES, parity_inputs
-from emo.export.quantize import calibration_images
 from emo_testutil import need_reference
 
 SIZE = "64"
