@@ -35,10 +35,11 @@ from emo.contract import sidecar as sidecar_contract
 from emo.contract.examples import examples_path
 from emo.contract.sidecar import sidecar_path
 from emo.contract.text import label_problem
+from emo.contract.vocabulary import QUANTIZED as QUANTIZED_PRECISIONS
 from emo.data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, LABELS_SOURCE, imagenet_labels, normalize
 from emo.errors import EMOError, first_line
 from emo.export.backends import BACKENDS, Backend, precision_for
-from emo.export.calibration import QUANTIZED_PRECISIONS, Calibration, calibration_images
+from emo.export.calibration import Calibration, calibration_images
 from emo.export.examples import build as build_examples
 from emo.export.output import captured_output
 from emo.export.parity import (
