@@ -91,7 +91,8 @@ def junit(mobile_artifacts, sample_pixels, int8_tflite, ort_profile, tmp_path_fa
     classes = jvm.compiled_core()
     properties = {"emo.artifacts": mobile_artifacts, "emo.pixels": sample_pixels, "emo.out": out,
                   "emo.int8": int8_tflite[0], "emo.ortprofile": ort_profile}
-    return [jvm.run_junit(classes, f"org.emomobile.core.{name}", properties) for name in ("CoreTest", "AppCoreTest")], out
+    runs = [jvm.run_junit(classes, f"org.emomobile.core.{name}", properties) for name in ("CoreTest", "AppCoreTest")]
+    return runs, out
 
 
 @pytest.mark.parametrize(("index", "minimum"), [(0, 8), (1, 10)], ids=["CoreTest", "AppCoreTest"])
@@ -164,7 +165,22 @@ def test_gradle_wrapper_names_the_version_agp_needs():
     root = REPO / "android_demo"
     props = (root / "gradle" / "wrapper" / "gradle-wrapper.properties").read_text()
     gradle = tuple(map(int, re.search(r"gradle-(\d+)\.(\d+)(?:\.\d+)?-bin\.zip", props).groups()))
-    agp = tuple(map(int, re.search(r'agp = "(\d+)\.(\d+)', (root / "gradle" / "libs.versions.toml").read_text()).groups()))
+    catalog = (root / "gradle" / "libs.versions.toml").read_text()
+    agp = tuple(map(int, re.search(r'agp = "(\d+)\.(\d+)', catalog).groups()))
     assert agp == (8, 7) and gradle >= (8, 9), (agp, gradle)
     for script in ("gradlew", "gradlew.bat"):
         assert "gradle-wrapper.jar" in (root / script).read_text()
+
+
+def test_gradlew_without_its_jar_says_how_to_get_it(tmp_path):
+    """The wrapper jar is a binary the repository does not carry: ./gradlew then fails with the two ways out."""
+    import shutil
+    import subprocess
+
+    root = REPO / "android_demo"
+    shutil.copy(root / "gradlew", tmp_path / "gradlew")
+    shutil.copytree(root / "gradle" / "wrapper", tmp_path / "gradle" / "wrapper")
+    (tmp_path / "gradle" / "wrapper" / "gradle-wrapper.jar").unlink(missing_ok=True)
+    proc = subprocess.run(["sh", str(tmp_path / "gradlew"), "--version"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "gradle-wrapper.jar is missing" in proc.stderr
+    assert "Android Studio" in proc.stderr and "gradle wrapper --gradle-version 8.9" in proc.stderr

@@ -71,7 +71,8 @@ def fake_devicectl(results: list, issued: list, device_root: Path):
             assert (folder / launch["-emoBenchmark"]).exists() and (folder / "model.json").exists()
             result = results.pop(0)
             if result is not None:
-                result = dict(result, parity=result.get("parity") if (folder / "model.examples.json").exists() else None)
+                examples = (folder / "model.examples.json").exists()
+                result = dict(result, parity=result.get("parity") if examples else None)
                 issued.append(("will write", folder / launch["-emoBenchOutput"], result))
         elif cmd[3:5] == ["copy", "from"]:
             pending = [i for i in issued if i[0] == "will write"]
