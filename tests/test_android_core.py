@@ -184,3 +184,18 @@ def test_gradlew_without_its_jar_says_how_to_get_it(tmp_path):
     proc = subprocess.run(["sh", str(tmp_path / "gradlew"), "--version"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "gradle-wrapper.jar is missing" in proc.stderr
     assert "Android Studio" in proc.stderr and "gradle wrapper --gradle-version 8.9" in proc.stderr
+
+
+def test_main_activity_launches_nothing_during_composition_and_analyses_off_the_ui_thread():
+    """activity-compose registers a launcher in an effect, after composition: launching it from an AndroidView
+    factory throws "Launcher has not been initialized". CameraX runs the analyzer on the executor it is given:
+    the main executor would run preprocessing and inference on the UI thread."""
+    source = (APP / "src" / "main" / "java" / "org" / "emomobile" / "demo" / "MainActivity.kt").read_text()
+    for start in (m.end() for m in re.finditer(r"AndroidView\(", source)):
+        depth, end = 1, start
+        while depth:
+            depth += {"(": 1, ")": -1}.get(source[end], 0)
+            end += 1
+        assert ".launch(" not in source[start:end], "a launcher is launched inside an AndroidView factory"
+    analyzers = re.findall(r"setImageAnalysisAnalyzer\(\s*([^,]+),", source)
+    assert analyzers and all("MainExecutor" not in a for a in analyzers), analyzers

@@ -50,7 +50,7 @@ final class Camera: NSObject, ObservableObject, AVCaptureVideoDataOutputSampleBu
                 return
             }
             session.beginConfiguration()
-            session.sessionPreset = .hd1280x720
+            if session.canSetSessionPreset(.hd1280x720) { session.sessionPreset = .hd1280x720 }
             let output = AVCaptureVideoDataOutput()
             output.videoSettings = [kCVPixelBufferPixelFormatTypeKey as String: kCVPixelFormatType_32BGRA]
             output.alwaysDiscardsLateVideoFrames = true

@@ -132,6 +132,7 @@ struct ContentView: View {
         .onChange(of: photo) { item in
             guard let item = item else { return }
             report = "classifying…"
+            let holder = holder  // the object itself, not the view's StateObject storage, goes to other threads
             Task {
                 let data = try? await item.loadTransferable(type: Data.self)
                 inference.async {
@@ -148,6 +149,7 @@ struct ContentView: View {
     }
 
     private func selfTest() {
+        let holder = holder  // the object itself, not the view's StateObject storage, goes to other threads
         let examples = holder.examples(selected)
         let name = selected ?? "?"
         report = "self-test…"

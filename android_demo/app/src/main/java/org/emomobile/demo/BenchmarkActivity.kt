@@ -45,6 +45,7 @@ class BenchmarkActivity : Activity() {
                 { DeviceInfo.peakMemoryMb(File("/proc/self/status").readText()) }, device(), BuildConfig.VERSION_NAME)
             val result = Benchmark.run(extras, context)
             try {
+                folder.mkdirs()  // emo-bench made it; a run started by hand may not have
                 result.writeTo(File(folder, BenchmarkRequest.outputOf(extras)))
                 Log.i(TAG, "${result.artifact}: ${result.status}")
             } catch (e: IOException) {

@@ -111,7 +111,8 @@ class OrtEngine(private val plan: LoadPlan, profileDir: File) : Engine {
 
     init {
         try {
-            options.setIntraOpNumThreads(plan.threads)
+            options.setIntraOpNumThreads(plan.intraOpThreads)
+            for ((key, value) in plan.sessionConfig) options.addConfigEntry(key, value)
             if (plan.profileNodes) options.enableProfiling(File(profileDir, "ort-profile").absolutePath)
             when (plan.ortProvider) {
                 "xnnpack" -> options.addXnnpack(mapOf("intra_op_num_threads" to plan.threads.toString()))

@@ -26,6 +26,10 @@ class LoadPlan(
     val ortProvider: String?,
     /** ONNX Runtime: profile the session until [AcceleratorReport] has read which provider ran each node. */
     val profileNodes: Boolean,
+    /** ONNX Runtime: the session's intra-op threads (1 with XNNPACK, which runs its own [threads]-thread pool, as
+     * ONNX Runtime's XNNPACK documentation recommends) and its session config entries. */
+    val intraOpThreads: Int,
+    val sessionConfig: Map<String, String>,
     /** The graph's input and output names (the sidecar's; LiteRT asks for tensor types by name). */
     val inputName: String,
     val outputName: String,
@@ -81,10 +85,12 @@ object Runtimes {
         return if (runtime == LITERT) {
             LoadPlan(path, runtime, accelerator, threads, listOf(accelerator),
                 if (accelerator == "gpu") (if (sidecar.precision == "fp32") "fp32" else "fp16") else null, null, false,
-                sidecar.inputName, sidecar.outputName, shape)
+                threads, emptyMap(), sidecar.inputName, sidecar.outputName, shape)
         } else {
+            val xnnpack = accelerator == "xnnpack"
             LoadPlan(path, runtime, accelerator, threads, emptyList(), null,
-                if (accelerator == "cpu") null else accelerator, accelerator != "cpu", sidecar.inputName,
+                if (accelerator == "cpu") null else accelerator, accelerator != "cpu", if (xnnpack) 1 else threads,
+                if (xnnpack) mapOf("session.intra_op.allow_spinning" to "0") else emptyMap(), sidecar.inputName,
                 sidecar.outputName, shape)
         }
     }

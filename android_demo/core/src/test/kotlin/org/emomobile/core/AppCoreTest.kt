@@ -187,8 +187,9 @@ class AppCoreTest {
 
     @Test
     fun quantizationRoundsHalfToEvenAndClips() {
+        // 0.25 / 0.5 = 0.5 and 1.25 / 0.5 = 2.5 round to the even 0 and 2, as NumPy rounds
         val spec = TensorSpec("int8", 0.5f, -3)
-        assertArrayEquals(byteArrayOf(-3, -2, -2, -1, 127, -128), Quantization.quantize(
+        assertArrayEquals(byteArrayOf(-3, -3, -1, -1, 127, -128), Quantization.quantize(
             floatArrayOf(0f, 0.25f, 0.75f, 1.25f, 1000f, -1000f), spec))
         assertArrayEquals(floatArrayOf(1.5f, -62.5f), Quantization.dequantize(byteArrayOf(0, -128), spec), 0f)
         val unsigned = TensorSpec("uint8", 1f, 128)
@@ -217,6 +218,12 @@ class AppCoreTest {
         assertEquals("cpu 9 + nnapi 3 nodes", mixed.summary())
         assertEquals(listOf("nnapi", "cpu"), AcceleratorReport.onnxruntime(plan, null).used)
         assertFalse(Runtimes.plan("/x/m.onnx", "m.onnx", sidecar, "cpu", 4, null).profileNodes)
+        val xnnpack = Runtimes.plan("/x/m.onnx", "m.onnx", sidecar, "xnnpack", 4, null)
+        assertEquals("XNNPACK runs its own pool: ONNX Runtime's stays at one thread, without spinning", 1,
+            xnnpack.intraOpThreads)
+        assertEquals(mapOf("session.intra_op.allow_spinning" to "0"), xnnpack.sessionConfig)
+        assertEquals(4, xnnpack.threads)
+        assertArrayEquals(longArrayOf(1, 3, 224, 224), xnnpack.inputShape)
     }
 
     @Test
