@@ -44,8 +44,8 @@ def test_swift_test_passes(swift_test):
     proc, _ = swift_test
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
-    ran = re.search(r"Executed (\d+) tests?, with 0 failures", output)
-    assert ran and int(ran.group(1)) >= 6, output[-3000:]
+    ran = [int(n) for n in re.findall(r"Executed (\d+) tests?, with 0 failures", output)]
+    assert ran and max(ran) >= 10, output[-3000:]  # the last line counts both suites
 
 
 @pytest.mark.parametrize("name", ["app-bench-ios-ok.json", "app-bench-ios-failed.json"])

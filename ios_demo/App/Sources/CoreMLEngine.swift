@@ -12,16 +12,19 @@ final class CoreMLEngine: Engine {
                                                   "CPU_AND_NE": .cpuAndNeuralEngine, "ALL": .all]
     let plan: LoadPlan
     let model: MLModel
-    let configuration = MLModelConfiguration()
+    let configuration: MLModelConfiguration
     let compiledURL: URL
 
     init(plan: LoadPlan) throws {
-        self.plan = plan
+        let configuration = MLModelConfiguration()
         configuration.computeUnits = CoreMLEngine.units[plan.computeUnits] ?? .all
         let url = URL(fileURLWithPath: plan.path)
-        // an .mlpackage copied in at run time is compiled first (part of load_ms); a bundled .mlmodelc is ready
-        compiledURL = url.pathExtension == "mlmodelc" ? url : try MLModel.compileModel(at: url)
-        model = try MLModel(contentsOf: compiledURL, configuration: configuration)
+        // an .mlpackage copied in at run time is compiled first (part of load_ms); a .mlmodelc is ready
+        let compiled = url.pathExtension == "mlmodelc" ? url : try MLModel.compileModel(at: url)
+        self.plan = plan
+        self.configuration = configuration
+        self.compiledURL = compiled
+        self.model = try MLModel(contentsOf: compiled, configuration: configuration)
     }
 
     func run(_ input: [Float]) throws -> EngineOutput {

@@ -65,7 +65,8 @@ final class ModelHolder: ObservableObject {
     }
 
     func open(_ name: String, units: String) {
-        guard let (model, url) = models[name] else { return }
+        guard let found = models[name] else { return }
+        let (model, url) = found
         status = "opening \(name) on \(units)…"
         inference.async {
             self.session = nil
