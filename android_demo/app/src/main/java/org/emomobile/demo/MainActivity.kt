@@ -148,8 +148,11 @@ class MainActivity : ComponentActivity() {
                 // one inference so the runtime can say what ran (ONNX Runtime's profile ends here)
                 opened.run(FloatArray(model.sidecar.inputSize))
                 val engine = opened.engine.report()
-                sessionRan = if (runtime == Runtimes.LITERT) AcceleratorReport.litert(plan, available).summary()
-                else AcceleratorReport.onnxruntime(plan, engine.providerNodes).summary()
+                sessionRan = if (runtime == Runtimes.LITERT) {
+                    AcceleratorReport.litert(plan, available, engine.fullyAccelerated).summary()
+                } else {
+                    AcceleratorReport.onnxruntime(plan, engine.providerNodes).summary()
+                }
                 "$name on $sessionRan"
             } catch (e: Exception) {
                 "cannot open $name on $acceleratorName: ${Benchmark.reason(e)}"

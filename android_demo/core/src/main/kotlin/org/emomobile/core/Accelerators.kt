@@ -116,6 +116,7 @@ class AcceleratorReport(
         const val SOURCE_OPTIONS = "options: the runtime does not report where each op ran"
         const val SOURCE_ORT_PROFILE = "onnxruntime profile: the provider of every node of the first run"
         const val SOURCE_NONE = "nothing ran"
+        const val SOURCE_LITERT = "litert: whether the compiled model is fully accelerated"
 
         /** ONNX Runtime execution-provider names -> the accelerator names of requests and results. */
         private val PROVIDERS = mapOf(
@@ -131,7 +132,12 @@ class AcceleratorReport(
          * set it was given, plus the CPU that `CompiledModel.create` itself adds to an NPU-only set for the ops an
          * AOT-compiled model leaves to it.
          */
-        fun litert(plan: LoadPlan, available: List<String>?): AcceleratorReport {
+        fun litert(plan: LoadPlan, available: List<String>?, fullyAccelerated: Boolean? = null): AcceleratorReport {
+            if (fullyAccelerated != null && plan.accelerator != "cpu") {  // the runtime's own word, when it gives it
+                return AcceleratorReport(plan.accelerator,
+                    if (fullyAccelerated) listOf(plan.accelerator) else listOf(plan.accelerator, "cpu"), SOURCE_LITERT,
+                    null, if (fullyAccelerated) null else "some ops run on the CPU")
+            }
             val used = if (plan.litertAccelerators == listOf("npu")) listOf("npu", "cpu") else plan.litertAccelerators
             val detail = StringBuilder()
             if (plan.gpuPrecision != null) detail.append("GPU precision ${plan.gpuPrecision}")

@@ -122,8 +122,11 @@ object Benchmark {
                 val report = session.engine.report()
                 runtimeVersion = report.runtimeVersion
                 threads = report.threads
-                accelerator = if (runtime == Runtimes.LITERT) AcceleratorReport.litert(plan, available)
-                else AcceleratorReport.onnxruntime(plan, report.providerNodes)
+                accelerator = if (runtime == Runtimes.LITERT) {
+                    AcceleratorReport.litert(plan, available, report.fullyAccelerated)
+                } else {
+                    AcceleratorReport.onnxruntime(plan, report.providerNodes)
+                }
                 val input = inputs[0]
                 for (i in 0 until req.warmup) session.run(input)
                 latencies = DoubleArray(req.iterations)

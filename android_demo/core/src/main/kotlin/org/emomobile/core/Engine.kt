@@ -29,10 +29,17 @@ interface Engine : Closeable {
 
 /**
  * What an adapter can learn from its runtime: nodes per execution provider where the runtime reports them (ONNX
- * Runtime's profile, read with [OrtProfile.nodesPerProvider]), the CPU threads it was configured with (null: it
- * takes none) and its version. Which accelerator that adds up to is decided by [AcceleratorReport].
+ * Runtime's profile, read with [OrtProfile.nodesPerProvider]) or whether it was fully accelerated, the CPU threads it
+ * was configured with (null: it takes none) and its version. Which accelerator that adds up to is decided by [AcceleratorReport].
  */
-class EngineReport(val providerNodes: Map<String, Int>?, val threads: Int?, val runtimeVersion: String?)
+class EngineReport(
+    val providerNodes: Map<String, Int>?,
+    val threads: Int?,
+    val runtimeVersion: String?,
+    /** Whether every op ran on the requested accelerator, where the runtime says (LiteRT's C++
+     * `CompiledModel::IsFullyAccelerated`; its Kotlin API does not expose it yet, so the adapter passes null). */
+    val fullyAccelerated: Boolean? = null
+)
 
 /** Opens an [Engine] for a [LoadPlan]: the platform's half of loading (the file, the runtime's options). */
 interface EngineLoader {

@@ -248,6 +248,12 @@ class AppCoreTest {
         // LiteRT adds the CPU to an NPU-only set; its Kotlin API does not say which ops ran where
         assertEquals(listOf("npu", "cpu"), npu.accelerator.used)
         assertEquals("npu+cpu (as configured)", npu.accelerator.summary())
+        // the hook for the NPU artifact: an adapter that can ask LiteRT (C++ IsFullyAccelerated) reports the truth
+        val npuPlan = Runtimes.plan("/x/m.tflite", "m.tflite", sidecar, "npu", 4, null)
+        assertEquals(listOf("npu"), AcceleratorReport.litert(npuPlan, null, true).used)
+        val partly = AcceleratorReport.litert(npuPlan, null, false)
+        assertEquals(listOf("npu", "cpu"), partly.used)
+        assertEquals(AcceleratorReport.SOURCE_LITERT, partly.source)
         val onnxFile = floatExport(".onnx")
         val onnxSide = Sidecar.parse(File(onnxFile.first, onnxFile.second.name.substringBeforeLast('.') + ".json").readText())
         try {
