@@ -376,8 +376,8 @@ def run_app(artifact: Artifact, adb: Adb, device: dict, settings: dict, poll_sec
         adb.shell(quote(*commands["start"]), timeout=ADB_TIMEOUT_S)
         deadline = time.monotonic() + timeout_s
         with tempfile.TemporaryDirectory() as tmp:
-            def written() -> bool:
-                return commands["result"] in adb.shell(f"ls {quote(commands['result'])}", check=False)
+            def written() -> bool:  # not `ls`: its "No such file" message names the file too
+                return "present" in adb.shell(f"test -f {quote(commands['result'])} && echo present", check=False)
 
             while not written():
                 if not app_running(adb) and not written():

@@ -91,6 +91,9 @@ elif words[0] == "ls":
         print(words[1])
     else:
         print(f"ls: {words[1]}: No such file or directory")
+elif words[:2] == ["test", "-f"]:  # test -f FILE && echo present
+    if local(words[2]).is_file():
+        print("present")
 else:
     print(f"fake adb: unknown shell command {cmd!r}", file=sys.stderr)
     sys.exit(1)
@@ -233,6 +236,7 @@ def test_a_crashed_app_fails_the_row_at_once(phone, tflite, tmp_path):
     assert code == 1 and row["status"].startswith("failed: the demo app stopped without writing a result")
     assert "adb logcat" in row["status"]
     assert calls()[-1][2:] == ["shell", f"rm -rf {APP_DIR}"]  # cleaned up all the same
+    assert not any(c[2:3] == ["pull"] for c in calls())  # nothing to pull: the missing file is not taken as there
 
 
 def test_a_failed_self_test_fails_the_row(phone, tflite, tmp_path):
