@@ -24,6 +24,7 @@ import numpy as np
 from emo.contract import examples as examples_format
 from emo.contract import vocabulary
 from emo.contract.text import printable
+from emo.runtime_bench import app_result
 from emo.runtime_bench.parsers import PARSERS
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row
 
@@ -345,21 +346,28 @@ def run_adb(artifact: Artifact, adb: Adb, device: dict, settings: dict) -> Bench
 APP_PACKAGE = "org.emomobile.demo"
 APP_ACTIVITY = f"{APP_PACKAGE}/.BenchmarkActivity"
 APP_DIR = f"/sdcard/Android/data/{APP_PACKAGE}/files/emo-bench"
-APP_RESULT_SCHEMA = "emo-mobile/android-bench/1"
-APP_ACCELERATORS = {"tflite": ("cpu", "gpu", "npu"), "onnx": ("cpu", "xnnpack", "nnapi", "qnn"),
-                    "ort": ("cpu", "xnnpack", "nnapi", "qnn")}
+APP_INSTALL_HINT = ("build android_demo/ (Android Studio, or ./gradlew :app:assembleDebug) and install the debug "
+                    "build (adb install -r android_demo/app/build/outputs/apk/debug/app-debug.apk); "
+                    "emo-bench installs nothing")
+# by the artifact's suffix, as the app chooses its runtime: LiteRT's CompiledModel for .tflite (an AOT-compiled NPU
+# .tflite included), ONNX Runtime Android for .onnx/.ort (onnxruntime-android has no QNN execution provider)
+APP_ACCELERATORS = {".tflite": ("cpu", "gpu", "npu"), ".onnx": ("cpu", "xnnpack", "nnapi"),
+                    ".ort": ("cpu", "xnnpack", "nnapi")}
+APP_REFUSED = {"qnn": "the demo app's ONNX Runtime (onnxruntime-android) has no QNN execution provider; run the "
+                      "Qualcomm NPU through LiteRT (--format litert-npu, --delegate npu) or onnxruntime_perf_test "
+                      "built with QNN (--runner PATH)"}
 
 
 def app_commands(artifact: Artifact, settings: dict) -> dict:
     """What is pushed where, and the ``am start`` words (contract: android_demo/BENCHMARK_MODE.md)."""
     suffix = artifact.path.suffix
-    accelerator = settings.get("delegate") or "cpu"
-    allowed = APP_ACCELERATORS.get(artifact.backend)
+    allowed = APP_ACCELERATORS.get(suffix)
     if allowed is None:
-        raise ValueError(f"the demo app runs tflite, onnx and ort artifacts, not {artifact.backend}")
+        raise ValueError(f"the demo app runs .tflite, .onnx and .ort artifacts, not {artifact.path.name}")
+    accelerator = settings.get("delegate") or "cpu"
     if accelerator not in allowed:
-        raise ValueError(f"--delegate {accelerator} is not offered by the demo app for {artifact.backend}; "
-                         f"choose from: {', '.join(allowed)}")
+        why = APP_REFUSED.get(accelerator, f"choose from: {', '.join(allowed)}")
+        raise ValueError(f"--delegate {accelerator} is not offered by the demo app for {suffix} artifacts; {why}")
     pushes = [(artifact.path, f"{APP_DIR}/model{suffix}"),
               (artifact.path.with_suffix(".json"), f"{APP_DIR}/model.json")]
     local_examples = examples_format.examples_path(artifact.path)
@@ -373,30 +381,20 @@ def app_commands(artifact: Artifact, settings: dict) -> dict:
 
 
 def map_app_result(data: dict, artifact: Artifact, device: dict, settings: dict) -> BenchResult:
-    """The demo app's result file -> a result row (raw latencies; summary computed here as for every target)."""
-    from emo.runtime_bench.stats import summary
+    """The demo app's result file (``emo-mobile/app-bench/1``, shared with iOS) -> a result row."""
+    return app_result.map_app_result(data, artifact, device, settings, "android")
 
-    if not isinstance(data, dict) or data.get("schema") != APP_RESULT_SCHEMA:
-        raise BenchError(f"the app wrote a result of schema {data.get('schema') if isinstance(data, dict) else None!r}"
-                         f", expected {APP_RESULT_SCHEMA}; install a matching demo app")
-    row = base_row(artifact, {**device, "app_device": data.get("device")},
-                   {**settings, "runner": "app", "accelerator": data.get("accelerator"),
-                    "accelerator_used": data.get("accelerator_used"), "runtime": data.get("runtime")})
-    row.status = str(data.get("status") or "failed: no status in the app's result")
-    row.load_ms, row.first_inference_ms = data.get("load_ms"), data.get("first_inference_ms")
-    row.latencies_ms = [float(v) for v in data.get("latencies_ms") or []]
-    row.peak_memory_mb = data.get("peak_memory_mb")
-    row.summary = summary(row.latencies_ms) if row.latencies_ms else {}
-    row.versions = {"app": data.get("app_version"), "runtime": data.get("runtime")}
-    row.parity = data.get("parity") if isinstance(data.get("parity"), dict) else None
-    if settings.get("parity") and row.ok and row.parity and str(row.parity.get("status", "")).startswith("failed"):
-        row.status = f"failed: parity on the phone: {row.parity['status'].removeprefix('failed: ')}"
-    return row
+
+def app_running(adb: Adb) -> bool:
+    """Whether the app's process is alive (``pidof`` exits 1 when it is not; any other answer counts as alive, so a
+    device without ``pidof`` only waits for the timeout)."""
+    return "EXIT=1" not in adb.shell(f"pidof {quote(APP_PACKAGE)}; echo EXIT=$?", check=False)
 
 
 def run_app(artifact: Artifact, adb: Adb, device: dict, settings: dict, poll_seconds: float = 1.0,
             timeout_s: float = RUN_TIMEOUT_S) -> BenchResult:
-    """One artifact through the installed demo app's headless benchmark mode; the app folder is always cleaned."""
+    """One artifact through the installed demo app's headless benchmark mode; the app folder is always cleaned.
+    A process that dies without a result (a crash) fails the row at once, pointing at logcat."""
     row = base_row(artifact, dict(device), {**settings, "runner": "app"})
     if artifact.sidecar is None:
         row.status = f"failed: {artifact.sidecar_error}"
@@ -407,8 +405,7 @@ def run_app(artifact: Artifact, adb: Adb, device: dict, settings: dict, poll_sec
         row.status = f"failed: {e}"
         return row
     if "package:" not in adb.shell(f"pm path {quote(APP_PACKAGE)}", check=False):
-        row.status = (f"failed: the demo app {APP_PACKAGE} is not installed: build android_demo/ in Android Studio "
-                      "and install it (adb install app-release.apk); emo-bench installs nothing")
+        row.status = f"failed: the demo app {APP_PACKAGE} is not installed: {APP_INSTALL_HINT}"
         return row
     try:
         adb.shell(f"rm -rf {quote(APP_DIR)} && mkdir -p {quote(APP_DIR)}")
@@ -417,7 +414,13 @@ def run_app(artifact: Artifact, adb: Adb, device: dict, settings: dict, poll_sec
         adb.shell(quote(*commands["start"]), timeout=ADB_TIMEOUT_S)
         deadline = time.monotonic() + timeout_s
         with tempfile.TemporaryDirectory() as tmp:
-            while commands["result"] not in adb.shell(f"ls {quote(commands['result'])}", check=False):
+            def written() -> bool:  # not `ls`: its "No such file" message names the file too
+                return "present" in adb.shell(f"test -f {quote(commands['result'])} && echo present", check=False)
+
+            while not written():
+                if not app_running(adb) and not written():
+                    raise BenchError("the demo app stopped without writing a result (a crash?): see "
+                                     "`adb logcat -d -s AndroidRuntime EMOBenchmark`")
                 if time.monotonic() > deadline:
                     raise BenchError(f"no result from the app after {timeout_s:.0f} s")
                 time.sleep(poll_seconds)
