@@ -8,7 +8,6 @@ them in ``runner_cache()/{abi}/``; a missing one fails the row with instructions
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -425,10 +424,7 @@ def run_app(artifact: Artifact, adb: Adb, device: dict, settings: dict, poll_sec
                     raise BenchError(f"no result from the app after {timeout_s:.0f} s")
                 time.sleep(poll_seconds)
             adb("pull", commands["result"], f"{tmp}/result.json")
-            try:
-                data = json.loads(Path(tmp, "result.json").read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as e:
-                raise BenchError(f"the app's result is not JSON: {e}") from None
+            data = app_result.loads(Path(tmp, "result.json").read_bytes(), "android")
         return map_app_result(data, artifact, device, settings)
     except BenchError as e:
         row.status = f"failed: {e}"

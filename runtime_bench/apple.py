@@ -129,10 +129,7 @@ def run_ios(artifact: Artifact, udid: str, settings: dict, compute_units: str,
                     if time.monotonic() > deadline:
                         raise BenchError(f"no result from the app after {timeout_s:.0f} s") from None
                     time.sleep(poll_seconds)
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise BenchError(f"the app's result is not JSON: {e}") from None
+        data = app_result.loads(text, "ios")
         return map_ios_result(data, artifact, {**settings, "compute_units": compute_units}, udid)
     except (BenchError, ValueError) as e:
         row.status = f"failed: {e}"

@@ -12,14 +12,13 @@ import jvm
 import numpy as np
 import pytest
 from mobile_artifacts import sidecars
-from test_app_result import validate
 
+from emo.contract import app_result as app_result_contract
 from emo.runtime_bench import android
 from emo.runtime_bench.results import Artifact
 from emo_testutil import REF_CKPT, REPO
 
 APP = REPO / "android_demo" / "app"
-SCHEMA = REPO / "emo" / "contract" / "schemas" / "app-bench.schema.json"
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +108,7 @@ def test_kotlin_results_are_the_schema_and_map_to_rows(junit, tmp_path, name):
     """What the Kotlin core writes is a valid app-bench/1 document, and emo-bench's one mapper reads it."""
     _, out = junit
     data = json.loads((out / name).read_text())
-    validate(data, json.loads(SCHEMA.read_text()))
+    app_result_contract.validate(data, name, "android")  # the JSON Schema the reader uses
     row = android.map_app_result(data, Artifact(tmp_path / "m.tflite", None), {"target": "adb"}, {"threads": 4})
     assert row.device["os"] == "Android 15 (API 35)" and row.device["soc"] == "Tensor G3"
     if name.endswith("failed.json"):

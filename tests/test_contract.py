@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from emo.contract import examples, jsonio, schema, sidecar, vocabulary
+from emo.contract import app_result, examples, jsonio, schema, sidecar, vocabulary
 from emo.contract.jsonio import ContractError
 
 CONFORMANCE = Path(examples.__file__).with_name("conformance")
-READERS = {"sidecar": sidecar.loads, "examples": examples.loads}
+READERS = {"sidecar": sidecar.loads, "examples": examples.loads, "app-bench": app_result.loads}
 
 
 def _cases(kind):

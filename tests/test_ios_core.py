@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 from mobile_artifacts import sidecars
-from test_app_result import validate
 
+from emo.contract import app_result as app_result_contract
 from emo_testutil import REPO
 
 SCRIPT = REPO / "ios_demo" / "ci" / "swift_chroot.sh"
@@ -56,7 +56,7 @@ def test_swift_results_are_the_schema_and_map_to_rows(swift_test, name):
 
     _, data = swift_test
     result = json.loads((data / "out" / name).read_text())
-    validate(result, json.loads((REPO / "emo" / "contract" / "schemas" / "app-bench.schema.json").read_text()))
+    app_result_contract.validate(result, name, "ios")  # the JSON Schema the reader uses
     row = map_ios_result(result, Artifact(data / "artifacts" / "x.mlpackage", None), {"iters": 5}, "UDID")
     assert row.device == {"target": "ios", "udid": "UDID", "model": "iPhone15,2", "manufacturer": "Apple",
                           "soc": "A16", "os": "iOS 18.1", "abi": "arm64"}
