@@ -48,6 +48,10 @@ class BrowserTimeoutError(RuntimeError):
     """A driver call did not answer in time; the driver and its Chromium were stopped (``open`` starts afresh)."""
 
 
+class DriverExitedError(RuntimeError):
+    """The driver (or its Chromium) died during a call; ``open`` starts a fresh one."""
+
+
 class Browser:
     """Headless Chromium behind ``web_demo/driver.mjs``: ``open(url)``, ``call(fn, *args)``, ``screenshot(path)``.
 
@@ -81,7 +85,7 @@ class Browser:
     def _ask(self, timeout_s: float | None = None, **command) -> object:
         if self.proc is None or self.proc.poll() is not None:
             if command["op"] != "open":
-                raise RuntimeError(f"the browser driver exited: {self._stderr_tail()}")
+                raise DriverExitedError(f"the browser driver exited: {self._stderr_tail()}")
             self._stop()
             self._start()  # a fresh driver and Chromium (after a timeout, or if it died)
         timeout_s = timeout_s or self.call_timeout_s
@@ -96,7 +100,7 @@ class Browser:
             what = command.get("fn") or command["op"]
             raise BrowserTimeoutError(f"timed out after {timeout_s:g} s ({what})") from None
         if not line:
-            raise RuntimeError(f"the browser driver exited: {self._stderr_tail()}")
+            raise DriverExitedError(f"the browser driver exited: {self._stderr_tail()}")
         answer = json.loads(line)
         if not answer["ok"]:
             raise PageError(answer["error"])
@@ -234,6 +238,9 @@ def run_browser(artifact: Artifact, browser: Browser, settings: dict) -> BenchRe
         except BrowserTimeoutError as e:
             row.status = (f"failed: {e}: the page did not answer (a model that never finishes?); Chromium was "
                           "stopped and starts afresh for the next artifact")
+            return row
+        except DriverExitedError as e:
+            row.status = f"failed: {e} (Chromium starts afresh for the next artifact)"
             return row
     row.device = describe_browser(browser, bench)
     row.load_ms, row.first_inference_ms = bench["loadMs"], bench["firstMs"]

@@ -526,8 +526,8 @@ def test_page_loads_only_same_origin_models_and_names_the_source(page):
                    "blob:" + origin + "/0b7e0f7e-0000-4000-8000-000000000000": "a blob: URL",
                    "javascript:alert(1)//.onnx": "a javascript: URL",
                    url.replace("http://", "http://user:pw@") + "models/tiny.onnx": "a URL with a user name or password"}
+        browser.open(url)
         for model, kind in refused.items():
-            browser.open(url)
             with pytest.raises(PageError) as caught:
                 browser.call("load", model)
             message = str(caught.value)
@@ -584,13 +584,12 @@ def test_page_bounds_threads_shapes_and_json_depth(page, tmp_path):
     with open(served / "big.json", "ab") as f:
         f.truncate(17 << 20)
     with DemoServer(models=served) as server:
+        browser.open(server.url)
         for stem in cases:
-            browser.open(server.url)
             with pytest.raises(PageError) as caught:
                 browser.call("load", f"models/{stem}.onnx")
             assert ("field 'input.shape' must be a size emo-export writes (height and width 32..4096, batch at most "
                     "64)") in str(caught.value), (stem, str(caught.value))
-        browser.open(server.url)
         with pytest.raises(PageError, match="sidecar deep.json nests deeper than 64 levels"):
             browser.call("load", "models/deep.onnx")
         with pytest.raises(PageError, match="the sidecar is larger than 16 MiB"):
@@ -643,6 +642,12 @@ def test_page_lists_artifacts_told_apart_and_loads_escaped_names(page, tmp_path)
         card = browser.text("#model-info")
         assert "p%41 #1.onnx" in card and "best.pth (sha256 22222222…)" in card, card
         assert browser.evaluate("document.getElementById('model-list').value") == "models/p%2541%20%231.onnx"
+    gone = tmp_path / "gone"  # a folder deleted while serving: the page says so in one line
+    gone.mkdir()
+    with DemoServer(models=gone) as server:
+        shutil.rmtree(gone)
+        browser.open(server.url)
+        assert f"the served model folder {gone} cannot be read (No such file or directory)" in _error(browser)
 
 
 # ------------------------------------------------------------------------------------------- 5. browser runner
@@ -682,7 +687,7 @@ def test_bench_browser_escapes_names_and_times_out_a_model_that_never_finishes(t
     tiny_onnx(tmp_path / "pA.onnx", size=64, variant="decoded_twice")  # other bytes: what p%41 must not become
     tiny_onnx(tmp_path / "loop.onnx", loop_steps=2**50)
     tiny_onnx(tmp_path / "after.onnx")
-    timeout = 20
+    timeout = 15
     monkeypatch.setattr(browser_module, "CALL_TIMEOUT_S", timeout)
     stopped: list[set[int]] = []
     original_stop = browser_module.Browser._stop
@@ -712,3 +717,20 @@ def test_bench_browser_escapes_names_and_times_out_a_model_that_never_finishes(t
     time.sleep(1)
     leftover = [pid for group in stopped for pid in group if _alive(pid)]
     assert not leftover, leftover
+
+
+def test_a_driver_that_dies_fails_the_call_and_the_next_open_starts_afresh(page):
+    """A crashed driver is a one-line error for that call, not a hang; Chromium follows it out; open restarts."""
+    from emo.runtime_bench.browser import DriverExitedError
+
+    browser, url, _ = page
+    browser.open(url)
+    processes = {browser.pid} | _descendants(browser.pid)
+    os.kill(browser.pid, signal.SIGKILL)  # no exit handler runs: Chromium must notice its pipe closed
+    with pytest.raises(DriverExitedError, match="the browser driver exited"):
+        browser.call("load", "models/tiny.onnx")
+    assert browser.open(url)["isolated"] and browser.call("load", "models/tiny.onnx")["name"] == "tiny.onnx"
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in processes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in processes if _alive(pid)]
