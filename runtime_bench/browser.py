@@ -85,7 +85,8 @@ class Browser:
     def _ask(self, timeout_s: float | None = None, **command) -> object:
         if self.proc is None or self.proc.poll() is not None:
             if command["op"] != "open":
-                raise DriverExitedError(f"the browser driver exited: {self._stderr_tail()}")
+                raise DriverExitedError("the browser driver was stopped after a timeout: open a page first"
+                                        if self.proc is None else f"the browser driver exited: {self._stderr_tail()}")
             self._stop()
             self._start()  # a fresh driver and Chromium (after a timeout, or if it died)
         timeout_s = timeout_s or self.call_timeout_s
