@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import urllib.parse
 from importlib import resources
 from pathlib import Path
 
@@ -23,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from emo.runtime_bench.webserver import BROWSER_SUFFIXES, DemoServer, WebDemoError
+    from emo.runtime_bench.webserver import BROWSER_SUFFIXES, DemoServer, WebDemoError, model_index
 
     p = _Parser(prog="emo-web-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -49,14 +50,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emo-web-demo: error: cannot listen on 127.0.0.1:{args.port} ({e.strerror}); pick another --port",
               file=sys.stderr)
         return EXIT_BAD_INPUT
-    runnable = sorted(p.name for p in models.iterdir() if p.suffix in BROWSER_SUFFIXES)
+    # what the page lists: visible artifacts with their sidecar (never a killed export's hidden .tmp-PID file)
+    runnable = [a["name"] for a in model_index(models, None)["artifacts"] if a["name"].endswith(BROWSER_SUFFIXES)]
     signal.signal(signal.SIGTERM, _stop)
     with server:
         print(f"web demo: {server.url}", flush=True)
         if runnable:
-            print(f"  e.g. {server.url}?model=models/{runnable[0]}", flush=True)
+            # the name is percent-encoded in the path, and that path again as a query value
+            link = urllib.parse.quote(f"models/{urllib.parse.quote(runnable[0], safe='')}", safe="/")
+            print(f"  e.g. {server.url}?model={link}", flush=True)
         else:
-            print(f"  (no .onnx/.ort/.tflite artifact in {models}: drop files onto the page)", flush=True)
+            print(f"  (no .onnx/.ort/.tflite artifact with its .json sidecar in {models}: drop files onto the page)",
+                  flush=True)
         print("Ctrl-C to stop", flush=True)
         try:
             server.thread.join()

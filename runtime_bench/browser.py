@@ -8,9 +8,14 @@ Chromium is driven by ``web_demo/driver.mjs`` (playwright-core, the system's Chr
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
+import queue
 import shutil
 import subprocess
+import threading
+import urllib.parse
 from pathlib import Path
 
 from emo.runtime_bench.host import describe_host
@@ -20,7 +25,8 @@ from emo.runtime_bench.webserver import WEB_DEMO, DemoServer, WebDemoError, chec
 
 BROWSER_BACKENDS = ("onnx", "ort", "tflite")
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CALL_TIMEOUT_S = 900
+CALL_TIMEOUT_S = 900.0  # one driver call: open the page, load a model, a benchmark (plus its --min-seconds)
+STOP_GRACE_S = 10.0     # a stopped driver closes Chromium; after this it is killed
 
 
 def find_chromium() -> str:
@@ -38,44 +44,100 @@ def find_node() -> str:
     return found
 
 
-class Browser:
-    """Headless Chromium behind ``web_demo/driver.mjs``: ``open(url)``, ``call(fn, *args)``, ``screenshot(path)``."""
+class BrowserTimeoutError(RuntimeError):
+    """A driver call did not answer in time; the driver and its Chromium were stopped (``open`` starts afresh)."""
 
-    def __init__(self, chromium: str | None = None) -> None:
+
+class DriverExitedError(RuntimeError):
+    """The driver (or its Chromium) died during a call; ``open`` starts a fresh one."""
+
+
+class Browser:
+    """Headless Chromium behind ``web_demo/driver.mjs``: ``open(url)``, ``call(fn, *args)``, ``screenshot(path)``.
+
+    Every call waits at most ``call_timeout_s`` (default ``CALL_TIMEOUT_S``): a page that never answers (a model
+    whose loop never ends holds the page's thread) raises ``BrowserTimeoutError`` after the driver and its Chromium
+    were stopped, and the next ``open`` starts a fresh one, so one bad artifact cannot hold a whole bench run.
+    """
+
+    def __init__(self, chromium: str | None = None, call_timeout_s: float | None = None) -> None:
         try:
             check_web_demo()
         except WebDemoError as e:
             raise BenchError(str(e)) from None
         self.chromium = chromium or find_chromium()
-        self.proc = subprocess.Popen([find_node(), str(WEB_DEMO / "driver.mjs"), self.chromium], cwd=WEB_DEMO,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.call_timeout_s = float(call_timeout_s or CALL_TIMEOUT_S)
         self.version: str | None = None
+        self.proc: subprocess.Popen | None = None
+        self._start()
 
-    def _ask(self, **command) -> object:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"the browser driver exited: {self._stderr_tail()}")
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+    def _start(self) -> None:
+        self.proc = subprocess.Popen([find_node(), str(WEB_DEMO / "driver.mjs"), self.chromium], cwd=WEB_DEMO,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     encoding="utf-8", errors="replace")
+        # the answers and the driver's stderr are read by threads: a wait has a deadline, and a chatty stderr can
+        # never fill its pipe and stall the driver
+        self._answers: queue.Queue[str | None] = queue.Queue()
+        self._stderr: collections.deque[str] = collections.deque(maxlen=20)
+        threading.Thread(target=_pump, args=(self.proc.stdout, self._answers.put), daemon=True).start()
+        threading.Thread(target=_pump, args=(self.proc.stderr, self._stderr.append), daemon=True).start()
+
+    def _ask(self, timeout_s: float | None = None, **command) -> object:
+        if self.proc is None or self.proc.poll() is not None:
+            if command["op"] != "open":
+                raise DriverExitedError("the browser driver was stopped after a timeout: open a page first"
+                                        if self.proc is None else f"the browser driver exited: {self._stderr_tail()}")
+            self._stop()
+            self._start()  # a fresh driver and Chromium (after a timeout, or if it died)
+        timeout_s = timeout_s or self.call_timeout_s
+        try:
+            self.proc.stdin.write(json.dumps(command) + "\n")
+            self.proc.stdin.flush()
+            line = self._answers.get(timeout=timeout_s)
+        except OSError:
+            line = None
+        except queue.Empty:
+            self._stop()
+            what = command.get("fn") or command["op"]
+            raise BrowserTimeoutError(f"timed out after {timeout_s:g} s ({what})") from None
         if not line:
-            raise RuntimeError(f"the browser driver exited: {self._stderr_tail()}")
+            raise DriverExitedError(f"the browser driver exited: {self._stderr_tail()}")
         answer = json.loads(line)
         if not answer["ok"]:
             raise PageError(answer["error"])
         return answer["value"]
 
     def _stderr_tail(self) -> str:
-        self.proc.wait(timeout=10)
-        lines = [line for line in self.proc.stderr.read().splitlines() if line.strip()]
-        return lines[-1][:300] if lines else f"exit code {self.proc.returncode}"
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+        lines = [line.strip() for line in self._stderr if line and line.strip()]
+        code = self.proc.returncode if self.proc is not None else None
+        return lines[-1][:300] if lines else f"exit code {code}"
+
+    def _stop(self) -> None:
+        """Stop the driver: SIGTERM (it exits and kills its Chromium's process group), then SIGKILL."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            with contextlib.suppress(OSError):
+                stream.close()
 
     def open(self, url: str) -> dict:
         info = self._ask(op="open", url=url)
         self.version = info["version"]
         return info
 
-    def call(self, fn: str, *args) -> object:
-        return self._ask(op="call", fn=fn, args=list(args))
+    def call(self, fn: str, *args, timeout_s: float | None = None) -> object:
+        return self._ask(timeout_s, op="call", fn=fn, args=list(args))
 
     def text(self, selector: str) -> str:
         return self._ask(op="text", selector=selector)
@@ -95,23 +157,33 @@ class Browser:
     def console(self) -> list[str]:
         return self._ask(op="console")
 
+    @property
+    def pid(self) -> int | None:
+        """The driver's process id (None while stopped)."""
+        return self.proc.pid if self.proc is not None else None
+
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(OSError):
                 self.proc.stdin.write(json.dumps({"op": "close"}) + "\n")
                 self.proc.stdin.flush()
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            stream.close()
+        self._stop()
 
     def __enter__(self) -> Browser:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _pump(stream, put) -> None:
+    """Each line of ``stream`` to ``put``; None at the end."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in stream:
+            put(line)
+    put(None)
 
 
 class PageError(RuntimeError):
@@ -147,14 +219,29 @@ def run_browser(artifact: Artifact, browser: Browser, settings: dict) -> BenchRe
         row.status = (f"failed: the browser runs .onnx, .ort and .tflite artifacts, not {artifact.backend} "
                       "(use --device host, adb, mac or ios)")
         return row
+    # the name goes into a URL: percent-encoded (a '%41', '#', '?' or space is part of the name), decoded once
+    url = "models/" + urllib.parse.quote(artifact.path.name, safe="")
     with DemoServer(models=artifact.path.parent) as server:
         try:
             browser.open(server.url)
-            browser.call("load", f"models/{artifact.path.name}", {"threads": settings["threads"]})
+            loaded = browser.call("load", url, {"threads": settings["threads"]})
+            if loaded.get("sha256") != artifact.sidecar.get("sha256"):
+                row.status = (f"failed: the page loaded {loaded.get('name')!r} (sha256 {loaded.get('sha256')}), "
+                              f"not {artifact.path.name}; report this as a bug")
+                return row
+            # the page times iters runs, or for at least --min-seconds: the call may take that much longer
             bench = browser.call("benchmark", {"warmup": settings["warmup"], "iters": settings.get("iters"),
-                                               "minSeconds": settings.get("min_seconds")})
+                                               "minSeconds": settings.get("min_seconds")},
+                                 timeout_s=browser.call_timeout_s + (settings.get("min_seconds") or 0))
         except PageError as e:
             row.status = f"failed: {e}"
+            return row
+        except BrowserTimeoutError as e:
+            row.status = (f"failed: {e}: the page did not answer (a model that never finishes?); Chromium was "
+                          "stopped and starts afresh for the next artifact")
+            return row
+        except DriverExitedError as e:
+            row.status = f"failed: {e} (Chromium starts afresh for the next artifact)"
             return row
     row.device = describe_browser(browser, bench)
     row.load_ms, row.first_inference_ms = bench["loadMs"], bench["firstMs"]

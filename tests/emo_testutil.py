@@ -19,6 +19,21 @@ def need_reference() -> None:
         pytest.skip(f"authors' reference data not found at {REFERENCE}")
 
 
+def need_browser_tools() -> None:
+    """Skip unless the web demo's npm packages, node and Chromium are installed (``make test`` installs them)."""
+    import shutil
+
+    from emo.runtime_bench.webserver import WebDemoError, check_web_demo
+
+    try:
+        check_web_demo()
+    except WebDemoError as e:
+        pytest.skip(str(e))
+    for tool in ("node", "chromium"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} not installed (make test installs it)")
+
+
 def write_sidecar(artifact: Path, backend: str, precision: str = "fp32", **fields) -> Path:
     """A complete, valid sidecar for a stand-in artifact (the bench and CLI tests need no real export)."""
     side = {"schema": "emo-mobile/sidecar/1", "variant": "emo_1m", "backend": backend, "precision": precision,

@@ -16,27 +16,17 @@ import pytest
 from PIL import Image
 
 from emo.data import load_image, sample_images, to_unit_array
-from emo.runtime_bench.webserver import WEB_DEMO, DemoServer, WebDemoError, check_web_demo
-from emo_testutil import assert_one_line_error
+from emo.runtime_bench.webserver import WEB_DEMO, DemoServer
+from emo_testutil import assert_one_line_error, need_browser_tools
 
 TOL = 1e-4  # fp32 parity policy (README): the browser runs the same fp32 graph in WebAssembly
 FORMATS = ["emo_1m_onnx_fp32.onnx", "emo_1m_ort_fp32.ort", "emo_1m_tflite_fp32.tflite"]
 
 
-def _need_browser_tools():
-    try:
-        check_web_demo()
-    except WebDemoError as e:
-        pytest.skip(str(e))
-    for tool in ("node", "chromium"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} not installed (make test installs it)")
-
-
 @pytest.fixture(scope="module")
 def demo(all_formats, tmp_path_factory):
     """(browser, server url, artifact folder): one headless Chromium for the module, one server."""
-    _need_browser_tools()
+    need_browser_tools()
     from emo.runtime_bench.browser import Browser
 
     code, out = all_formats
@@ -65,7 +55,7 @@ def reference_logits(artifact, x: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------ preprocessing (Node, no browser)
 def test_preprocess_matches_pillow_bit_for_bit(tmp_path):
     """core.js `preprocess` == emo.data.to_unit_array (+ normalisation, NHWC) on the samples and resized photos."""
-    _need_browser_tools()
+    need_browser_tools()
     rng = np.random.default_rng(0)
     images = {p.stem: load_image(p) for p in sample_images()}
     for w, h in [(1008, 756), (756, 1008), (640, 480), (97, 45)]:  # phone photo shapes (scaled), a tiny upscale
@@ -123,6 +113,9 @@ def test_browser_logits_equal_python_runtime(demo, artifact):
         assert top5 == list(np.argsort(-expected, kind="stable")[:5]), (artifact, photo.name)
         assert result["ms"]["first"] > 0 and result["ms"]["median"] > 0
     print(f"{artifact}: max |browser - python| over {len(sample_images())} photos = {worst:.2e}")
+    # the runtimes work under the page's Content-Security-Policy: nothing was refused on the way
+    refused = [line for line in browser.console() if "Content Security Policy" in line or "Refused to" in line]
+    assert not refused, refused
 
 
 def test_screenshot_shows_top1_label(demo, tmp_path):
@@ -219,7 +212,7 @@ def test_bad_artifacts_show_a_clear_message(demo, tmp_path):
 
 # -------------------------------------------------------------------------------------------- the server
 def test_serve_cli_prints_url_and_isolates(all_formats):
-    _need_browser_tools()
+    need_browser_tools()
     _, out = all_formats
     proc = subprocess.Popen([sys.executable, "-m", "emo.web_demo", "serve", str(out), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -231,11 +224,14 @@ def test_serve_cli_prints_url_and_isolates(all_formats):
             assert r.headers["Cross-Origin-Opener-Policy"] == "same-origin"
             assert r.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
             listing = json.loads(r.read())
-        assert {"emo_1m_onnx_fp32.onnx", "emo_1m_ort_fp32.ort", "emo_1m_tflite_fp32.tflite"} <= set(
-            listing["artifacts"]) and "cat.jpg" in listing["samples"]
+        assert {"emo_1m_onnx_fp32.onnx", "emo_1m_ort_fp32.ort", "emo_1m_tflite_fp32.tflite"} <= {
+            a["name"] for a in listing["artifacts"]} and "cat.jpg" in listing["samples"]
+        assert all(a["variant"] == "emo_1m" and a["input"] == "224x224" for a in listing["artifacts"])
         wasm = "node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm"
         with urllib.request.urlopen(url + wasm, timeout=30) as r:  # the runtimes' wasm from node_modules
             assert r.headers["Content-Type"] == "application/wasm" and r.read(4) == b"\0asm"
+            assert r.headers["X-Content-Type-Options"] == "nosniff" and "'wasm-unsafe-eval'" in r.headers[
+                "Content-Security-Policy"]
         for path in ("models/../../../etc/passwd", "models/%2e%2e/%2e%2e/etc/passwd", "node_modules/../../Makefile",
                      "models/emo_1m_coreml_fp16.mlpackage/Manifest.json"):
             with pytest.raises(urllib.error.HTTPError) as e:
@@ -257,7 +253,7 @@ def test_serve_cli_bad_folder(tmp_path):
 
 # -------------------------------------------------------------------------------------- emo-bench --device browser
 def test_bench_browser_rows(all_formats, tmp_path):
-    _need_browser_tools()
+    need_browser_tools()
     from emo.runtime_bench.cli import main
 
     _, out = all_formats

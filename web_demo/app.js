@@ -3,14 +3,17 @@
 // `emo-bench --device browser` drive: load(modelUrl, {threads}), classify(imageUrl, {runs}), benchmark(...).
 
 import {
-  DemoError, baseName, checkArtifactMatches, checkSidecar, median, preprocess, runtimeFor, sha256Hex, sidecarName,
-  suffixOf, topK,
+  DemoError, MAX_ARTIFACT_BYTES, MAX_IMAGE_PIXELS, MAX_SIDECAR_BYTES, MAX_THREADS, baseName, checkArtifactMatches,
+  checkSidecar, checkThreads, median, parseJson, preprocess, printable, runtimeFor, sameOriginUrl, sha256Hex,
+  sidecarName, suffixOf, topK,
 } from './core.js';
 import { openModel } from './runtimes.js';
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, side: null, name: null, threads: 2 };
+const state = { model: null, side: null, name: null, threads: 2, source: null };
 const RUNS_DEFAULT = 10;
+const CORES = navigator.hardwareConcurrency;
+const BROWSER_SUFFIXES = ['.onnx', '.ort', '.tflite'];
 
 function setStatus(text) { $('status').textContent = text; }
 
@@ -34,47 +37,63 @@ async function guarded(task) {
   }
 }
 
-async function fetchBytes(url, what) {
+/** The file name a URL names (its last path segment, percent-decoded once), e.g. 'p%41.onnx' for .../p%2541.onnx. */
+function fileNameOf(url) {
+  const segment = url.pathname.split('/').pop();
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new DemoError(`the URL ${printable(url.href, 100)} is not a valid percent-encoded file name`);
+  }
+}
+
+/** The bytes at a same-origin `url` (a URL object), refused beyond `limit` bytes. */
+async function fetchBytes(url, what, limit = Infinity) {
   let response;
   try {
-    response = await fetch(url);
+    response = await fetch(url, { redirect: 'error', credentials: 'same-origin' });
   } catch (e) {
-    throw new DemoError(`could not fetch ${what} ${url}: ${e.message}`);
+    throw new DemoError(`could not fetch ${what} ${printable(url.pathname, 100)}: ${printable(e.message, 100)}`);
   }
   if (!response.ok) {
-    throw new DemoError(`could not fetch ${what} ${baseName(url)} (HTTP ${response.status}); ` +
+    throw new DemoError(`could not fetch ${what} ${printable(fileNameOf(url), 100)} (HTTP ${response.status}); ` +
       (what === 'sidecar' ? 'every artifact needs the .json sidecar that emo-export writes next to it'
         : 'check the path'));
   }
-  return response.arrayBuffer();
+  if (Number(response.headers.get('Content-Length') ?? 0) > limit) tooLarge(what, limit);
+  const bytes = await response.arrayBuffer();
+  if (bytes.byteLength > limit) tooLarge(what, limit);
+  return bytes;
+}
+
+function tooLarge(what, limit) {
+  throw new DemoError(`the ${what} is larger than ${Math.floor(limit / 2 ** 20)} MiB: it is not a file emo-export ` +
+    'wrote; re-export the artifact with emo-export');
 }
 
 function parseSidecar(bytes, name) {
-  let side;
-  try {
-    side = JSON.parse(new TextDecoder().decode(bytes));
-  } catch (e) {
-    throw new DemoError(`sidecar ${name} is not JSON (${e.message}); re-export the artifact with emo-export`);
-  }
+  if (bytes.byteLength > MAX_SIDECAR_BYTES) tooLarge('sidecar', MAX_SIDECAR_BYTES);
+  const side = parseJson(new TextDecoder().decode(bytes), `sidecar ${printable(name, 100)}`);
   return checkSidecar(side, name);
 }
 
-/** Check the pair (artifact bytes, sidecar bytes), open the runtime, show the model card. */
-async function loadModel(name, artifactBytes, sidecarBytes, threads) {
+/** Check the pair (artifact bytes, sidecar bytes), open the runtime, show the model card (with `source`). */
+async function loadModel(name, artifactBytes, sidecarBytes, threads, source) {
   runtimeFor(name);
   const side = parseSidecar(sidecarBytes, sidecarName(baseName(name)));
-  checkArtifactMatches(side, name, artifactBytes, await sha256Hex(artifactBytes));
+  const sha256 = await sha256Hex(artifactBytes);
+  checkArtifactMatches(side, name, artifactBytes, sha256);
   if (state.model) await state.model.release();
   state.model = null;
-  setStatus(`Loading ${baseName(name)}…`);
+  setStatus(`Loading ${printable(baseName(name))}…`);
   const start = performance.now();
   const model = await openModel(name, artifactBytes, side, threads);
   const loadMs = performance.now() - start;
-  Object.assign(state, { model, side, name: baseName(name), threads, loadMs });
+  Object.assign(state, { model, side, name: baseName(name), threads, loadMs, source });
   showModelCard(side, model.info, loadMs);
-  setStatus(`${baseName(name)} ready: classify an image.`);
+  setStatus(`${printable(baseName(name))} ready: classify an image.`);
   return { name: baseName(name), variant: side.variant, backend: side.backend, precision: side.precision,
-           info: model.info, loadMs };
+           sha256, source, info: model.info, loadMs };
 }
 
 function showModelCard(side, info, loadMs) {
@@ -84,13 +103,14 @@ function showModelCard(side, info, loadMs) {
   const passed = typeof parity.status === 'string' && parity.status.startsWith('pass');
   const rows = [
     ['artifact', state.name],
+    ['source', state.source],
     ['variant', `${side.variant} (${side.num_classes ?? '?'} classes)`],
     ['backend / precision', `${side.backend} / ${side.precision}`],
     ['input', `${input.name ?? 'image'} ${input.shape.join('×')} ${input.layout ?? 'NCHW'} float32 in [0, 1], ` +
       (norm.in_graph ? 'ImageNet normalisation inside the graph' : `normalised here (mean ${norm.mean}, std ${norm.std})`)],
     ['parity at export', parity.status ? `${parity.status} (max |diff| ${parity.max_abs_diff?.toExponential?.(1) ??
       '?'} vs PyTorch, checked with ${parity.checked_with ?? '?'})` : 'not recorded'],
-    ['weights', side.weights?.random_init ? `random init (seed ${side.weights.seed})` : baseName(side.weights?.path ?? '?')],
+    ['weights', describeWeights(side.weights)],
     ['runtime', `${info.runtime} ${info.version}, ${info.backend}, ${info.threads} thread(s), SIMD ${info.simd ? 'on' : 'off'}` +
       (info.crossOriginIsolated ? '' : ' (page not cross-origin isolated: one thread)')],
     ['load', `${loadMs.toFixed(0)} ms`],
@@ -100,7 +120,7 @@ function showModelCard(side, info, loadMs) {
     const dt = document.createElement('dt');
     const dd = document.createElement('dd');
     dt.textContent = key;
-    dd.textContent = value;
+    dd.textContent = printable(value, 300);  // text only, never HTML; control characters made visible
     if (key === 'parity at export') dd.className = passed ? 'ok' : 'bad';
     dl.append(dt, dd);
   }
@@ -109,12 +129,26 @@ function showModelCard(side, info, loadMs) {
   $('model-info').hidden = false;
 }
 
-async function loadFromUrl(url, threads) {
-  const name = new URL(url, location.href).pathname;
+/** The checkpoint behind an artifact: its file name and sha256 prefix, so two checkpoints named best.pth differ. */
+function describeWeights(weights) {
+  if (weights?.random_init) return `random init (seed ${weights.seed})`;
+  const digest = typeof weights?.sha256 === 'string' ? ` (sha256 ${weights.sha256.slice(0, 8)}…)` : '';
+  return `${baseName(String(weights?.path ?? '?').replaceAll('\\', '/'))}${digest}`;
+}
+
+/** A model by URL: only from this page's own origin (sameOriginUrl); the name is the URL's decoded file name. */
+async function loadFromUrl(text, threads) {
+  const url = sameOriginUrl(text, location.href, 'model URL');
+  const name = fileNameOf(url);
   runtimeFor(name);  // a Core ML package or a .pte: the clear message before any download
-  const [artifact, side] = await Promise.all([fetchBytes(url, 'artifact'), fetchBytes(sidecarName(url), 'sidecar')]);
-  const loaded = await loadModel(name, artifact, side, threads);
-  const listed = [...$('model-list').options].find((o) => o.value && new URL(o.value, location.href).pathname === name);
+  const folder = url.pathname.slice(0, url.pathname.lastIndexOf('/') + 1);
+  const sidecarUrl = new URL(folder + encodeURIComponent(sidecarName(name)), url.origin);
+  const artifactUrl = new URL(url.pathname, url.origin);  // no query, no fragment
+  const [artifact, side] = await Promise.all([fetchBytes(artifactUrl, 'artifact', MAX_ARTIFACT_BYTES),
+                                              fetchBytes(sidecarUrl, 'sidecar', MAX_SIDECAR_BYTES)]);
+  const loaded = await loadModel(name, artifact, side, threads, `${artifactUrl.href} (this page's server)`);
+  const listed = [...$('model-list').options].find((o) => o.value &&
+    new URL(o.value, location.href).pathname === url.pathname);
   $('model-list').value = listed ? listed.value : '';
   return loaded;
 }
@@ -127,10 +161,13 @@ async function loadFromFiles(files, threads) {
   runtimeFor(artifact.name);
   const side = byName.get(sidecarName(artifact.name));
   if (!side) {
-    throw new DemoError(`no sidecar ${sidecarName(artifact.name)} with ${artifact.name}: drop both files (or their ` +
-      'folder); the sidecar says how to feed the model');
+    throw new DemoError(`no sidecar ${printable(sidecarName(artifact.name))} with ${printable(artifact.name)}: drop ` +
+      'both files (or their folder); the sidecar says how to feed the model');
   }
-  return loadModel(artifact.name, await artifact.arrayBuffer(), await side.arrayBuffer(), threads);
+  if (side.size > MAX_SIDECAR_BYTES) tooLarge('sidecar', MAX_SIDECAR_BYTES);
+  if (artifact.size > MAX_ARTIFACT_BYTES) tooLarge('artifact', MAX_ARTIFACT_BYTES);
+  return loadModel(artifact.name, await artifact.arrayBuffer(), await side.arrayBuffer(), threads,
+                   `your file ${artifact.name} (picked on this computer)`);
 }
 
 async function filesFromDrop(dataTransfer) {
@@ -148,14 +185,14 @@ async function filesFromDrop(dataTransfer) {
         files.push(await new Promise((resolve, reject) => child.file(resolve, reject)));
       }
       const packages = children.filter((c) => c.isDirectory && suffixOf(c.name) === '.mlpackage');
-      if (packages.length && !files.some((f) => ['.onnx', '.ort', '.tflite'].includes(suffixOf(f.name)))) {
+      if (packages.length && !files.some((f) => BROWSER_SUFFIXES.includes(suffixOf(f.name)))) {
         runtimeFor(packages[0].name);
       }
     }
   }
   // a folder from emo-export: prefer the artifacts the browser runs
-  files.sort((a, b) => Number(!['.onnx', '.ort', '.tflite'].includes(suffixOf(a.name))) -
-    Number(!['.onnx', '.ort', '.tflite'].includes(suffixOf(b.name))));
+  files.sort((a, b) => Number(!BROWSER_SUFFIXES.includes(suffixOf(a.name))) -
+    Number(!BROWSER_SUFFIXES.includes(suffixOf(b.name))));
   return files;
 }
 
@@ -167,7 +204,12 @@ async function decode(blob) {
     bitmap = await createImageBitmap(blob, { colorSpaceConversion: 'none', imageOrientation: 'from-image',
                                              premultiplyAlpha: 'none' });
   } catch (e) {
-    throw new DemoError(`the image could not be decoded (${e.message}): use a JPEG, PNG or WebP photo`);
+    throw new DemoError(`the image could not be decoded (${printable(e.message, 100)}): use a JPEG, PNG or WebP photo`);
+  }
+  if (bitmap.width * bitmap.height > MAX_IMAGE_PIXELS) {
+    bitmap.close();
+    throw new DemoError(`the image is ${bitmap.width}x${bitmap.height}: at most ${MAX_IMAGE_PIXELS / 1e6} ` +
+      'megapixels; use a smaller photo');
   }
   const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
@@ -195,7 +237,7 @@ async function classifyBlob(blob, runs = RUNS_DEFAULT) {
   const top5 = topK(logits, state.side, 5);
   const ms = { first: firstMs, median: times.length ? median(times) : firstMs, runs: times, preprocess: preprocessMs };
   showResult(blob, top5, ms);
-  setStatus(`${state.name}: top-1 ${top5[0].label}`);
+  setStatus(`${printable(state.name)}: top-1 ${printable(top5[0].label)}`);
   return { logits: Array.from(logits), top5, ms, input: { width, height } };
 }
 
@@ -205,7 +247,7 @@ function showResult(blob, top5, ms) {
     const tr = document.createElement('tr');
     for (const text of [String(i + 1), t.label, `${(100 * t.probability).toFixed(2)} %`]) {
       const td = document.createElement('td');
-      td.textContent = text;
+      td.textContent = printable(text);  // a label is text from a file: never HTML, control characters visible
       tr.append(td);
     }
     return tr;
@@ -275,33 +317,45 @@ async function snapFrame() {
   return classifyBlob(await canvas.convertToBlob({ type: 'image/png' }));
 }
 
+/** What tells one served artifact from another in the list: its sidecar's variant, precision, input, weights. */
+function describeListed(entry) {
+  const parts = [entry.variant, entry.precision, entry.input, entry.weights && `weights ${entry.weights}`,
+                 entry.note].filter(Boolean);
+  return printable(parts.length ? `${entry.name} — ${parts.join(', ')}` : entry.name, 160);
+}
+
 async function listServedModels() {
+  let index;
   try {
     const response = await fetch('models/index.json');
     if (!response.ok) return;
-    const { artifacts, samples } = await response.json();
-    for (const name of artifacts) $('model-list').add(new Option(name, `models/${name}`));
-    for (const name of samples ?? []) {
-      const button = document.createElement('button');
-      button.type = 'button';
-      button.textContent = name;
-      button.addEventListener('click', () => guarded(() => window.emoDemo.classify(`samples/${name}`)).catch(() => {}));
-      $('samples').append(button, ' ');
-    }
+    index = await response.json();
   } catch {
-    // served without a model folder: files can still be dropped
+    return;  // served without a model folder: files can still be dropped
   }
+  for (const entry of index.artifacts ?? []) {
+    if (typeof entry?.name !== 'string') continue;
+    $('model-list').add(new Option(describeListed(entry), `models/${encodeURIComponent(entry.name)}`));
+  }
+  for (const name of index.samples ?? []) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = printable(name);
+    button.addEventListener('click', () =>
+      window.emoDemo.classify(`samples/${encodeURIComponent(name)}`).catch(() => {}));
+    $('samples').append(button, ' ');
+  }
+  if (index.error) showError(new DemoError(printable(index.error, 300)));
 }
 
 function threadsWanted(options) {
-  const n = Number(options?.threads ?? $('threads').value);
-  return Number.isInteger(n) && n >= 1 ? n : 1;
+  return checkThreads(options?.threads ?? $('threads').value, CORES);
 }
 
 window.emoDemo = {
   load: (modelUrl, options = {}) => guarded(() => loadFromUrl(modelUrl, threadsWanted(options))),
   classify: (imageUrl, options = {}) => guarded(async () => {
-    const blob = new Blob([await fetchBytes(imageUrl, 'image')]);
+    const blob = new Blob([await fetchBytes(sameOriginUrl(imageUrl, location.href, 'image URL'), 'image')]);
     return classifyBlob(blob, options.runs ?? RUNS_DEFAULT);
   }),
   benchmark: (options = {}) => guarded(() => benchmark(options)),
@@ -309,7 +363,7 @@ window.emoDemo = {
 };
 
 $('model-files').addEventListener('change', (e) =>
-  guarded(() => loadFromFiles([...e.target.files], threadsWanted())).catch(() => {}));
+  guarded(async () => loadFromFiles([...e.target.files], threadsWanted())).catch(() => {}));
 $('model-list').addEventListener('change', (e) => {
   if (e.target.value) window.emoDemo.load(e.target.value).catch(() => {});
 });
@@ -324,8 +378,19 @@ document.addEventListener('paste', (e) => {
 });
 
 const params = new URLSearchParams(location.search);
-if (params.get('threads')) $('threads').value = params.get('threads');
+const maxThreads = Math.max(1, Math.min(MAX_THREADS, CORES || 1));
+$('threads').max = String(maxThreads);
+$('threads').value = String(Math.min(2, maxThreads));
+let threadsOk = true;
+if (params.has('threads')) {
+  try {
+    $('threads').value = String(checkThreads(params.get('threads'), CORES, '?threads='));
+  } catch (e) {
+    threadsOk = false;  // refused with its message; the model in the URL is not loaded with a wrong setting
+    showError(e);
+  }
+}
 await listServedModels();
 setStatus(crossOriginIsolated ? 'Ready: load a model.' : 'Ready (not cross-origin isolated: runtimes use one thread).');
-if (params.get('model')) await window.emoDemo.load(params.get('model')).catch(() => {});
+if (params.get('model') && threadsOk) await window.emoDemo.load(params.get('model')).catch(() => {});
 window.emoDemo.ready = true;

@@ -17,17 +17,18 @@ const CROP_PCT = 0.875;  // emo.data.CROP_PCT: the authors' eval transform resiz
 /** An error whose message is shown to the user as is (one line that names the fix). */
 export class DemoError extends Error {}
 
+/** The suffix of a file name ('.onnx'), lower case; '' if none. Names are file names, never URLs: a '#' or '?' is
+ * part of the name (app.js turns a URL into the file name it names first). */
 export function suffixOf(name) {
-  const clean = name.split(/[?#]/)[0].replace(/\/+$/, '');
+  const clean = name.replace(/\/+$/, '');
   const dot = clean.lastIndexOf('.');
   return dot > clean.lastIndexOf('/') ? clean.slice(dot).toLowerCase() : '';
 }
 
-/** The sidecar's URL or file name: the same stem with `.json` (runtime_bench/sidecar.py: sidecar_path). */
+/** The sidecar's file name: the same stem with `.json` (runtime_bench/sidecar.py: sidecar_path). */
 export function sidecarName(name) {
-  const suffix = suffixOf(name);
-  const clean = name.split(/[?#]/)[0].replace(/\/+$/, '');
-  return clean.slice(0, clean.length - suffix.length) + '.json';
+  const clean = name.replace(/\/+$/, '');
+  return clean.slice(0, clean.length - suffixOf(clean).length) + '.json';
 }
 
 /** The runtime for an artifact name, or a DemoError saying where such a file runs instead. */
@@ -41,7 +42,91 @@ export function runtimeFor(name) {
 }
 
 export function baseName(name) {
-  return name.split(/[?#]/)[0].replace(/\/+$/, '').split('/').pop();
+  return name.replace(/\/+$/, '').split('/').pop();
+}
+
+// ---------------------------------------------------------------- bounds on what a file or a URL can ask for
+export const MIN_SIDE = 32;              // emo-export --input-size: each side 32..4096 pixels
+export const MAX_SIDE = 4096;
+export const MAX_BATCH = 64;
+export const MAX_INPUT_ELEMENTS = 3 * MAX_SIDE * MAX_SIDE;  // one 4096x4096 RGB image (192 MiB of float32)
+export const MAX_SIDECAR_BYTES = 16 << 20;                  // as runtime_bench/sidecar.py
+export const MAX_ARTIFACT_BYTES = 2 ** 31;                  // 2 GiB: far above any EMO export
+export const MAX_JSON_DEPTH = 64;
+export const MAX_THREADS = 64;
+export const MAX_IMAGE_PIXELS = 64e6;
+
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+/** `text` as one inert line for the page: control characters, terminal escapes and bidi overrides become U+FFFD
+ * (the page also only ever sets textContent: no text from a file is parsed as HTML). */
+export function printable(text, limit = 200) {
+  const clean = String(text).replace(CONTROL, '\ufffd');
+  return clean.length <= limit ? clean : `${clean.slice(0, limit - 1)}…`;
+}
+
+/** JSON.parse, after checking without recursion that arrays/objects nest at most MAX_JSON_DEPTH deep. */
+export function parseJson(text, what) {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;  // a backslash escapes the next character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > MAX_JSON_DEPTH) {
+        throw new DemoError(`${what} nests deeper than ${MAX_JSON_DEPTH} levels: it is not a file emo-export wrote; ` +
+          're-export the artifact with emo-export');
+      }
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new DemoError(`${what} is not JSON (${printable(e.message, 120)}); re-export the artifact with emo-export`);
+  }
+}
+
+/**
+ * The URL `text` names, resolved against the page, if it is on the page's own origin; else a DemoError. Another
+ * origin's model (and its labels) must not run under this page's name, and data:, blob: and javascript: URLs are
+ * not model files: a model from elsewhere is downloaded and picked as a file (which stays allowed).
+ */
+export function sameOriginUrl(text, pageUrl, what = 'model URL') {
+  const page = new URL(pageUrl);
+  let url;
+  try {
+    url = new URL(String(text), page);
+  } catch {
+    throw new DemoError(`${what} ${printable(text, 100)} is not a URL: give a path on this server such as ` +
+      'models/NAME.onnx');
+  }
+  if (url.origin === page.origin && url.protocol === page.protocol && !url.username && !url.password) return url;
+  const scheme = url.protocol.replace(/:$/, '');
+  let kind = `another origin (${url.origin})`;
+  if (!['http', 'https'].includes(scheme)) kind = `a ${scheme}: URL`;
+  else if (url.origin === page.origin) kind = 'a URL with a user name or password';
+  throw new DemoError(`${what} ${printable(text, 100)} is refused: the page loads only from its own origin ` +
+    `${page.origin}, not ${kind}; download the file and pick it with "choose files", or serve its folder with ` +
+    'emo-web-demo serve DIR');
+}
+
+/** The thread count `value` asks for, if it is an integer in 1..min(cores, 64); else a DemoError (`label` names
+ * where it came from: 'threads ' for the hook and the field, '?threads=' for the page's URL). */
+export function checkThreads(value, cores, label = 'threads ') {
+  const limit = Math.max(1, Math.min(MAX_THREADS, Number.isInteger(cores) && cores > 0 ? cores : 1));
+  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+  if (!Number.isInteger(n) || n < 1 || n > limit) {
+    const shown = typeof value === 'string' ? value : JSON.stringify(value) ?? String(value);
+    throw new DemoError(`${label}${printable(shown, 40)} is out of range: use 1..${limit} (this computer has ` +
+      `${cores} logical cores; at most ${MAX_THREADS})`);
+  }
+  return n;
 }
 
 const isPositiveInt = (v) => Number.isInteger(v) && v >= 1;
@@ -52,7 +137,8 @@ const isPositiveInt = (v) => Number.isInteger(v) && v >= 1;
  */
 export function checkSidecar(side, where) {
   const fail = (field, expected, value) => new DemoError(
-    `sidecar ${where}: field '${field}' must be ${expected}, not ${JSON.stringify(value)?.slice(0, 60)}; ` +
+    `sidecar ${printable(where, 100)}: field '${field}' must be ${expected}, not ` +
+    `${printable(JSON.stringify(value)?.slice(0, 60) ?? String(value))}; ` +
     're-export the artifact with emo-export');
   if (side === null || typeof side !== 'object' || Array.isArray(side)) throw fail('(top level)', 'a JSON object', side);
   for (const field of ['variant', 'backend']) {
@@ -65,8 +151,16 @@ export function checkSidecar(side, where) {
   if (!input || typeof input !== 'object') throw fail('input', 'an object', input);
   const shape = input.shape;
   if (!(Array.isArray(shape) && shape.length === 4 && (shape[0] === 'batch' || isPositiveInt(shape[0])) &&
-        shape.slice(1).every((d) => isPositiveInt(d) && d <= 16384))) {
+        shape.slice(1).every(isPositiveInt))) {
     throw fail('input.shape', '[batch, ...] with 4 positive sizes', shape);
+  }
+  // bounded before anything is allocated: a sidecar asking for 16384x16384 would make the page take gigabytes
+  const [h, w] = (input.layout ?? 'NCHW') === 'NHWC' ? [shape[1], shape[2]] : [shape[2], shape[3]];
+  const batch = shape[0] === 'batch' ? 1 : shape[0];
+  if (![h, w].every((d) => d >= MIN_SIDE && d <= MAX_SIDE) || batch > MAX_BATCH ||
+      batch * shape[1] * shape[2] * shape[3] > MAX_INPUT_ELEMENTS) {
+    throw fail('input.shape', `a size emo-export writes (height and width ${MIN_SIDE}..${MAX_SIDE}, batch at most ` +
+      `${MAX_BATCH})`, shape);
   }
   const layout = input.layout ?? 'NCHW';
   if (!['NCHW', 'NHWC'].includes(layout)) throw fail('input.layout', 'NCHW or NHWC for a browser runtime', layout);

@@ -8,11 +8,15 @@
 //   {"op": "files", "selector": "#image-file", "paths": [...]}, {"op": "wait", "expr": "..."}
 //   {"op": "close"}
 // usage: node driver.mjs CHROMIUM_PATH
+// The caller (runtime_bench/browser.py) bounds every command with a timeout; when one passes it sends SIGTERM: the
+// driver exits at once, and playwright's exit handler kills Chromium's whole process group (a renderer stuck in a
+// WebAssembly loop included), so nothing is left running.
 
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
 const executablePath = process.argv[2] || '/usr/bin/chromium';
+for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(signal, () => process.exit(143));
 const browser = await chromium.launch({
   executablePath,
   headless: true,
@@ -48,9 +52,15 @@ async function handle(cmd) {
     case 'files':  // tests: pick files in an <input type=file>, as a user does
       await page.setInputFiles(cmd.selector, cmd.paths);
       return null;
-    case 'wait':  // tests: until an expression is truthy in the page
-      await page.waitForFunction(cmd.expr, null, { timeout: cmd.timeoutMs ?? 120000 });
+    case 'wait': {  // tests: until an expression is truthy in the page (polled with evaluate: a string predicate
+      // in waitForFunction is eval'd in the page, which the page's Content-Security-Policy rightly refuses)
+      const deadline = Date.now() + (cmd.timeoutMs ?? 120000);
+      while (!(await page.evaluate(cmd.expr))) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${cmd.expr}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
       return null;
+    }
     case 'eval':  // tests: an expression evaluated in the page
       return page.evaluate(cmd.expr);
     case 'console':
