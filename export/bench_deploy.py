@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import emo
+from emo.contract.timing import settled_turns
 from emo.errors import EMOError
 from emo.export.backends import BACKENDS
 from emo.export.output import captured_output
@@ -80,29 +81,15 @@ def op_counts(backend: str, facts: dict) -> dict:
 
 
 def measure(runners: dict, x: dict, rounds: int, warmup: int, per_turn: int, settle: float) -> dict[tuple, list[float]]:
-    """Per (runtime, size), its graphs interleaved round by round: each round gives every graph one turn of untimed
-    runs for ``settle`` seconds (at least one), then ``per_turn`` timed runs. The untimed runs are for the graph that
-    ran before: its thread pool spin-waits after a run (ONNX Runtime's intra-op threads by default), and on 2 cores
-    that took a core from the next graph for tens of milliseconds (measured: ORT's new form at 224, 5.2 ms steady,
-    ran its first 7 runs after a switch in 6-14 ms). Idling instead of running cools the CPU (LiteRT at 224: 4.6 ms
-    for the first run after 50 ms idle, 2.5 ms steady). An app runs one session; so does each timed run here.
-    Runtimes are not interleaved with each other at all."""
-    times: dict[tuple, list[float]] = {key: [] for key in runners}
+    """Per (runtime, size), its graphs timed side by side in settled turns (``emo.contract.timing.settled_turns``:
+    each turn starts with ``settle`` seconds of untimed runs, because the previous graph's thread pool spin-waits;
+    measured: ORT's new form at 224, 5.2 ms steady, ran its first 7 runs after a switch in 6-14 ms). An app runs one
+    session; so does each timed run here. Runtimes are not interleaved with each other at all."""
+    times: dict[tuple, list[float]] = {}
     for group in dict.fromkeys((backend, size) for backend, _, size in runners):
         keys = [key for key in runners if (key[0], key[2]) == group]
-        for key in keys:
-            for _ in range(warmup):
-                runners[key](x[key[2]])
-        for _ in range(rounds):
-            for key in keys:
-                settled = time.perf_counter() + settle
-                runners[key](x[key[2]])
-                while time.perf_counter() < settled:
-                    runners[key](x[key[2]])
-                for _ in range(per_turn):
-                    start = time.perf_counter()
-                    runners[key](x[key[2]])
-                    times[key].append((time.perf_counter() - start) * 1e3)
+        calls = {key: (lambda run=runners[key], image=x[key[2]]: run(image)) for key in keys}
+        times.update(settled_turns(calls, rounds, warmup, per_turn, settle))
     return times
 
 

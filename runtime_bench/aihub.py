@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from emo.contract.timing import summary
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row
-from emo.runtime_bench.stats import summary
+from emo.runtime_bench.targets import Settings, Target
 
 SUPPORTED = ("tflite", "onnx")
 CONFIG = Path.home() / ".qai_hub" / "client.ini"
@@ -27,10 +28,10 @@ def import_hub():
     return qai_hub
 
 
-def map_profile(profile: dict, artifact: Artifact, device_name: str, settings: dict, job_id: str) -> BenchResult:
+def map_profile(profile: dict, artifact: Artifact, device_name: str, settings: Settings, job_id: str) -> BenchResult:
     """An AI Hub profile (times in microseconds, memory in bytes) -> a result row."""
     execution = profile.get("execution_summary", {})
-    row = base_row(artifact, {"target": "aihub", "model": device_name, "job": job_id}, settings)
+    row = base_row(artifact, {"target": "aihub", "model": device_name, "job": job_id}, settings.as_row())
     row.latencies_ms = [t / 1000.0 for t in execution.get("all_inference_times", [])]
     if not row.latencies_ms and execution.get("estimated_inference_time") is not None:
         row.latencies_ms = [execution["estimated_inference_time"] / 1000.0]
@@ -50,17 +51,34 @@ def _ms(us: float | None) -> float | None:
     return None if us is None else us / 1000.0
 
 
-def run_aihub(artifact: Artifact, device_name: str, settings: dict, hub=None) -> BenchResult:
-    if artifact.backend not in SUPPORTED:
-        row = base_row(artifact, {"target": "aihub", "model": device_name}, settings)
-        row.status = f"failed: AI Hub profiles {' and '.join(SUPPORTED)} artifacts here, not {artifact.backend}"
-        return row
+def run_aihub(artifact: Artifact, device_name: str, settings: Settings, hub=None) -> BenchResult:
     hub = hub or import_hub()
     device = hub.Device(device_name)
     model = str(artifact.path)
     if artifact.backend == "onnx":  # AI Hub compiles ONNX for the device's ONNX Runtime first; .tflite runs as is
         model = hub.submit_compile_job(model=model, device=device, options="--target_runtime onnx").get_target_model()
-    iterations = settings.get("iters") or 100
+    iterations = settings.iters or 100
     job = hub.submit_profile_job(model=model, device=device, options=f"--max_profiler_iterations {iterations}")
     profile = job.download_profile()
     return map_profile(profile, artifact, device_name, settings, getattr(job, "job_id", "?"))
+
+
+class AiHubTarget(Target):
+    """``aihub:DEVICE``: Qualcomm AI Hub's hosted phones through ``qai-hub`` (compile for ONNX, profile)."""
+
+    kind = "aihub"
+
+    def __init__(self, settings: Settings, device_name: str) -> None:
+        super().__init__(settings)
+        self.hub = import_hub()
+        self.device_name = device_name
+
+    def supports(self, artifact: Artifact) -> str | None:
+        return None if artifact.backend in SUPPORTED else (
+            f"AI Hub profiles {' and '.join(SUPPORTED)} artifacts here, not {artifact.backend}")
+
+    def describe(self) -> dict:
+        return {"target": "aihub", "model": self.device_name}
+
+    def run(self, artifact: Artifact) -> BenchResult:
+        return run_aihub(artifact, self.device_name, self.settings, self.hub)

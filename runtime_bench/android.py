@@ -26,6 +26,7 @@ from emo.contract.text import printable
 from emo.runtime_bench import app_result
 from emo.runtime_bench.parsers import PARSERS
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row
+from emo.runtime_bench.targets import Settings, Target
 
 DEVICE_DIR = "/data/local/tmp/emo-bench"
 SAFE_SUFFIXES = tuple(s for s in vocabulary.ARTIFACT_SUFFIXES if s != ".mlpackage")
@@ -204,18 +205,18 @@ def find_runner(name: str, abi: str | None, given: list[str]) -> Path:
     raise FileNotFoundError(f"{name} not found (--runner PATH, or {cached}); get it from {HOW_TO_GET[name]}")
 
 
-def runner_command(name: str, artifact: str, settings: dict) -> list[str]:
-    delegate = settings.get("delegate") or ("xnnpack" if name != "onnxruntime_perf_test" else "cpu")
+def runner_command(name: str, artifact: str, settings: Settings) -> list[str]:
+    delegate = settings.delegate or ("xnnpack" if name != "onnxruntime_perf_test" else "cpu")
     flags = DELEGATE_FLAGS[name].get(delegate)
     if flags is None:
         raise ValueError(f"--delegate {delegate} is not available for {name}; "
                          f"choose from: {', '.join(DELEGATE_FLAGS[name])}")
-    threads, warmup, iters = settings["threads"], settings["warmup"], settings.get("iters") or 50
+    threads, warmup, iters = settings.threads, settings.warmup, settings.iters or 50
     if name == "benchmark_model":
         cmd = [f"--graph={artifact}", f"--num_threads={threads}", f"--warmup_runs={warmup}", f"--num_runs={iters}"]
-        if settings.get("min_seconds"):
-            cmd.append(f"--min_secs={settings['min_seconds']}")
-        if settings.get("profile"):
+        if settings.min_seconds:
+            cmd.append(f"--min_secs={settings.min_seconds}")
+        if settings.profile:
             cmd.append("--enable_op_profiling=true")
         return [f"./{name}", *cmd, *flags]
     if name == "onnxruntime_perf_test":
@@ -275,18 +276,13 @@ def check_parity(artifact: Artifact, adb: Adb, name: str, remote_model: str, pin
     return examples_format.agreement(examples, outputs)
 
 
-def run_adb(artifact: Artifact, adb: Adb, device: dict, settings: dict) -> BenchResult:
-    """One artifact on the phone; any failure becomes the row's reason, the device folder is always cleaned."""
-    row = base_row(artifact, dict(device), settings)
-    name = RUNNER_FOR_BACKEND.get(artifact.backend)
-    if artifact.sidecar is None:
-        row.status = f"failed: {artifact.sidecar_error}"
-        return row
-    if name is None:
-        row.status = f"failed: no Android runner for {artifact.backend} artifacts"
-        return row
+def run_adb(artifact: Artifact, adb: Adb, device: dict, settings: Settings) -> BenchResult:
+    """One artifact on the phone with a runner binary (``AdbTarget.supports`` checked there is one for it); any failure
+    becomes the row's reason, the device folder is always cleaned."""
+    row = base_row(artifact, dict(device), settings.as_row())
+    name = RUNNER_FOR_BACKEND[artifact.backend]
     try:
-        runner = find_runner(name, device.get("abi"), settings.get("runners", []))
+        runner = find_runner(name, device.get("abi"), list(settings.runners))
         # pushed under a fixed name: the real file name (any characters) never reaches the device's shell
         remote_model = f"{DEVICE_DIR}/model{artifact.path.suffix if artifact.path.suffix in SAFE_SUFFIXES else ''}"
         command = runner_command(name, remote_model, settings)
@@ -311,7 +307,7 @@ def run_adb(artifact: Artifact, adb: Adb, device: dict, settings: dict) -> Bench
         with tempfile.TemporaryDirectory() as tmp:
             adb("pull", output_file, f"{tmp}/output.txt")
             output = Path(tmp, "output.txt").read_text(errors="replace")
-        if settings.get("parity"):
+        if settings.parity:
             row.parity = check_parity(artifact, adb, name, remote_model, pin)
     except BenchError as e:
         row.status = f"failed: {e}"
@@ -321,12 +317,12 @@ def run_adb(artifact: Artifact, adb: Adb, device: dict, settings: dict) -> Bench
     row.device["thermal_status_after"] = thermal_status(adb)
     report = PARSERS[name](output)
     exit_code = re.search(r"EXIT=(\d+)", code)
-    row.settings = {**settings, "runner": name, "command": quote(*pin, *command)}
+    row.settings = settings.as_row(runner=name, command=quote(*pin, *command))
     row.latencies_source = "runner summary"
     row.load_ms, row.first_inference_ms, row.peak_memory_mb = report.init_ms, report.first_ms, report.peak_memory_mb
     row.summary = report.summary()
     row.versions = {"runner": name}
-    if settings.get("profile"):
+    if settings.profile:
         from emo.runtime_bench.profile import parse_op_profile
 
         ops = parse_op_profile(output) if name == "benchmark_model" else []
@@ -357,13 +353,13 @@ APP_REFUSED = {"qnn": "the demo app's ONNX Runtime (onnxruntime-android) has no 
                       "built with QNN (--runner PATH)"}
 
 
-def app_commands(artifact: Artifact, settings: dict) -> dict:
+def app_commands(artifact: Artifact, settings: Settings) -> dict:
     """What is pushed where, and the ``am start`` words (contract: android_demo/BENCHMARK_MODE.md)."""
     suffix = artifact.path.suffix
     allowed = APP_ACCELERATORS.get(suffix)
     if allowed is None:
         raise ValueError(f"the demo app runs .tflite, .onnx and .ort artifacts, not {artifact.path.name}")
-    accelerator = settings.get("delegate") or "cpu"
+    accelerator = settings.delegate or "cpu"
     if accelerator not in allowed:
         why = APP_REFUSED.get(accelerator, f"choose from: {', '.join(allowed)}")
         raise ValueError(f"--delegate {accelerator} is not offered by the demo app for {suffix} artifacts; {why}")
@@ -373,8 +369,8 @@ def app_commands(artifact: Artifact, settings: dict) -> dict:
     if local_examples.is_file():
         pushes.append((local_examples, f"{APP_DIR}/model.examples.json"))
     start = ["am", "start", "-W", "-S", "-n", APP_ACTIVITY, "--es", "model", f"model{suffix}",
-             "--es", "accelerator", accelerator, "--ei", "threads", settings["threads"],
-             "--ei", "warmup", settings["warmup"], "--ei", "iters", settings.get("iters") or 50,
+             "--es", "accelerator", accelerator, "--ei", "threads", settings.threads,
+             "--ei", "warmup", settings.warmup, "--ei", "iters", settings.iters or 50,
              "--es", "output", "result.json"]
     return {"pushes": pushes, "start": start, "result": f"{APP_DIR}/result.json", "accelerator": accelerator}
 
@@ -390,14 +386,11 @@ def app_running(adb: Adb) -> bool:
     return "EXIT=1" not in adb.shell(f"pidof {quote(APP_PACKAGE)}; echo EXIT=$?", check=False)
 
 
-def run_app(artifact: Artifact, adb: Adb, device: dict, settings: dict, poll_seconds: float = 1.0,
+def run_app(artifact: Artifact, adb: Adb, device: dict, settings: Settings, poll_seconds: float = 1.0,
             timeout_s: float = RUN_TIMEOUT_S) -> BenchResult:
     """One artifact through the installed demo app's headless benchmark mode; the app folder is always cleaned.
     A process that dies without a result (a crash) fails the row at once, pointing at logcat."""
-    row = base_row(artifact, dict(device), {**settings, "runner": "app"})
-    if artifact.sidecar is None:
-        row.status = f"failed: {artifact.sidecar_error}"
-        return row
+    row = base_row(artifact, dict(device), settings.as_row(runner="app"))
     try:
         commands = app_commands(artifact, settings)
     except ValueError as e:
@@ -425,7 +418,7 @@ def run_app(artifact: Artifact, adb: Adb, device: dict, settings: dict, poll_sec
                 time.sleep(poll_seconds)
             adb("pull", commands["result"], f"{tmp}/result.json")
             data = app_result.loads(Path(tmp, "result.json").read_bytes(), "android")
-        return map_app_result(data, artifact, device, settings)
+        return map_app_result(data, artifact, device, settings.as_row())
     except BenchError as e:
         row.status = f"failed: {e}"
         return row
@@ -437,3 +430,34 @@ def cooldown(seconds: float) -> None:
     """Rest between runs so one run's heat does not slow the next (thermal status is recorded either way)."""
     if seconds > 0:
         time.sleep(seconds)
+
+
+class AdbTarget(Target):
+    """``adb[:SERIAL]``: one Android phone, through a runner binary pushed per artifact or the installed demo app
+    (``--runner app``). Opening it selects the device (none, several or unauthorized: bad input) and describes it."""
+
+    kind = "adb"
+
+    def __init__(self, settings: Settings, serial: str | None) -> None:
+        super().__init__(settings)
+        self.adb = select_device(find_adb(), serial)
+        self.device = describe_device(self.adb)
+        cores = len(self.device.get("cpu_max_freq_khz") or [])
+        if cores and settings.threads > cores:
+            raise BenchError(f"--threads {settings.threads} is more than the {cores} cores of {self.device['model']}")
+        self.app = "app" in settings.runners
+
+    def supports(self, artifact: Artifact) -> str | None:
+        if self.app:
+            return None if artifact.path.suffix in APP_ACCELERATORS else (
+                f"the demo app runs .tflite, .onnx and .ort artifacts, not {artifact.path.name}")
+        return None if artifact.backend in RUNNER_FOR_BACKEND else f"no Android runner for {artifact.backend} artifacts"
+
+    def describe(self) -> dict:
+        return dict(self.device)
+
+    def run(self, artifact: Artifact) -> BenchResult:
+        try:
+            return (run_app if self.app else run_adb)(artifact, self.adb, self.device, self.settings)
+        finally:
+            cooldown(self.settings.cooldown)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from emo.contract import app_result as result_contract
 from emo.contract.text import printable
+from emo.contract.timing import summary
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row
-from emo.runtime_bench.stats import summary
 
 APP_RESULT_SCHEMA = result_contract.SCHEMA
 

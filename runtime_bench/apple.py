@@ -23,9 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from emo.contract import examples as examples_format
+from emo.contract.timing import measure, summary
 from emo.runtime_bench import app_result
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row, package_versions
-from emo.runtime_bench.stats import measure, summary
+from emo.runtime_bench.targets import Run, Settings, Target
 
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
 IOS_BUNDLE_ID = "org.emomobile.demo"
@@ -39,15 +40,12 @@ def require_macos(target: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- mac
-def run_mac(artifact: Artifact, settings: dict, compute_units: str) -> BenchResult:
+def run_mac(artifact: Artifact, settings: Settings, compute_units: str) -> BenchResult:
     """One Core ML artifact on this Mac with one compute-unit setting (CPU_ONLY, CPU_AND_GPU, CPU_AND_NE, ALL)."""
     import platform
 
     row = base_row(artifact, {"target": "mac", "model": platform.node(), "os": f"macOS {platform.mac_ver()[0]}",
-                              "abi": platform.machine()}, {**settings, "compute_units": compute_units})
-    if artifact.backend != "coreml":
-        row.status = "failed: the mac target runs Core ML artifacts (.mlpackage); use --device host for the others"
-        return row
+                              "abi": platform.machine()}, settings.as_row(compute_units=compute_units))
     import coremltools as ct
     import numpy as np
 
@@ -62,14 +60,14 @@ def run_mac(artifact: Artifact, settings: dict, compute_units: str) -> BenchResu
         feed = {"image": Image.new("RGB", (w, h), (128, 128, 128))}
     else:
         feed = {"image": np.random.default_rng(0).random(artifact.input_shape, dtype=np.float32)}
-    row.first_inference_ms, row.latencies_ms = measure(lambda: model.predict(feed), settings["warmup"],
-                                                       settings.get("iters"), settings.get("min_seconds"))
+    row.first_inference_ms, row.latencies_ms = measure(lambda: model.predict(feed), settings.warmup, settings.iters,
+                                                       settings.min_seconds)
     row.summary, row.versions = summary(row.latencies_ms), package_versions("coremltools")
     return row
 
 
 # ------------------------------------------------------------------------------------------------------- ios
-def ios_commands(udid: str, artifact: Artifact, settings: dict, compute_units: str, token: str) -> dict:
+def ios_commands(udid: str, artifact: Artifact, settings: Settings, compute_units: str, token: str) -> dict:
     """The ``xcrun devicectl`` invocations for one run: copy in (artifact, sidecar, examples when present), launch
     headless, copy the result out. Fixed names inside ``Documents/emo-bench``, as on Android."""
     if compute_units not in COMPUTE_UNITS:
@@ -89,7 +87,7 @@ def ios_commands(udid: str, artifact: Artifact, settings: dict, compute_units: s
         "copy_in": [copy_to(local, name) for local, name in copies],
         "launch": ["xcrun", "devicectl", "device", "process", "launch", "--device", udid, "--terminate-existing",
                    IOS_BUNDLE_ID, "-emoBenchmark", f"model{artifact.path.suffix}",
-                   "-emoBenchIterations", str(settings.get("iters") or 50), "-emoBenchWarmup", str(settings["warmup"]),
+                   "-emoBenchIterations", str(settings.iters or 50), "-emoBenchWarmup", str(settings.warmup),
                    "-emoBenchComputeUnits", compute_units, "-emoBenchOutput", result],
         "copy_out": ["xcrun", "devicectl", "device", "copy", "from", "--device", udid, "--source",
                      f"{IOS_DIR}/{result}", "--destination", "{local}", *container],
@@ -101,17 +99,14 @@ def map_ios_result(data: dict, artifact: Artifact, settings: dict, udid: str) ->
     return app_result.map_app_result(data, artifact, {"target": "ios", "udid": udid}, settings, "ios")
 
 
-def run_ios(artifact: Artifact, udid: str, settings: dict, compute_units: str,
+def run_ios(artifact: Artifact, udid: str, settings: Settings, compute_units: str,
             execute: Callable[[list[str]], str] | None = None, poll_seconds: float = 2.0,
             timeout_s: float = 600.0) -> BenchResult:
     """Copy the artifact with its sidecar and examples into the demo app, launch its headless benchmark, wait for
     its result file and map it. A copy or launch that fails, or a malformed result, fails the row with the reason."""
     execute = execute or _xcrun
-    row = base_row(artifact, {"target": "ios", "udid": udid}, {**settings, "runner": "app",
-                                                                "compute_units": compute_units})
-    if artifact.sidecar is None:
-        row.status = f"failed: {artifact.sidecar_error}"
-        return row
+    row = base_row(artifact, {"target": "ios", "udid": udid},
+                   settings.as_row(runner="app", compute_units=compute_units))
     try:
         commands = ios_commands(udid, artifact, settings, compute_units, uuid.uuid4().hex[:12])
         for copy in commands["copy_in"]:
@@ -130,7 +125,7 @@ def run_ios(artifact: Artifact, udid: str, settings: dict, compute_units: str,
                         raise BenchError(f"no result from the app after {timeout_s:.0f} s") from None
                     time.sleep(poll_seconds)
         data = app_result.loads(text, "ios")
-        return map_ios_result(data, artifact, {**settings, "compute_units": compute_units}, udid)
+        return map_ios_result(data, artifact, settings.as_row(compute_units=compute_units), udid)
     except (BenchError, ValueError) as e:
         row.status = f"failed: {e}"
         return row
@@ -156,3 +151,51 @@ def first_ios_device(execute: Callable[[list[str]], str] | None = None) -> str:
     if len(connected) > 1:
         raise BenchError("several iOS devices connected; pick one with --device ios:UDID")
     return connected[0]["hardwareProperties"]["udid"]
+
+
+class MacTarget(Target):
+    """``mac``: Core ML artifacts with coremltools on this Mac, one run per compute-unit setting."""
+
+    kind = "mac"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        require_macos("mac")
+        self.units = list(settings.compute_units) or list(COMPUTE_UNITS)
+
+    def supports(self, artifact: Artifact) -> str | None:
+        return None if artifact.backend == "coreml" else (
+            "the mac target runs Core ML artifacts (.mlpackage); use --device host for the others")
+
+    def describe(self) -> dict:
+        import platform
+
+        return {"target": "mac", "model": platform.node(), "os": f"macOS {platform.mac_ver()[0]}",
+                "abi": platform.machine()}
+
+    def runs(self, artifacts: list[Artifact]) -> list[Run]:
+        return [Run([a], f"{a.path.name} {unit}", lambda usable, u=unit: [run_mac(usable[0], self.settings, u)],
+                    self.settings.as_row(compute_units=unit)) for a in artifacts for unit in self.units]
+
+
+class IosTarget(Target):
+    """``ios[:UDID]``: the iOS demo app's headless benchmark mode through ``xcrun devicectl``."""
+
+    kind = "ios"
+
+    def __init__(self, settings: Settings, udid: str | None) -> None:
+        super().__init__(settings)
+        require_macos("ios")
+        self.udid = udid or first_ios_device()
+        self.units = list(settings.compute_units) or ["ALL"]
+
+    def supports(self, artifact: Artifact) -> str | None:
+        return None if artifact.backend == "coreml" else "the iOS demo app runs Core ML artifacts (.mlpackage)"
+
+    def describe(self) -> dict:
+        return {"target": "ios", "udid": self.udid}
+
+    def runs(self, artifacts: list[Artifact]) -> list[Run]:
+        return [Run([a], f"{a.path.name} {unit}",
+                    lambda usable, u=unit: [run_ios(usable[0], self.udid, self.settings, u)],
+                    self.settings.as_row(runner="app", compute_units=unit)) for a in artifacts for unit in self.units]

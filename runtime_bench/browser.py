@@ -18,12 +18,13 @@ import threading
 import urllib.parse
 from pathlib import Path
 
+from emo.contract.timing import summary
 from emo.runtime_bench.host import describe_host
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row, package_versions
-from emo.runtime_bench.stats import summary
+from emo.runtime_bench.targets import Settings, Target, runnable_formats
 from emo.runtime_bench.webserver import WEB_DEMO, DemoServer, WebDemoError, check_web_demo
 
-BROWSER_BACKENDS = ("onnx", "ort", "tflite")
+BROWSER_BACKENDS = runnable_formats(lambda f: f.browser)
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CALL_TIMEOUT_S = 900.0  # one driver call: open the page, load a model, a benchmark (plus its --min-seconds)
 STOP_GRACE_S = 10.0     # a stopped driver closes Chromium; after this it is killed
@@ -210,29 +211,23 @@ def _npm_versions() -> dict[str, str]:
     return versions
 
 
-def run_browser(artifact: Artifact, browser: Browser, settings: dict) -> BenchResult:
-    row = base_row(artifact, {"target": "browser", "browser": browser.version}, settings)
-    if artifact.sidecar is None:
-        row.status = f"failed: {artifact.sidecar_error}"
-        return row
-    if artifact.backend not in BROWSER_BACKENDS:
-        row.status = (f"failed: the browser runs .onnx, .ort and .tflite artifacts, not {artifact.backend} "
-                      "(use --device host, adb, mac or ios)")
-        return row
+def run_browser(artifact: Artifact, browser: Browser, settings: Settings) -> BenchResult:
+    """One artifact the page can run (``BrowserTarget.supports``), on a fresh page served from its folder."""
+    row = base_row(artifact, {"target": "browser", "browser": browser.version}, settings.as_row())
     # the name goes into a URL: percent-encoded (a '%41', '#', '?' or space is part of the name), decoded once
     url = "models/" + urllib.parse.quote(artifact.path.name, safe="")
     with DemoServer(models=artifact.path.parent) as server:
         try:
             browser.open(server.url)
-            loaded = browser.call("load", url, {"threads": settings["threads"]})
+            loaded = browser.call("load", url, {"threads": settings.threads})
             if loaded.get("sha256") != artifact.sidecar.get("sha256"):
                 row.status = (f"failed: the page loaded {loaded.get('name')!r} (sha256 {loaded.get('sha256')}), "
                               f"not {artifact.path.name}; report this as a bug")
                 return row
             # the page times iters runs, or for at least --min-seconds: the call may take that much longer
-            bench = browser.call("benchmark", {"warmup": settings["warmup"], "iters": settings.get("iters"),
-                                               "minSeconds": settings.get("min_seconds")},
-                                 timeout_s=browser.call_timeout_s + (settings.get("min_seconds") or 0))
+            bench = browser.call("benchmark", {"warmup": settings.warmup, "iters": settings.iters,
+                                               "minSeconds": settings.min_seconds},
+                                 timeout_s=browser.call_timeout_s + (settings.min_seconds or 0))
         except PageError as e:
             row.status = f"failed: {e}"
             return row
@@ -249,8 +244,8 @@ def run_browser(artifact: Artifact, browser: Browser, settings: dict) -> BenchRe
     row.summary = summary(row.latencies_ms)
     row.versions = {**package_versions(), **_npm_versions(), "chromium": browser.version,
                     "node": _node_version()}
-    if bench["info"]["threads"] != settings["threads"]:
-        row.status = (f"failed: the page ran {bench['info']['threads']} thread(s), not {settings['threads']} "
+    if bench["info"]["threads"] != settings.threads:
+        row.status = (f"failed: the page ran {bench['info']['threads']} thread(s), not {settings.threads} "
                       "(is the page cross-origin isolated?)")
     return row
 
@@ -260,3 +255,28 @@ def _node_version() -> str | None:
         return subprocess.run([find_node(), "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
     except (BenchError, OSError, subprocess.SubprocessError):
         return None
+
+
+class BrowserTarget(Target):
+    """``browser``: headless Chromium (Debian's) with the web demo page; a fresh page per artifact."""
+
+    kind = "browser"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.browser = Browser()
+
+    def supports(self, artifact: Artifact) -> str | None:
+        if artifact.backend in BROWSER_BACKENDS:
+            return None
+        return (f"the browser runs .onnx, .ort and .tflite artifacts, not {artifact.backend} "
+                "(use --device host, adb, mac or ios)")
+
+    def describe(self) -> dict:
+        return {"target": "browser", "browser": self.browser.version}
+
+    def run(self, artifact: Artifact) -> BenchResult:
+        return run_browser(artifact, self.browser, self.settings)
+
+    def close(self) -> None:
+        self.browser.close()

@@ -10,7 +10,6 @@ Exit codes: 0 every row ok; 1 some row failed (kept in the results with its reas
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import signal
@@ -18,15 +17,8 @@ import sys
 from pathlib import Path
 
 from emo.contract.text import printable
-from emo.runtime_bench.results import (
-    Artifact,
-    BenchError,
-    BenchResult,
-    base_row,
-    find_artifacts,
-    first_line,
-    read_rows,
-)
+from emo.runtime_bench.results import Artifact, BenchError, BenchResult, find_artifacts, read_rows
+from emo.runtime_bench.targets import Settings, Target, execute
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 TARGETS = "host | browser | adb[:SERIAL] | mac | ios[:UDID] | aihub:DEVICE_NAME"
@@ -78,51 +70,31 @@ def parse_target(text: str) -> tuple[str, str | None]:
     return kind, arg or None
 
 
-def _runs(kind: str, arg: str | None, artifacts: list[Artifact], settings: dict, args, stack: contextlib.ExitStack):
-    """(artifact, label, thunk) per run: sets up the target once (a bad set-up is bad input), then a thunk per row."""
+def open_target(kind: str, arg: str | None, settings: Settings) -> Target:
+    """The target of ``--device KIND[:ARG]``, set up once (no device, no macOS, no token...: bad input, exit 2)."""
     if kind == "host":
-        from emo.runtime_bench.host import run_host
+        from emo.runtime_bench.host import HostTarget
 
-        return [(a, a.path.name, lambda a=a: run_host(a, settings)) for a in artifacts]
+        return HostTarget(settings)
     if kind == "browser":
-        from emo.runtime_bench.browser import Browser, run_browser
+        from emo.runtime_bench.browser import BrowserTarget
 
-        browser = stack.enter_context(Browser())  # one headless Chromium; a fresh page per artifact
-        return [(a, a.path.name, lambda a=a: run_browser(a, browser, settings)) for a in artifacts]
+        return BrowserTarget(settings)
     if kind == "adb":
-        from emo.runtime_bench import android
+        from emo.runtime_bench.android import AdbTarget
 
-        adb = android.select_device(android.find_adb(), arg)
-        device = android.describe_device(adb)
-        cores = len(device.get("cpu_max_freq_khz") or [])
-        if cores and settings["threads"] > cores:
-            raise BenchError(f"--threads {settings['threads']} is more than the {cores} cores of {device['model']}")
-
-        runner = android.run_app if "app" in settings["runners"] else android.run_adb
-
-        def run(a):
-            row = runner(a, adb, device, settings)
-            android.cooldown(args.cooldown)
-            return row
-
-        return [(a, a.path.name, lambda a=a: run(a)) for a in artifacts]
-    from emo.runtime_bench import apple
-
+        return AdbTarget(settings, arg)
     if kind == "mac":
-        apple.require_macos("mac")
-        units = args.compute_units or list(apple.COMPUTE_UNITS)
-        return [(a, f"{a.path.name} {u}", lambda a=a, u=u: apple.run_mac(a, settings, u)) for a in artifacts
-                for u in units]
-    if kind == "ios":
-        apple.require_macos("ios")
-        udid = arg or apple.first_ios_device()
-        units = args.compute_units or ["ALL"]
-        return [(a, f"{a.path.name} {u}", lambda a=a, u=u: apple.run_ios(a, udid, settings, u)) for a in artifacts
-                for u in units]
-    from emo.runtime_bench import aihub
+        from emo.runtime_bench.apple import MacTarget
 
-    hub = aihub.import_hub()
-    return [(a, a.path.name, lambda a=a: aihub.run_aihub(a, arg, settings, hub)) for a in artifacts]
+        return MacTarget(settings)
+    if kind == "ios":
+        from emo.runtime_bench.apple import IosTarget
+
+        return IosTarget(settings, arg)
+    from emo.runtime_bench.aihub import AiHubTarget
+
+    return AiHubTarget(settings, arg)
 
 
 def _bench(argv: list[str]) -> int:
@@ -150,35 +122,44 @@ def _bench(argv: list[str]) -> int:
     p.add_argument("--cooldown", type=float, default=10.0, help="adb: seconds of rest between runs (default 10)")
     p.add_argument("--compute-units", action="append", choices=("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL"),
                    help="mac/ios: repeatable (mac default: all four; ios default: ALL)")
+    p.add_argument("--interleave", action="store_true", help="host: time the artifacts of each runtime side by side "
+                   "in one process, round by round in settled turns (fair ratios on a busy machine; the peak memory "
+                   "is then the process's)")
+    p.add_argument("--settle", type=float, default=0.05, help="host --interleave: seconds of untimed runs at the "
+                   "start of each turn, while the previous session's threads stop spinning (default 0.05)")
+    p.add_argument("--per-turn", type=int, default=3, help="host --interleave: timed runs per turn (default 3)")
     args = p.parse_args(argv)
     kind, arg = parse_target(args.device)
     check_options(args, kind)
     artifacts = find_artifacts(args.paths)
-    settings = {"threads": args.threads, "warmup": args.warmup, "iters": args.iters or (None if args.min_seconds
-                else 50), "min_seconds": args.min_seconds, "delegate": args.delegate, "runners": args.runner,
-                "profile": args.profile, "parity": args.parity}
-    with contextlib.ExitStack() as stack:
-        return _measure(_runs(kind, arg, artifacts, settings, args, stack), kind, arg, settings, args)
+    settings = Settings(threads=args.threads, warmup=args.warmup,
+                        iters=args.iters or (None if args.min_seconds else 50), min_seconds=args.min_seconds,
+                        delegate=args.delegate, runners=tuple(args.runner), profile=args.profile, parity=args.parity,
+                        cooldown=args.cooldown, compute_units=tuple(args.compute_units or ()),
+                        interleave=args.interleave, settle=args.settle, per_turn=args.per_turn)
+    target = open_target(kind, arg, settings)
+    try:
+        return _measure(target, artifacts, args)
+    finally:
+        target.close()
 
 
-def _measure(runs: list, kind: str, arg: str | None, settings: dict, args) -> int:
+def _measure(target: Target, artifacts: list[Artifact], args) -> int:
     from emo.runtime_bench import report
 
     out = Path(args.out)
     rows: list[BenchResult] = []
+    runs = target.runs(artifacts)
     progress = Progress(len(runs))
-    for artifact, label, run in runs:
-        progress.step(label)
-        try:
-            row = run()
-        except (BenchError, OSError, RuntimeError, ValueError) as e:  # one run's trouble fails its row only
-            row = base_row(artifact, {"target": kind, "serial": arg}, settings)
-            row.status = f"failed: {first_line(e)}"
-        rows.append(row)
-        with open(out, "a", encoding="utf-8") as f:  # appended as it goes: an interrupted run keeps its rows
-            f.write(row.to_json() + "\n")
-        if not row.ok:
-            print(f"\nemo-bench: {printable(Path(row.artifact).name)}: {printable(row.status, 400)}", file=sys.stderr)
+    for run in runs:
+        progress.step(run.label)
+        for row in execute(target, run):
+            rows.append(row)
+            with open(out, "a", encoding="utf-8") as f:  # appended as it goes: an interrupted run keeps its rows
+                f.write(row.to_json() + "\n")
+            if not row.ok:
+                print(f"\nemo-bench: {printable(Path(row.artifact).name)}: {printable(row.status, 400)}",
+                      file=sys.stderr)
     progress.close()
     dicts = [r.to_dict() for r in rows]
     print(report.table(dicts))
@@ -229,6 +210,12 @@ def check_options(args, kind: str) -> None:
         raise BenchError(f"--cooldown {args.cooldown} must be 0..3600 seconds")
     if kind != "adb" and (args.parity or "app" in args.runner):
         raise BenchError("--parity and --runner app are for --device adb[:SERIAL]")
+    if kind != "host" and args.interleave:
+        raise BenchError("--interleave is for --device host (one process times several artifacts side by side)")
+    if not (math.isfinite(args.settle) and 0 <= args.settle <= 10):
+        raise BenchError(f"--settle {args.settle} must be 0..10 seconds")
+    if not 1 <= args.per_turn <= 1000:
+        raise BenchError(f"--per-turn {args.per_turn} is out of range: use 1..1000")
     if "app" in args.runner and len(args.runner) > 1:
         raise BenchError("--runner app drives the demo app: give no runner binaries with it")
     _writable(args.out, "--out")

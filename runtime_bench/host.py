@@ -6,7 +6,6 @@ peak RSS (``getrusage``) that run's own. The worker prints one JSON object; the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -16,8 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from emo.runtime_bench.results import Artifact, BenchResult, base_row, first_line, package_versions
-from emo.runtime_bench.stats import measure, summary
+from emo.contract import vocabulary
+from emo.contract.timing import measure, settled_turns, summary
+from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row, first_line, package_versions
+from emo.runtime_bench.targets import Run, Target
 
 RUNTIME_PACKAGES = {"onnx": ("onnxruntime",), "ort": ("onnxruntime",), "tflite": ("ai-edge-litert",),
                     "executorch": ("executorch", "torch"), "pt2": ("torch",)}
@@ -116,20 +117,44 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-def worker(path: Path, backend: str, shape: list[int], threads: int, warmup: int, iters: int | None,
-           min_seconds: float | None, profile_runs: int = 0) -> dict:
+def worker(job: dict) -> dict:
+    """Time the job's artifacts in this process: each alone (one artifact per worker: the default), or side by side
+    in settled turns (``interleave``: the artifacts of one runtime, so machine noise hits them alike). Returns one
+    result (or ``{"error": ...}``) per artifact, in order."""
     import numpy as np
 
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    start = time.perf_counter()
-    run = _load(path, backend, threads)
-    load_ms = (time.perf_counter() - start) * 1e3
-    first_ms, latencies = measure(lambda: run(x), warmup=warmup, iters=iters, min_seconds=min_seconds)
-    result = {"load_ms": load_ms, "first_inference_ms": first_ms, "latencies_ms": latencies,
-              "peak_memory_mb": _peak_rss_mb(), "versions": package_versions(*RUNTIME_PACKAGES.get(backend, ()))}
-    if profile_runs:  # after the timed runs, in separate sessions: profiling must not slow the latencies down
-        result["profile"] = _profile(path, backend, threads, x, profile_runs)
-    return result
+    threads = job["threads"]
+    loaded, results = {}, {}
+    for i, item in enumerate(job["artifacts"]):
+        x = np.random.default_rng(0).random(item["shape"], dtype=np.float32)
+        try:
+            start = time.perf_counter()
+            run = _load(Path(item["path"]), item["backend"], threads)
+            load_ms = (time.perf_counter() - start) * 1e3
+            start = time.perf_counter()
+            run(x)
+            first_ms = (time.perf_counter() - start) * 1e3
+        except Exception as e:  # reported as that artifact's reason; the others still run
+            results[i] = {"error": first_line(e) if isinstance(e, RuntimeMissingError)
+                          else f"{type(e).__name__}: {first_line(e)}"}
+            continue
+        loaded[i] = (lambda run=run, x=x: run(x))
+        results[i] = {"load_ms": load_ms, "first_inference_ms": first_ms,
+                      "versions": package_versions(*RUNTIME_PACKAGES.get(item["backend"], ()))}
+        if not job.get("interleave"):  # alone: timed right after its own load, before the next is loaded
+            _, results[i]["latencies_ms"] = measure(loaded[i], warmup=job["warmup"], iters=job["iters"],
+                                                    min_seconds=job["min_seconds"])
+            results[i]["peak_memory_mb"] = _peak_rss_mb()
+    if job.get("interleave") and loaded:
+        turns = job["interleave"]
+        times = settled_turns(loaded, turns["rounds"], job["warmup"], turns["per_turn"], turns["settle"])
+        for i, latencies in times.items():
+            results[i].update(latencies_ms=latencies, peak_memory_mb=_peak_rss_mb())
+    for i, item in enumerate(job["artifacts"]):  # after every timed run, in separate sessions
+        if job.get("profile_runs") and i in loaded:
+            x = np.random.default_rng(0).random(item["shape"], dtype=np.float32)
+            results[i]["profile"] = _profile(Path(item["path"]), item["backend"], threads, x, job["profile_runs"])
+    return {"results": [results[i] for i in range(len(job["artifacts"]))]}
 
 
 def _profile(path: Path, backend: str, threads: int, x, runs: int) -> dict:
@@ -165,67 +190,82 @@ def profile_tflite_host(path: Path, runner: Path, threads: int, runs: int) -> di
 
 
 def _worker_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("artifact")
-    p.add_argument("--backend", required=True)
-    p.add_argument("--shape", required=True)
-    p.add_argument("--threads", type=int, required=True)
-    p.add_argument("--warmup", type=int, required=True)
-    p.add_argument("--iters", type=int)
-    p.add_argument("--min-seconds", type=float)
-    p.add_argument("--profile-runs", type=int, default=0)
-    args = p.parse_args(argv)
+    """``python -m emo.runtime_bench.host JOB_JSON``: the job on the command line, the results as one JSON line."""
     try:
-        result = worker(Path(args.artifact), args.backend, json.loads(args.shape), args.threads, args.warmup,
-                        args.iters, args.min_seconds, args.profile_runs)
-    except Exception as e:  # reported to the parent as the row's reason
-        reason = first_line(e) if isinstance(e, RuntimeMissingError) else f"{type(e).__name__}: {first_line(e)}"
-        print(json.dumps({"error": reason}))
+        result = worker(json.loads(argv[0]))
+    except Exception as e:  # reported to the parent as every row's reason
+        print(json.dumps({"error": f"{type(e).__name__}: {first_line(e)}"}))
         return 1
     print(json.dumps(result))
     return 0
 
 
 # ------------------------------------------------------------------------------------------- in the parent
-def run_host(artifact: Artifact, settings: dict) -> BenchResult:
-    row = base_row(artifact, describe_host(), settings)
-    if artifact.sidecar is None:
-        row.status = f"failed: {artifact.sidecar_error}"
-        return row
-    if artifact.backend in APPLE_ONLY:
-        row.status = f"failed: {APPLE_ONLY[artifact.backend]}"
-        return row
-    cmd = [sys.executable, "-m", "emo.runtime_bench.host", str(artifact.path), "--backend", artifact.backend,
-           "--shape", json.dumps(artifact.input_shape), "--threads", str(settings["threads"]),
-           "--warmup", str(settings["warmup"])]
-    if settings.get("iters"):
-        cmd += ["--iters", str(settings["iters"])]
-    if settings.get("min_seconds"):
-        cmd += ["--min-seconds", str(settings["min_seconds"])]
-    if settings.get("profile") and artifact.backend != "tflite":
-        cmd += ["--profile-runs", str(settings["profile"])]
-    env = {**os.environ, "OMP_NUM_THREADS": str(settings["threads"])}  # the child's OpenMP pool, never ours
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, env=env)
-    except subprocess.TimeoutExpired:
-        row.status = f"failed: timed out after {WORKER_TIMEOUT_S} s"
-        return row
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    result = json.loads(lines[-1]) if lines else {"error": (proc.stderr.strip().splitlines() or ["crashed"])[-1]}
-    if "error" in result or proc.returncode != 0:
-        row.status = f"failed: {result.get('error', f'worker exited {proc.returncode}')}"
-        return row
-    row.load_ms, row.first_inference_ms = result["load_ms"], result["first_inference_ms"]
-    row.latencies_ms, row.peak_memory_mb = result["latencies_ms"], result["peak_memory_mb"]
-    row.summary, row.versions = summary(row.latencies_ms), result["versions"]
-    row.profile = result.get("profile")
-    if settings.get("profile") and artifact.backend == "tflite":
-        runner = next((Path(r) for r in settings.get("runners", []) if Path(r).name.startswith("benchmark_model")),
-                      None)
-        row.profile = (profile_tflite_host(artifact.path, runner, settings["threads"], settings["profile"]) if runner
-                       else {"error": "LiteRT's Python interpreter has no per-operator profiler: pass --runner "
-                                      "PATH/benchmark_model (a host build) to profile .tflite on the host"})
-    return row
+class HostTarget(Target):
+    """Every artifact in its own runtime on this machine, in a worker subprocess (memory, thread pools and runtime
+    state never leak between runs; the peak RSS is that run's own). ``--interleave``: one worker per runtime, its
+    artifacts timed side by side in settled turns."""
+
+    kind = "host"
+
+    def supports(self, artifact: Artifact) -> str | None:
+        return APPLE_ONLY.get(artifact.backend)
+
+    def describe(self) -> dict:
+        return describe_host()
+
+    def runs(self, artifacts: list[Artifact]) -> list[Run]:
+        if not self.settings.interleave:
+            return super().runs(artifacts)
+        groups: dict[str, list[Artifact]] = {}
+        for artifact in artifacts:
+            fmt = vocabulary.FORMATS.get(artifact.backend)
+            groups.setdefault(fmt.runtime if fmt else artifact.backend, []).append(artifact)
+        return [Run(group, f"{runtime}: {len(group)} artifact(s) interleaved", self.run_group)
+                for runtime, group in groups.items()]
+
+    def run(self, artifact: Artifact) -> BenchResult:
+        return self.run_group([artifact])[0]
+
+    def run_group(self, artifacts: list[Artifact]) -> list[BenchResult]:
+        s = self.settings
+        extra = {"interleaved": {"artifacts": len(artifacts), "rounds": s.rounds, "per_turn": s.per_turn,
+                                 "settle_s": s.settle}} if s.interleave else {}
+        rows = [base_row(a, describe_host(), s.as_row(**extra)) for a in artifacts]
+        job = {"artifacts": [{"path": str(a.path), "backend": a.backend, "shape": a.input_shape} for a in artifacts],
+               "threads": s.threads, "warmup": s.warmup, "iters": s.iters, "min_seconds": s.min_seconds,
+               "profile_runs": s.profile if s.profile and artifacts[0].backend != "tflite" else 0,
+               "interleave": {"rounds": s.rounds, "per_turn": s.per_turn, "settle": s.settle} if s.interleave
+               else None}
+        env = {**os.environ, "OMP_NUM_THREADS": str(s.threads)}  # the child's OpenMP pool, never ours
+        timeout = WORKER_TIMEOUT_S * len(artifacts)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "emo.runtime_bench.host", json.dumps(job)],
+                                  capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"timed out after {timeout} s") from None
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        answer = json.loads(lines[-1]) if lines else {"error": (proc.stderr.strip().splitlines() or ["crashed"])[-1]}
+        if "error" in answer:
+            raise BenchError(answer["error"])
+        for artifact, row, result in zip(artifacts, rows, answer["results"], strict=True):
+            if "error" in result:
+                row.status = f"failed: {result['error']}"
+                continue
+            row.load_ms, row.first_inference_ms = result["load_ms"], result["first_inference_ms"]
+            row.latencies_ms, row.peak_memory_mb = result["latencies_ms"], result["peak_memory_mb"]
+            row.summary, row.versions = summary(row.latencies_ms), result["versions"]
+            row.profile = result.get("profile")
+            if s.profile and artifact.backend == "tflite":
+                row.profile = self._tflite_profile(artifact)
+        return rows
+
+    def _tflite_profile(self, artifact: Artifact) -> dict:
+        runner = next((Path(r) for r in self.settings.runners if Path(r).name.startswith("benchmark_model")), None)
+        if runner is None:
+            return {"error": "LiteRT's Python interpreter has no per-operator profiler: pass --runner "
+                             "PATH/benchmark_model (a host build) to profile .tflite on the host"}
+        return profile_tflite_host(artifact.path, runner, self.settings.threads, self.settings.profile)
 
 
 if __name__ == "__main__":

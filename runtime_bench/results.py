@@ -175,7 +175,7 @@ def read_rows(path: str | Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(jsonio.loads(line, f"{path}:{number}"))
+            rows.append(jsonio.loads(line, f"{path}:{number}", non_finite=True))  # such rows are skipped later
         except jsonio.ContractError as e:
             raise BenchError(str(e)) from None
     return rows

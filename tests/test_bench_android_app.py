@@ -218,7 +218,8 @@ def test_app_runner_refusals(phone, tflite, tmp_path):
     setup(app_result=dict(APP_RESULT, schema="emo-mobile/android-bench/1"))  # the app of an earlier version
     code, rows = _bench(tmp_path, tflite, "--runner", "app")
     assert code == 1 and rows[-1]["status"] == (
-        "failed: the installed demo app writes emo-mobile/android-bench/1 (an older app); emo-bench reads "
+        "failed: app result result.json: field 'schema' says the installed demo app writes "
+        "emo-mobile/android-bench/1 (an older app); emo-bench reads "
         "emo-mobile/app-bench/1: build and install the app from this version's android_demo/")
 
 

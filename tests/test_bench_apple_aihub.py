@@ -10,11 +10,12 @@ from app_bench import sample_result
 from emo.runtime_bench import aihub, apple
 from emo.runtime_bench.cli import main
 from emo.runtime_bench.results import Artifact, BenchError
+from emo.runtime_bench.targets import Run, Settings, execute
 
 ARTIFACT = Artifact(Path("/art/emo_1m_coreml_fp16.mlpackage"),
                     {"variant": "emo_1m", "backend": "coreml", "precision": "fp16", "sha256": "cd" * 32,
                      "input": {"shape": [1, 3, 224, 224]}})
-SETTINGS = {"threads": 2, "warmup": 3, "iters": 20, "min_seconds": None}
+SETTINGS = Settings(threads=2, warmup=3, iters=20)
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="on macOS these targets run for real")
@@ -122,16 +123,17 @@ def test_ios_refuses_old_apps_and_malformed_results_at_once(tmp_path):
     old = {"schema": "emo-mobile/ios-bench/1", "artifact": "x.mlpackage", "device": {"model": "iPhone15,2"}}
     execute = fake_devicectl([old], issued, tmp_path / "phone")
     row = apple.run_ios(_coreml(tmp_path), "U", SETTINGS, "ALL", execute=execute, poll_seconds=0, timeout_s=60)
-    assert row.status == ("failed: the installed demo app writes emo-mobile/ios-bench/1 (an older app); emo-bench "
-                          "reads emo-mobile/app-bench/1: build and install the app from this version's ios_demo/")
+    assert row.status == ("failed: app result result.json: field 'schema' says the installed demo app writes "
+                          "emo-mobile/ios-bench/1 (an older app); emo-bench reads emo-mobile/app-bench/1: build and "
+                          "install the app from this version's ios_demo/")
     bad_os = dict(IOS_RESULT, device={**IOS_RESULT["device"], "os": "Version 18.1 (Build 22B83)"})
     row = apple.run_ios(_coreml(tmp_path), "U", SETTINGS, "ALL", execute=fake_devicectl([bad_os], [], tmp_path / "p"),
                         poll_seconds=0)
-    assert row.status.startswith("failed: the app's result is malformed: field 'device.os'")
+    assert row.status.startswith("failed: app result result.json: field 'device.os'")
     android = sample_result("android")
     row = apple.run_ios(_coreml(tmp_path), "U", SETTINGS, "ALL", execute=fake_devicectl([android], [], tmp_path / "q"),
                         poll_seconds=0)
-    assert row.status.startswith("failed: the app's result is malformed: field 'app.platform' must be 'ios'")
+    assert row.status.startswith("failed: app result result.json: field 'app.platform' must be 'ios'")
 
 
 def test_ios_timeout_and_missing_sidecar(tmp_path):
@@ -141,9 +143,14 @@ def test_ios_timeout_and_missing_sidecar(tmp_path):
     assert row.status == "failed: no result from the app after 0 s"
     lone = tmp_path / "lone" / "m.mlpackage"
     lone.mkdir(parents=True)
-    row = apple.run_ios(Artifact(lone, None, "no sidecar m.json next to m.mlpackage"), "U", SETTINGS, "ALL",
-                        execute=execute)
-    assert row.status == "failed: no sidecar m.json next to m.mlpackage"
+    from emo.runtime_bench.targets import Run
+    from emo.runtime_bench.targets import execute as execute_run
+
+    target = apple.IosTarget.__new__(apple.IosTarget)  # no macOS here: the target's checks without its set-up
+    target.settings, target.udid, target.units = SETTINGS, "U", ["ALL"]
+    (row,) = execute_run(target, Run([Artifact(lone, None, "no sidecar m.json next to m.mlpackage")], "lone",
+                                     lambda usable: [apple.run_ios(usable[0], "U", SETTINGS, "ALL", execute=execute)]))
+    assert row.status == "failed: no sidecar m.json next to m.mlpackage" and row.device["target"] == "ios"
 
 
 class FakeJob:
@@ -196,8 +203,11 @@ def test_aihub_compiles_onnx_first_and_refuses_others():
     aihub.run_aihub(onnx, "Pixel 8", SETTINGS, hub)
     assert [kind for kind, _ in hub.log] == ["compile", "profile"]
     assert hub.log[0][1]["options"] == "--target_runtime onnx" and hub.log[1][1]["model"] == "compiled-target-model"
-    row = aihub.run_aihub(ARTIFACT, "Pixel 8", SETTINGS, hub)
+    target = aihub.AiHubTarget.__new__(aihub.AiHubTarget)  # the target's check, without a token
+    target.settings, target.hub, target.device_name = SETTINGS, hub, "Pixel 8"
+    (row,) = execute(target, Run([ARTIFACT], "x", lambda usable: [target.run(usable[0])]))
     assert row.status == "failed: AI Hub profiles tflite and onnx artifacts here, not coreml"
+    assert row.device == {"target": "aihub", "model": "Pixel 8"} and len(hub.log) == 2  # nothing submitted
 
 
 def test_aihub_without_client_or_token(tmp_path, capsys, monkeypatch):

@@ -47,6 +47,27 @@ def test_every_runtime_runs(bench_rows):
         assert len(row["artifact_sha256"]) == 64
 
 
+def test_interleaved_turns(tiny, tmp_path):
+    """--interleave: the ONNX artifacts share one worker and are timed side by side in settled turns (each turn
+    starts with untimed runs while the other session's threads stop spinning); the others get a worker each."""
+    ort_copy = tmp_path / "emo_1m_ort_fp32.onnx"  # a second ONNX Runtime artifact: the same graph under another name
+    ort_copy.write_bytes((tiny / "emo_1m_onnx_fp32.onnx").read_bytes())
+    side = json.loads((tiny / "emo_1m_onnx_fp32.json").read_text())
+    (tmp_path / "emo_1m_ort_fp32.json").write_text(json.dumps({**side, "file": ort_copy.name}))
+    out = tmp_path / "r.jsonl"
+    code = main([str(tiny / "emo_1m_onnx_fp32.onnx"), str(ort_copy), str(tiny / "emo_1m_tflite_fp32.tflite"),
+                 "--device", "host", "--warmup", "1", "--iters", "5", "--per-turn", "2", "--settle", "0.01",
+                 "--interleave", "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert code == 0 and [r["status"] for r in rows] == ["ok"] * 3
+    onnx_rows = [r for r in rows if r["backend"] == "onnx"]
+    assert len(onnx_rows) == 2 and all(r["settings"]["interleaved"] == {"artifacts": 2, "rounds": 3, "per_turn": 2,
+                                                                        "settle_s": 0.01} for r in onnx_rows)
+    assert all(len(r["latencies_ms"]) == 6 for r in rows)  # 3 rounds x 2 timed runs per turn
+    tflite = next(r for r in rows if r["backend"] == "tflite")
+    assert tflite["settings"]["interleaved"]["artifacts"] == 1
+
+
 def test_csv_plot_and_compare(bench_rows, capsys):
     _, rows, csv, png, out = bench_rows
     assert csv.read_text().splitlines()[0].startswith("artifact,variant,backend,precision,device")
@@ -91,7 +112,7 @@ def test_failed_rows_are_kept(tiny, tmp_path, capsys):
     code = main([str(tmp_path), "--device", "host", "--iters", "2", "--out", str(out)])
     rows = {r["artifact"].rsplit("/", 1)[-1]: r["status"] for r in map(json.loads, out.read_text().splitlines())}
     assert code == 1
-    assert rows["emo_1m_onnx_fp32.onnx"].startswith("failed: unreadable sidecar emo_1m_onnx_fp32.json")
+    assert rows["emo_1m_onnx_fp32.onnx"].startswith("failed: sidecar emo_1m_onnx_fp32.json is not JSON")
     assert rows["emo_1m_tflite_fp32.tflite"].startswith("failed: no sidecar emo_1m_tflite_fp32.json next to ")
     assert rows["emo_1m_coreml_fp16.mlpackage"] == "failed: Core ML artifacts run with --device mac (macOS) or ios"
     assert capsys.readouterr().err.count("emo-bench: emo_1m_") == 3

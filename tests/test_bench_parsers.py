@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from emo.contract.timing import measure, summary
 from emo.runtime_bench.parsers import parse_benchmark_model, parse_executor_runner, parse_onnxruntime_perf_test
-from emo.runtime_bench.stats import measure, summary
 from emo_testutil import REFERENCE
 
 OUTPUTS = REFERENCE / "runner_outputs"

@@ -70,20 +70,21 @@ def depth(value) -> int:
     return deepest
 
 
-def loads(text: str | bytes, what: str) -> object:
+def loads(text: str | bytes, what: str, non_finite: bool = False) -> object:
     """Parse JSON text: a ``ContractError`` for text that is not JSON (NaN, Infinity and numbers that overflow to
-    infinity included) or nests deeper than ``MAX_DEPTH``."""
+    infinity included, unless ``non_finite``: results files of older tools hold them, and their readers skip such
+    rows) or nests deeper than ``MAX_DEPTH``."""
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        value = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int)
+        value = json.loads(text, parse_constant=None if non_finite else _no_constant, parse_int=_bounded_int)
     except RecursionError:
         raise ContractError(f"{what} nests deeper than {MAX_DEPTH} levels", reason="depth") from None
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise ContractError(f"{what} is not JSON: {str(e).splitlines()[0][:120]}", reason="json") from None
     if depth(value) > MAX_DEPTH:
         raise ContractError(f"{what} nests deeper than {MAX_DEPTH} levels", reason="depth")
-    if _has_infinity(value):
+    if not non_finite and _has_infinity(value):
         raise ContractError(f"{what} is not JSON: a number overflows to infinity", reason="json")
     return value
 

@@ -1,4 +1,13 @@
-"""One ``measure`` that returns raw per-iteration latencies, one ``summary`` for the host and phones alike."""
+"""How latency is measured, once for every tool: ``measure`` (raw per-iteration latencies of one callable),
+``settled_turns`` (several callables timed side by side, round by round), and one ``summary`` for the host, the
+browser and phones alike (the statistics of every result row).
+
+Settled turns are what a 2-core host taught us (``python -m emo.export.bench_deploy``, README "One deploy graph per
+runtime"): ONNX Runtime's intra-op threads spin-wait after a run, so a session run right after another one loses a
+core for tens of milliseconds; each turn therefore starts with ``settle`` seconds of untimed runs of the callable
+about to be timed (idling instead cools the CPU, which is no better). Interleaving the callables round by round makes
+the load of a shared machine hit them alike, so their ratios mean something even when absolute times do not.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +37,28 @@ def measure(fn: Callable[[], object], warmup: int = 5, iters: int | None = 50,
         fn()
         latencies.append((time.perf_counter_ns() - start) / 1e6)
     return first_ms, latencies
+
+
+def settled_turns(runners: dict, rounds: int, warmup: int = 10, per_turn: int = 3,
+                  settle: float = 0.05) -> dict[object, list[float]]:
+    """Time several zero-argument callables side by side: ``warmup`` untimed calls each, then ``rounds`` rounds in
+    which every callable takes one turn: untimed calls for ``settle`` seconds (at least one), then ``per_turn`` timed
+    calls. Returns the raw latencies in ms per key (``rounds * per_turn`` each)."""
+    times: dict[object, list[float]] = {key: [] for key in runners}
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
+    for _ in range(rounds):
+        for key, fn in runners.items():
+            settled = time.perf_counter() + settle
+            fn()
+            while time.perf_counter() < settled:
+                fn()
+            for _ in range(per_turn):
+                start = time.perf_counter_ns()
+                fn()
+                times[key].append((time.perf_counter_ns() - start) / 1e6)
+    return times
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
