@@ -233,7 +233,7 @@ def test_train_refuses_bad_data(tmp_path, layout, message):
 
 @pytest.mark.parametrize("args, message", [
     (["--crop-scale", "0.5"], "--crop-scale '0.5' is not MIN,MAX"),
-    (["--epochs", "0"], "--epochs 0 must be at least 1"),
+    (["--epochs", "0"], "argument --epochs: 0 is out of range; use an integer in 1..10000"),
     (["--model", "emo_9m"], "unknown model 'emo_9m'"),
     (["--weights", "nope.pth"], "--weights nope.pth: checkpoint not found"),
     (["--device", "cuda:7"], "--device cuda:7"),
