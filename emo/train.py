@@ -795,7 +795,7 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
 
     def going_on() -> str:
         if saved is None:
-            return "no checkpoint was saved (the first epoch had not finished)"
+            return "no checkpoint has been saved yet"
         return f"{saved[0]} (step {saved[1]}) is intact: continue from it with --resume {saved[0]}"
 
     epoch, lr = step // steps_per_epoch, config.lr
@@ -821,11 +821,12 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
                 with _autocast(device):
                     loss = criterion(model(x).float(), labels[index])
                 watch.record(loss, step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                ema.update(model, step)
+                with deferred_signals():  # a step is applied whole (weights, step count, EMA): a resume repeats none
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    step += 1
+                    ema.update(model, step)
                 loss_sum += loss.detach()
                 loss_n += 1
                 seen += len(index)
@@ -1093,7 +1094,7 @@ def train_main(argv: list[str] | None = None) -> int:
                 raise EMOError(f"{out} already holds a run (last.pth); continue it with --resume "
                                f"{out / 'last.pth'} or choose another --out")
             return _run(args, config, train_dir, val_dir, device, out)
-    except EMOError:  # bad input found while decoding (an unreadable class): leave no empty folder behind
+    except (EMOError, KeyboardInterrupt):  # bad input found while decoding, Ctrl-C: leave no empty folder behind
         if created and [p.name for p in out.iterdir()] in ([], [".lock"]):
             (out / ".lock").unlink(missing_ok=True)
             out.rmdir()
