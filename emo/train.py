@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emo.cli_common import one_line_errors
 from emo.data import (
     CROP_PCT,
     IMAGENET_MEAN,
@@ -55,7 +56,6 @@ from emo.data import (
     to_unit_array,
 )
 from emo.errors import EMOError, Terminated
-from emo.export.cli import _one_line_errors
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -361,9 +361,9 @@ def head_reuse(weights: str | None, classes: list[str], outputs: int) -> tuple[b
 
 def checkpoint_classes(path: str | Path) -> list[str] | None:
     """The class names stored by ``emo-train`` in a checkpoint, or None for other checkpoints (malformed: refused)."""
-    from emo.checkpoint import _read
+    from emo.checkpoint import read_checkpoint
 
-    obj = _read(path)
+    obj = read_checkpoint(path)
     return trained_metadata(obj, path)[0] if isinstance(obj, Mapping) else None
 
 
@@ -544,9 +544,9 @@ def _is_number(value, lo: float, hi: float) -> bool:
 
 def read_resume_state(path: str | Path, config: TrainConfig) -> dict:
     """A resumable ``last.pth``, read as data (``weights_only``) and checked by ``check_resume_state``."""
-    from emo.checkpoint import _read
+    from emo.checkpoint import read_checkpoint
 
-    return check_resume_state(_read(path), path, config)
+    return check_resume_state(read_checkpoint(path), path, config)
 
 
 def check_resume(path: str | Path, config: TrainConfig) -> None:
@@ -968,9 +968,9 @@ def integer_option(flag: str, lo: int, hi: int):
 
 
 def _parser():
-    from emo.export.cli import _Parser
+    from emo.cli_common import Parser
 
-    p = _Parser(prog="emo-train", description="Fine-tune EMO on your own classes (or train from scratch): AdamW, "
+    p = Parser(prog="emo-train", description="Fine-tune EMO on your own classes (or train from scratch): AdamW, "
                 "warm-up + cosine, label smoothing, EMA, RandomResizedCrop + flip; checkpoints in the authors' form "
                 "with the class names and the input contract.")
     p.add_argument("--model", default="emo_1m", help="emo_1m | emo_2m | emo_5m | emo_6m (default emo_1m)")
@@ -1011,7 +1011,7 @@ def _parser():
 
 def _config_from_args(args, classes: list[str]) -> TrainConfig:
     """The options that depend on each other; each option's own range is checked by argparse (``number_option``)."""
-    from emo.export.cli import parse_input_size
+    from emo.cli_common import parse_input_size
     from emo.model import VARIANTS
 
     if args.model not in VARIANTS:
@@ -1085,7 +1085,7 @@ def train_main(argv: list[str] | None = None) -> int:
         from emo.model import create_model
         create_model(config.model, config.weights)            # a wrong checkpoint fails now, not after decoding
         checkpoint_classes(config.weights)                    # and so does malformed metadata
-    from emo.export.pipeline import check_out_dir
+    from emo.cli_common import check_out_dir
     created = not out.exists()
     check_out_dir(out)
     try:
@@ -1134,4 +1134,4 @@ def _run(args, config: TrainConfig, train_dir: Path, val_dir: Path | None, devic
     return 0
 
 
-main = _one_line_errors(train_main)
+main = one_line_errors(train_main)

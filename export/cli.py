@@ -8,79 +8,22 @@ so nothing was checked (e.g. a Core ML-delegated .pte on Linux).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import os
-import re
-import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from emo.errors import EMOError, Terminated, first_line, raise_terminated
-
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_CHECKED = 1, 2, 3
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line (and exit code 2), like every other bad input."""
-
-    def error(self, message: str):
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _one_line_errors(main):
-    @functools.wraps(main)
-    def wrapper(argv: list[str] | None = None) -> int:
-        prog = main.__name__.replace("_main", "").replace("_", "-")
-        try:
-            return main(argv)
-        except SystemExit as e:  # argparse: --help (0) or a usage error (2, one line, printed already)
-            return e.code if isinstance(e.code, int) else EXIT_BAD_INPUT
-        except EMOError as e:
-            print(f"emo-{prog}: error: {e}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        except Terminated:
-            print(f"emo-{prog}: terminated (nothing half-written was left behind)", file=sys.stderr)
-            return 143
-        except KeyboardInterrupt:
-            print(f"emo-{prog}: interrupted (nothing half-written was left behind)", file=sys.stderr)
-            return 130
-        except BrokenPipeError:  # `emo-predict ... | head`: the reader left, nothing more to say
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep Python's exit flush quiet
-            return 0
-
-    def entry(argv: list[str] | None = None) -> int:
-        if argv is None:  # console script: SIGTERM cleans up as Ctrl-C does
-            signal.signal(signal.SIGTERM, raise_terminated)
-        code = wrapper(argv)
-        if argv is None:
-            sys.exit(code)
-        return code
-
-    return entry
-
-
-def parse_input_size(text: str) -> tuple[int, int]:
-    """``224`` or ``HxW`` (``200x264``); each side 32..4096 (EMO downsamples by 32)."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
-    if not match:
-        raise EMOError(f"--input-size {text!r} is not a size; use N (square) or HxW, e.g. 224 or 200x264")
-    h = int(match.group(1))
-    w = int(match.group(2)) if match.group(2) else h
-    if not (32 <= h <= 4096 and 32 <= w <= 4096):
-        raise EMOError(f"--input-size {text!r} is out of range; each side must be 32..4096 pixels")
-    return h, w
-
-
-def _format_table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=False)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in rows]
-    return "\n".join(lines)
+from emo.cli_common import (
+    EXIT_FAILED,
+    EXIT_NOT_CHECKED,
+    Parser,
+    format_table,
+    one_line_errors,
+    parse_input_size,
+)
+from emo.errors import EMOError, first_line
 
 
 def _fmt(value, spec: str) -> str:
@@ -95,14 +38,14 @@ def results_table(results) -> str:
                      _fmt(r.size_bytes / 1e6 if r.size_bytes else None, ".2f"), _fmt(r.export_seconds, ".1f"),
                      _fmt(p.max_abs_diff if p else None, ".2e"), _fmt(p.cosine if p else None, ".6f"),
                      _fmt(p.top1_agreement if p else None, ".0%"), r.status])
-    return _format_table(rows, ["format", "file", "MB", "export s", "max|diff|", "cosine", "top-1", "status"])
+    return format_table(rows, ["format", "file", "MB", "export s", "max|diff|", "cosine", "top-1", "status"])
 
 
 # ----------------------------------------------------------------------------------------------------- emo-export
 def _export_parser() -> argparse.ArgumentParser:
     from emo.export.backends import BACKENDS
 
-    p = _Parser(prog="emo-export", description="Export EMO to mobile formats; every artifact is checked against "
+    p = Parser(prog="emo-export", description="Export EMO to mobile formats; every artifact is checked against "
                 "PyTorch in its own runtime and described by a sidecar JSON.")
     p.add_argument("--model", required=True, help="emo_1m | emo_2m | emo_5m | emo_6m")
     p.add_argument("--weights", help="checkpoint in any of the authors' forms (default: random init, loudly)")
@@ -131,7 +74,7 @@ def _export_parser() -> argparse.ArgumentParser:
     return p
 
 
-@_one_line_errors
+@one_line_errors
 def export_main(argv: list[str] | None = None) -> int:
     from emo.data import read_labels_file
     from emo.export.backends import QUANTIZED, check_options, parse_formats, precision_for
@@ -167,7 +110,7 @@ def export_main(argv: list[str] | None = None) -> int:
     if (args.calibration is not None or args.calibration_count is not None) and not quantized:
         raise EMOError("--calibration and --calibration-count apply to --precision int8 or w8a16 only")
     if args.calibration is not None:
-        from emo.export.quantize import check_calibration_folder
+        from emo.export.calibration import check_calibration_folder
         check_calibration_folder(args.calibration)
     if args.calibration_count is not None and not 1 <= args.calibration_count <= 10_000:
         raise EMOError(f"--calibration-count {args.calibration_count} is out of range; use 1..10000")
@@ -176,6 +119,9 @@ def export_main(argv: list[str] | None = None) -> int:
     if args.weights is not None:  # an emo-train checkpoint carries its class names and input size
         from emo.checkpoint import training_metadata
         trained = training_metadata(args.weights)
+        if labels is None and "classes_problem" in trained:
+            raise EMOError(f"checkpoint {Path(args.weights).name} {trained['classes_problem']}: its class names "
+                           "cannot be labels; pass --labels FILE with one name per class")
         if labels is None and "classes" in trained:
             labels, labels_source = trained["classes"], f"checkpoint {Path(args.weights).name} (emo-train classes)"
         size = size or trained.get("input_size")
@@ -189,11 +135,12 @@ def export_main(argv: list[str] | None = None) -> int:
                             calibration=args.calibration, calibration_count=args.calibration_count)
     if len(backends) == 1:  # a missing converter is bad input here; under several formats it is a recorded failure
         backends[0].load_module()
-    model = prepare_run(options, Path(args.out))
+    shared: dict = {}
+    model = prepare_run(options, Path(args.out), backends, shared)
     if args.weights is None:
         print("WARNING: no --weights given: exporting RANDOM-INIT weights (seed 0). The artifact is for testing "
               "the toolchain only; its predictions are meaningless.", file=sys.stderr)
-    results = export_all(options, backends, Path(args.out), model)
+    results = export_all(options, backends, Path(args.out), model, shared)
     print(results_table(results))
     for r in results:
         if r.sidecar:
@@ -209,11 +156,11 @@ def export_main(argv: list[str] | None = None) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------- emo-verify
-@_one_line_errors
+@one_line_errors
 def verify_main(argv: list[str] | None = None) -> int:
     from emo.export.pipeline import verify
 
-    p = _Parser(prog="emo-verify", description="Re-check an artifact against the PyTorch model of its sidecar.")
+    p = Parser(prog="emo-verify", description="Re-check an artifact against the PyTorch model of its sidecar.")
     p.add_argument("artifact", help="an exported artifact with its sidecar JSON next to it")
     p.add_argument("--weights", help="checkpoint to compare with (default: the sidecar's path, sha256-checked)")
     args = p.parse_args(argv)
@@ -237,11 +184,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-@_one_line_errors
+@one_line_errors
 def predict_main(argv: list[str] | None = None) -> int:
     from emo.data import imagenet_labels, load_image, normalize, to_unit_array
 
-    p = _Parser(prog="emo-predict", description="Top-5 classes and latency, with an artifact's own runtime or "
+    p = Parser(prog="emo-predict", description="Top-5 classes and latency, with an artifact's own runtime or "
                 "with the PyTorch model.")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--artifact", help="an exported artifact (its sidecar gives size, normalisation, labels)")

@@ -1,7 +1,7 @@
 """Write ``{stem}.examples.json`` next to an artifact: a few bundled photos, the exact input tensor the artifact
 must see for each, PyTorch's output and top-5, and the tolerances of the artifact's precision.
 
-The format (``emo-mobile/examples/1``) and its one Python reader live in ``emo.runtime_bench.examples``; the Kotlin
+The format (``emo-mobile/examples/1``) and its one Python reader live in ``emo.contract.examples``; the Kotlin
 and Swift cores of the demo apps read the same file, so one file proves that every app computes what PyTorch
 computes.
 """
@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from emo.contract import examples as examples_format
+from emo.contract.examples import TOLERANCES
 from emo.data import CROP_PCT, load_image, normalize, sample_images, to_unit_array
-from emo.export.parity import TOLERANCES, reference_logits
-from emo.runtime_bench import examples as examples_format
+from emo.export.parity import reference_logits
 
 # Three of the four bundled photos keep the file small (~150 KB per image at 224x224) while covering a portrait,
 # a landscape and a square source (different resize/crop paths).
@@ -45,9 +46,21 @@ def input_tensor(unit: np.ndarray, contract: dict) -> dict:
     return examples_format.encode_tensor(x[None], divisor=255 if contract["normalization"]["in_graph"] else None)
 
 
-def build(sidecar: dict, reference: nn.Module, size: tuple[int, int]) -> dict:
-    """The examples document for the artifact described by ``sidecar``, from the original PyTorch model."""
-    paths = example_images()
+def examples_that_fit(contract: dict, size: tuple[int, int]) -> int:
+    """How many example images fit in an examples file its readers accept (``MAX_EXAMPLES_BYTES``): all three up to
+    very large inputs, fewer beyond (a 4096x4096 normalised input is 200 MB of base64 per image)."""
+    encoded = 3 * size[0] * size[1] * (1 if contract["normalization"]["in_graph"] or contract.get("layout") == "image"
+                                       else 4) * 4 / 3
+    return min(len(EXAMPLE_IMAGES), int(examples_format.MAX_EXAMPLES_BYTES * 0.95 // max(encoded, 1)))
+
+
+def build(sidecar: dict, reference: nn.Module, size: tuple[int, int]) -> dict | None:
+    """The examples document for the artifact described by ``sidecar``, from the original PyTorch model (None when
+    not even one example fits in a file its readers accept)."""
+    count = examples_that_fit(sidecar["input"], size)
+    if count < 1:
+        return None
+    paths = example_images()[:count]
     units = np.stack([to_unit_array(load_image(p), size) for p in paths]).astype(np.float32)
     probabilities = sidecar["output"].get("kind") == "probabilities"
     with torch.no_grad():
@@ -60,7 +73,8 @@ def build(sidecar: dict, reference: nn.Module, size: tuple[int, int]) -> dict:
             "source": path.name,
             "input": input_tensor(unit, sidecar["input"]),
             "output": examples_format.encode_tensor(output),
-            "top5": [{"index": i, "label": names[i] if names else str(i), "score": float(output[i])} for i in top5],
+            "top5": [{"index": i, "label": names[i] if names else f"class {i}", "score": float(output[i])}
+                     for i in top5],
         })
     return {
         "schema": examples_format.SCHEMA,

@@ -12,19 +12,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from emo.contract.examples import TOLERANCES
 from emo.data import load_image, normalize, sample_images, to_unit_array
 
-# Tolerances per precision. fp32: elementwise on logits. fp16: agreement, because fp16 rounding moves logits by
-# ~1e-3 relative and that is expected, while a wrong op moves the ranking. int8/w8a16 (quantized against the fp32
-# model): 7 of the 8 parity images keep their arg-max and every logit vector keeps cosine >= 0.99 (0.995 with 16-bit
-# activations); measured on emo_1m: 0.9997 (ORT int8), 0.99993 (HTP w8a16), so a wrong scale or op fails, rounding
-# does not. Accuracy on a labelled set (emo-eval) is the real int8 budget; parity catches broken artifacts.
-TOLERANCES: dict[str, dict[str, float]] = {
-    "fp32": {"max_abs_diff": 1e-4},
-    "fp16": {"top1_agreement": 0.99, "cosine": 0.999},
-    "int8": {"top1_agreement": 0.87, "cosine": 0.99},
-    "w8a16": {"top1_agreement": 0.87, "cosine": 0.995},
-}
+# Tolerances per precision: the contract's parity policy (emo.contract.examples.TOLERANCES, where the reasons are).
 NUM_RANDOM = 4
 RANDOM_SEED = 1234
 

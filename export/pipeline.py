@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -27,9 +28,18 @@ from torch import nn
 
 import emo
 from emo.checkpoint import sha256_file
-from emo.data import IMAGENET_MEAN, IMAGENET_STD, LABELS_SOURCE, imagenet_labels, normalize
+from emo.cli_common import check_out_dir
+from emo.contract import examples as examples_contract
+from emo.contract import jsonio
+from emo.contract import sidecar as sidecar_contract
+from emo.contract.examples import examples_path
+from emo.contract.sidecar import sidecar_path
+from emo.contract.text import label_problem
+from emo.contract.vocabulary import QUANTIZED as QUANTIZED_PRECISIONS
+from emo.data import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, LABELS_SOURCE, imagenet_labels, normalize
 from emo.errors import EMOError, first_line
 from emo.export.backends import BACKENDS, Backend, precision_for
+from emo.export.calibration import Calibration, calibration_images
 from emo.export.examples import build as build_examples
 from emo.export.output import captured_output
 from emo.export.parity import (
@@ -42,10 +52,6 @@ from emo.export.parity import (
     run_batched,
     skipped,
 )
-from emo.export.quantize import QUANTIZED_PRECISIONS, Calibration, calibration_images
-from emo.runtime_bench import sidecar as sidecar_schema
-from emo.runtime_bench.examples import examples_path
-from emo.runtime_bench.sidecar import sidecar_path
 
 SIDECAR_SCHEMA = "emo-mobile/sidecar/1"
 RANDOM_INIT_SEED = 0
@@ -148,12 +154,16 @@ def input_contract(options: ExportOptions) -> dict:
     h, w = options.input_size
     batch = "batch" if options.dynamic_batch else options.batch
     normalization = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "in_graph": options.normalize}
+    # how a photo becomes the input (emo.data.to_unit_array): every app reads this instead of hard-coding it
+    preprocessing = {"resize": "shorter-side", "crop_pct": CROP_PCT, "interpolation": "bicubic"}
     if options.backend_options.get("image_input"):  # Core ML ImageType: the app passes pixels, not a tensor
         return {"name": "image", "shape": [1, 3, h, w], "dtype": "image (RGB, 8 bits per channel)",
-                "layout": "image", "range": [0, 255], "pixel_scale": 1 / 255, "normalization": normalization}
+                "layout": "image", "range": [0, 255], "pixel_scale": 1 / 255, "normalization": normalization,
+                "preprocessing": preprocessing}
     nhwc = bool(options.backend_options.get("nhwc"))
     return {"name": "image", "shape": [batch, h, w, 3] if nhwc else [batch, 3, h, w], "dtype": "float32",
-            "layout": "NHWC" if nhwc else "NCHW", "range": [0.0, 1.0], "normalization": normalization}
+            "layout": "NHWC" if nhwc else "NCHW", "range": [0.0, 1.0], "normalization": normalization,
+            "preprocessing": preprocessing}
 
 
 def output_contract(options: ExportOptions, batch, num_classes: int) -> dict:
@@ -190,6 +200,11 @@ def artifact_metadata(options: ExportOptions, num_classes: int, weights: dict) -
 def resolve_labels(options: ExportOptions, num_classes: int) -> None:
     """ImageNet names for a 1000-class head; a labels file must match the head's size; a classifier needs names."""
     if options.labels is not None:
+        for index, name in enumerate(options.labels):  # a newline in a name would shift every later label
+            problem = label_problem(name)
+            if problem:
+                raise EMOError(f"label {index} ({name[:40]!r}) {problem}; class names must be one line of printable "
+                               "text")
         if len(options.labels) != num_classes:
             raise EMOError(f"labels file has {len(options.labels)} names but the model's head has {num_classes} "
                            "classes; pass a labels file with one name per class")
@@ -213,13 +228,8 @@ def artifact_digest(path: Path) -> tuple[str, int]:
 
 
 def write_json_atomic(path: Path, data: dict, indent: int | None = 2) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:  # Ctrl-C and SIGTERM included: never leave the temporary file behind
-        remove(tmp)
-        raise
+    """``data`` as JSON at ``path``, written under a temporary name and renamed (``emo.contract.jsonio``)."""
+    jsonio.write_json_atomic(path, data, indent)
 
 
 def remove(path: Path) -> None:
@@ -241,8 +251,8 @@ def sidecar_backend(side: dict) -> Backend:
 def read_sidecar(artifact: Path) -> dict:
     """The artifact's sidecar, checked against the one schema emo-verify, emo-predict and emo-bench share."""
     try:
-        return sidecar_schema.read(artifact)
-    except sidecar_schema.SidecarError as e:
+        return sidecar_contract.read(artifact).data
+    except sidecar_contract.SidecarError as e:
         raise EMOError(str(e)) from None
 
 
@@ -253,19 +263,6 @@ def toolchain_versions(backend: Backend) -> dict[str, str]:
         with contextlib.suppress(importlib_metadata.PackageNotFoundError):
             versions[package] = importlib_metadata.version(package)
     return versions
-
-
-def check_out_dir(out: Path) -> None:
-    """Create ``out`` and prove it writable, before any slow work."""
-    if out.exists() and not out.is_dir():
-        raise EMOError(f"--out {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".emo-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise EMOError(f"cannot write to --out {out}: {e.strerror or e}") from None
 
 
 # ---------------------------------------------------------------------------------------------------- running it
@@ -314,10 +311,7 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
     example = torch.rand(example_batch, 3, *options.input_size, generator=torch.Generator().manual_seed(0))
     log = io.StringIO()
     if precision in QUANTIZED_PRECISIONS:  # calibrate once per run: every quantizing backend sees the same images
-        key = ("calibration", options.input_size, options.calibration, options.calibration_count)
-        if key not in ctx.shared:
-            ctx.shared[key] = calibration_images(options.calibration, options.calibration_count, options.input_size)
-        calibration = ctx.shared[key]
+        calibration = run_calibration(options, ctx.shared)
         if not options.normalize:  # the graph takes normalised input: calibrate on what it will see
             calibration = dataclasses.replace(calibration, images=normalize(calibration.images).astype(np.float32))
         ctx.calibration = calibration
@@ -375,10 +369,21 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
     }
     # the bundled examples (inputs + PyTorch's outputs) that the apps' self-tests and emo-bench --parity replay
     examples = examples_path(final)
-    sidecar["examples"] = examples.name
-    write_json_atomic(examples, build_examples(sidecar, model, options.input_size), indent=None)
+    document = build_examples(sidecar, model, options.input_size)
+    if document is not None:
+        sidecar["examples"] = examples.name
+        examples_contract.write(examples, document)
+    else:
+        sidecar["examples_skipped"] = (f"the input tensors at {options.input_size[0]}x{options.input_size[1]} make "
+                                       f"an examples file larger than its readers accept "
+                                       f"({examples_contract.MAX_EXAMPLES_BYTES >> 20} MiB)")
     side = sidecar_path(final)
-    write_json_atomic(side, sidecar)
+    try:
+        sidecar_contract.write(side, sidecar)  # validated as every reader will read it, then written atomically
+    except sidecar_contract.SidecarError as e:
+        remove(final)
+        remove(examples)
+        raise EMOError(str(e)) from None
     return ExportResult(backend.name, precision, final, side, parity.status, seconds, size, parity)
 
 
@@ -389,21 +394,63 @@ def _remove_temporaries(out: Path, final: Path, tmp: Path) -> None:
         remove(stray)
 
 
-def prepare_run(options: ExportOptions, out: Path) -> nn.Module:
-    """Every check that can fail on bad input, before any slow work: checkpoint, labels, then the output folder
-    (created only once everything else is known to be valid)."""
+def run_calibration(options: ExportOptions, shared: dict) -> Calibration:
+    """The run's calibration images, read once and kept in ``shared`` for every quantizing backend."""
+    key = ("calibration", options.input_size, options.calibration, options.calibration_count)
+    if key not in shared:
+        shared[key] = calibration_images(options.calibration, options.calibration_count, options.input_size)
+    return shared[key]
+
+
+def prepare_run(options: ExportOptions, out: Path, backends: list[Backend] = (),
+                shared: dict | None = None) -> nn.Module:
+    """Every check that can fail on bad input, before any slow work: checkpoint, labels, the calibration images
+    (a parity photo among them is refused), then the output folder (created only once everything else is known to
+    be valid). ``shared`` (handed to ``export_all``) keeps what was read for the export."""
     model = build_model(options.variant, options.weights, options.ema)
     resolve_labels(options, model.head.out_features)
+    if any(precision_for(b, options.precision) in QUANTIZED_PRECISIONS for b in backends):
+        run_calibration(options, shared if shared is not None else {})
     check_out_dir(out)
+    removed = remove_stale_temporaries(out)
+    if removed:
+        print(f"note: removed {removed} temporary file(s) left in {out} by an export that was killed", file=sys.stderr)
     return model
 
 
+_TEMPORARY = re.compile(r"^\..+\.tmp-(\d{1,10})(?:\.|$)")
+
+
+def remove_stale_temporaries(out: Path) -> int:
+    """Remove the ``.NAME.tmp-PID...`` files of exports whose process is gone (a ``kill -9`` leaves them: the
+    atomic rename never happened). A live PID's temporaries are another export's work in progress: kept."""
+    removed = 0
+    for path in out.iterdir():
+        match = _TEMPORARY.match(path.name)
+        if match and not _process_alive(int(match.group(1))):
+            remove(path)
+            removed += 1
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process (or a number we cannot ask about): not ours to judge
+    return True
+
+
 def export_all(options: ExportOptions, backends: list[Backend], out: Path,
-               model: nn.Module | None = None) -> list[ExportResult]:
+               model: nn.Module | None = None, shared: dict | None = None) -> list[ExportResult]:
     """Export several formats from one model; a failing backend does not stop the others."""
+    shared = {} if shared is None else shared
     if model is None:
-        model = prepare_run(options, out)
-    shared: dict = {}
+        model = prepare_run(options, out, backends, shared)
     results = []
     for backend in backends:
         try:
@@ -433,8 +480,8 @@ def verify(artifact: Path, weights: str | None = None) -> tuple[Parity, dict, li
     recorded = side["weights"]
     if weights is None and not recorded.get("random_init"):
         try:  # a regular file only (never /dev/zero or a FIFO), relative paths from the sidecar's folder
-            weights = str(sidecar_schema.weights_path(side, artifact))
-        except sidecar_schema.SidecarError as e:
+            weights = str(sidecar_contract.weights_path(sidecar_contract.validate(side, artifact.name), artifact))
+        except sidecar_contract.SidecarError as e:
             raise EMOError(f"{e}; pass --weights PATH") from None
         if sha256_file(weights) != recorded.get("sha256"):
             raise EMOError(f"{weights} changed since export (sha256 differs from the sidecar); pass --weights PATH")

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from emo.contract.pt2 import UnsafeArchiveError, load_program
 from emo.errors import EMOError
-from emo.runtime_bench.pt2_archive import UnsafeArchiveError, load_program
 
 
 def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:

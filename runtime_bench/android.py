@@ -8,7 +8,6 @@ them in ``runner_cache()/{abi}/``; a missing one fails the row with instructions
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -21,12 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from emo.runtime_bench import examples as examples_format
+from emo.contract import examples as examples_format
+from emo.contract import vocabulary
+from emo.contract.text import printable
+from emo.runtime_bench import app_result
 from emo.runtime_bench.parsers import PARSERS
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row
 
 DEVICE_DIR = "/data/local/tmp/emo-bench"
-SAFE_SUFFIXES = (".tflite", ".onnx", ".ort", ".pte")
+SAFE_SUFFIXES = tuple(s for s in vocabulary.ARTIFACT_SUFFIXES if s != ".mlpackage")
 ADB_TIMEOUT_S = 60
 RUN_TIMEOUT_S = 1800
 
@@ -131,36 +133,71 @@ def select_device(adb_binary: str, serial: str | None) -> Adb:
     return Adb(adb_binary, serial)
 
 
+# what a device may answer: every value read from a phone is checked against this before it reaches a path, a
+# command or a table (a device is input too: a hostile one answering ``../../..`` as its ABI must not pick a host file)
+ANDROID_ABIS = ("arm64-v8a", "armeabi-v7a", "x86_64", "x86", "riscv64")
+MAX_CPUS = 256
+MAX_FREQ_KHZ = 20_000_000          # 20 GHz
+MAX_DEVICE_TEXT = 120
+
+
+def clean_text(value: object) -> str:
+    """Text a device reported, safe to print and store (escape sequences and control characters removed)."""
+    return printable(value, MAX_DEVICE_TEXT).strip()
+
+
+def checked_abi(value: str) -> str | None:
+    """The device's ABI if it is one Android defines, else None (never used in a path then)."""
+    return value if value in ANDROID_ABIS else None
+
+
+def parse_frequencies(text: str) -> list[int]:
+    """CPU max frequencies in kHz, one per CPU: each a plain number of at most 8 digits within 20 GHz (a device
+    printing a 5000-digit number gives no frequencies, not a crash)."""
+    freqs = [int(f) for f in text.split() if re.fullmatch(r"\d{1,8}", f)]
+    return [f for f in freqs if 0 < f <= MAX_FREQ_KHZ][:MAX_CPUS]
+
+
 def describe_device(adb: Adb) -> dict:
     """Model, SoC, Android version, ABI, CPU max frequencies, big cores, thermal status (when readable)."""
     props = dict(re.findall(r"^\[([^\]]+)\]: \[([^\]]*)\]", adb.shell("getprop"), flags=re.M))
-    freqs_out = adb.shell("cat /sys/devices/system/cpu/cpu*/cpufreq/cpuinfo_max_freq", check=False)
-    freqs = [int(f) for f in freqs_out.split() if f.isdigit()]
-    big = [i for i, f in enumerate(freqs) if freqs and f == max(freqs)]
-    return {
-        "target": "adb", "serial": adb.serial,
-        "model": f"{props.get('ro.product.manufacturer', '')} {props.get('ro.product.model', '?')}".strip(),
-        "soc": props.get("ro.soc.model") or props.get("ro.board.platform") or props.get("ro.hardware", "?"),
-        "os": f"Android {props.get('ro.build.version.release', '?')} (API {props.get('ro.build.version.sdk', '?')})",
-        "abi": props.get("ro.product.cpu.abi", "?"),
+    freqs = parse_frequencies(adb.shell("cat /sys/devices/system/cpu/cpu*/cpufreq/cpuinfo_max_freq", check=False))
+    big = [i for i, f in enumerate(freqs) if f == max(freqs)] if freqs else []
+    reported_abi = clean_text(props.get("ro.product.cpu.abi", "?"))
+    sdk = props.get("ro.build.version.sdk", "?")
+    api = sdk if re.fullmatch(r"\d{1,3}", sdk) else "?"
+    device = {
+        "target": "adb", "serial": clean_text(adb.serial or ""),
+        "model": clean_text(f"{props.get('ro.product.manufacturer', '')} {props.get('ro.product.model', '?')}"),
+        "soc": clean_text(props.get("ro.soc.model") or props.get("ro.board.platform") or props.get("ro.hardware", "?")),
+        "os": clean_text(f"Android {props.get('ro.build.version.release', '?')} (API {api})"),
+        "abi": checked_abi(reported_abi),
         "cpu_max_freq_khz": freqs, "big_cores": big,
         "taskset": bool(adb.shell("command -v taskset", check=False).strip()),
         "thermal_status": thermal_status(adb),
     }
+    if device["abi"] is None:
+        device["abi_reported"] = reported_abi
+    return device
 
 
 def thermal_status(adb: Adb) -> int | None:
     """Android's thermal status (0 none .. 6 shutdown) from ``dumpsys thermalservice``, if readable."""
-    match = re.search(r"Thermal Status:\s*(\d+)", adb.shell("dumpsys thermalservice", check=False))
-    return int(match.group(1)) if match else None
+    match = re.search(r"Thermal Status:\s*(\d)\b", adb.shell("dumpsys thermalservice", check=False))
+    return int(match.group(1)) if match and int(match.group(1)) <= 6 else None
 
 
-def find_runner(name: str, abi: str, given: list[str]) -> Path:
+def find_runner(name: str, abi: str | None, given: list[str]) -> Path:
+    """The runner binary: one given with --runner, else ``runner_cache()/{abi}/{name}`` for an ABI Android defines
+    (``abi`` comes from the device: it is checked against ``ANDROID_ABIS`` before it becomes part of a path)."""
     for path in map(Path, given):
         if path.name.startswith(name):
             if not path.is_file():
                 raise FileNotFoundError(f"--runner {path} does not exist")
             return path
+    if checked_abi(abi or "") is None:
+        raise FileNotFoundError(f"{name}: the device reports no ABI Android defines ({', '.join(ANDROID_ABIS)}), so "
+                                f"no cached runner is chosen for it; pass --runner PATH/{name}")
     cached = runner_cache() / abi / name
     if cached.is_file():
         return cached
@@ -231,8 +268,9 @@ def check_parity(artifact: Artifact, adb: Adb, name: str, remote_model: str, pin
                 return {"status": f"failed: {name} exited with {code.strip().split('=')[-1]} on example {i}"}
             adb("pull", remote_out, str(local_out))
             raw = np.frombuffer(local_out.read_bytes(), dtype="<f4")
-            if raw.size < classes:
-                return {"status": f"failed: {name} wrote {raw.size} values for example {i}, expected {classes}"}
+            if raw.size != batch * classes:  # one output tensor of the static batch: anything else is not a pass
+                return {"status": f"failed: {name} wrote {raw.size} values for example {i}, expected "
+                                  f"{batch * classes} ({batch} x {classes} classes)"}
             outputs.append(raw[:classes])
     return examples_format.agreement(examples, outputs)
 
@@ -248,7 +286,7 @@ def run_adb(artifact: Artifact, adb: Adb, device: dict, settings: dict) -> Bench
         row.status = f"failed: no Android runner for {artifact.backend} artifacts"
         return row
     try:
-        runner = find_runner(name, device.get("abi", "arm64-v8a"), settings.get("runners", []))
+        runner = find_runner(name, device.get("abi"), settings.get("runners", []))
         # pushed under a fixed name: the real file name (any characters) never reaches the device's shell
         remote_model = f"{DEVICE_DIR}/model{artifact.path.suffix if artifact.path.suffix in SAFE_SUFFIXES else ''}"
         command = runner_command(name, remote_model, settings)
@@ -307,21 +345,28 @@ def run_adb(artifact: Artifact, adb: Adb, device: dict, settings: dict) -> Bench
 APP_PACKAGE = "org.emomobile.demo"
 APP_ACTIVITY = f"{APP_PACKAGE}/.BenchmarkActivity"
 APP_DIR = f"/sdcard/Android/data/{APP_PACKAGE}/files/emo-bench"
-APP_RESULT_SCHEMA = "emo-mobile/android-bench/1"
-APP_ACCELERATORS = {"tflite": ("cpu", "gpu", "npu"), "onnx": ("cpu", "xnnpack", "nnapi", "qnn"),
-                    "ort": ("cpu", "xnnpack", "nnapi", "qnn")}
+APP_INSTALL_HINT = ("build android_demo/ (Android Studio, or ./gradlew :app:assembleDebug) and install the debug "
+                    "build (adb install -r android_demo/app/build/outputs/apk/debug/app-debug.apk); "
+                    "emo-bench installs nothing")
+# by the artifact's suffix, as the app chooses its runtime: LiteRT's CompiledModel for .tflite (an AOT-compiled NPU
+# .tflite included), ONNX Runtime Android for .onnx/.ort (onnxruntime-android has no QNN execution provider)
+APP_ACCELERATORS = {".tflite": ("cpu", "gpu", "npu"), ".onnx": ("cpu", "xnnpack", "nnapi"),
+                    ".ort": ("cpu", "xnnpack", "nnapi")}
+APP_REFUSED = {"qnn": "the demo app's ONNX Runtime (onnxruntime-android) has no QNN execution provider; run the "
+                      "Qualcomm NPU through LiteRT (--format litert-npu, --delegate npu) or onnxruntime_perf_test "
+                      "built with QNN (--runner PATH)"}
 
 
 def app_commands(artifact: Artifact, settings: dict) -> dict:
     """What is pushed where, and the ``am start`` words (contract: android_demo/BENCHMARK_MODE.md)."""
     suffix = artifact.path.suffix
-    accelerator = settings.get("delegate") or "cpu"
-    allowed = APP_ACCELERATORS.get(artifact.backend)
+    allowed = APP_ACCELERATORS.get(suffix)
     if allowed is None:
-        raise ValueError(f"the demo app runs tflite, onnx and ort artifacts, not {artifact.backend}")
+        raise ValueError(f"the demo app runs .tflite, .onnx and .ort artifacts, not {artifact.path.name}")
+    accelerator = settings.get("delegate") or "cpu"
     if accelerator not in allowed:
-        raise ValueError(f"--delegate {accelerator} is not offered by the demo app for {artifact.backend}; "
-                         f"choose from: {', '.join(allowed)}")
+        why = APP_REFUSED.get(accelerator, f"choose from: {', '.join(allowed)}")
+        raise ValueError(f"--delegate {accelerator} is not offered by the demo app for {suffix} artifacts; {why}")
     pushes = [(artifact.path, f"{APP_DIR}/model{suffix}"),
               (artifact.path.with_suffix(".json"), f"{APP_DIR}/model.json")]
     local_examples = examples_format.examples_path(artifact.path)
@@ -335,30 +380,20 @@ def app_commands(artifact: Artifact, settings: dict) -> dict:
 
 
 def map_app_result(data: dict, artifact: Artifact, device: dict, settings: dict) -> BenchResult:
-    """The demo app's result file -> a result row (raw latencies; summary computed here as for every target)."""
-    from emo.runtime_bench.stats import summary
+    """The demo app's result file (``emo-mobile/app-bench/1``, shared with iOS) -> a result row."""
+    return app_result.map_app_result(data, artifact, device, settings, "android")
 
-    if not isinstance(data, dict) or data.get("schema") != APP_RESULT_SCHEMA:
-        raise BenchError(f"the app wrote a result of schema {data.get('schema') if isinstance(data, dict) else None!r}"
-                         f", expected {APP_RESULT_SCHEMA}; install a matching demo app")
-    row = base_row(artifact, {**device, "app_device": data.get("device")},
-                   {**settings, "runner": "app", "accelerator": data.get("accelerator"),
-                    "accelerator_used": data.get("accelerator_used"), "runtime": data.get("runtime")})
-    row.status = str(data.get("status") or "failed: no status in the app's result")
-    row.load_ms, row.first_inference_ms = data.get("load_ms"), data.get("first_inference_ms")
-    row.latencies_ms = [float(v) for v in data.get("latencies_ms") or []]
-    row.peak_memory_mb = data.get("peak_memory_mb")
-    row.summary = summary(row.latencies_ms) if row.latencies_ms else {}
-    row.versions = {"app": data.get("app_version"), "runtime": data.get("runtime")}
-    row.parity = data.get("parity") if isinstance(data.get("parity"), dict) else None
-    if settings.get("parity") and row.ok and row.parity and str(row.parity.get("status", "")).startswith("failed"):
-        row.status = f"failed: parity on the phone: {row.parity['status'].removeprefix('failed: ')}"
-    return row
+
+def app_running(adb: Adb) -> bool:
+    """Whether the app's process is alive (``pidof`` exits 1 when it is not; any other answer counts as alive, so a
+    device without ``pidof`` only waits for the timeout)."""
+    return "EXIT=1" not in adb.shell(f"pidof {quote(APP_PACKAGE)}; echo EXIT=$?", check=False)
 
 
 def run_app(artifact: Artifact, adb: Adb, device: dict, settings: dict, poll_seconds: float = 1.0,
             timeout_s: float = RUN_TIMEOUT_S) -> BenchResult:
-    """One artifact through the installed demo app's headless benchmark mode; the app folder is always cleaned."""
+    """One artifact through the installed demo app's headless benchmark mode; the app folder is always cleaned.
+    A process that dies without a result (a crash) fails the row at once, pointing at logcat."""
     row = base_row(artifact, dict(device), {**settings, "runner": "app"})
     if artifact.sidecar is None:
         row.status = f"failed: {artifact.sidecar_error}"
@@ -369,8 +404,7 @@ def run_app(artifact: Artifact, adb: Adb, device: dict, settings: dict, poll_sec
         row.status = f"failed: {e}"
         return row
     if "package:" not in adb.shell(f"pm path {quote(APP_PACKAGE)}", check=False):
-        row.status = (f"failed: the demo app {APP_PACKAGE} is not installed: build android_demo/ in Android Studio "
-                      "and install it (adb install app-release.apk); emo-bench installs nothing")
+        row.status = f"failed: the demo app {APP_PACKAGE} is not installed: {APP_INSTALL_HINT}"
         return row
     try:
         adb.shell(f"rm -rf {quote(APP_DIR)} && mkdir -p {quote(APP_DIR)}")
@@ -379,15 +413,18 @@ def run_app(artifact: Artifact, adb: Adb, device: dict, settings: dict, poll_sec
         adb.shell(quote(*commands["start"]), timeout=ADB_TIMEOUT_S)
         deadline = time.monotonic() + timeout_s
         with tempfile.TemporaryDirectory() as tmp:
-            while commands["result"] not in adb.shell(f"ls {quote(commands['result'])}", check=False):
+            def written() -> bool:  # not `ls`: its "No such file" message names the file too
+                return "present" in adb.shell(f"test -f {quote(commands['result'])} && echo present", check=False)
+
+            while not written():
+                if not app_running(adb) and not written():
+                    raise BenchError("the demo app stopped without writing a result (a crash?): see "
+                                     "`adb logcat -d -s AndroidRuntime EMOBenchmark`")
                 if time.monotonic() > deadline:
                     raise BenchError(f"no result from the app after {timeout_s:.0f} s")
                 time.sleep(poll_seconds)
             adb("pull", commands["result"], f"{tmp}/result.json")
-            try:
-                data = json.loads(Path(tmp, "result.json").read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as e:
-                raise BenchError(f"the app's result is not JSON: {e}") from None
+            data = app_result.loads(Path(tmp, "result.json").read_bytes(), "android")
         return map_app_result(data, artifact, device, settings)
     except BenchError as e:
         row.status = f"failed: {e}"

@@ -2,14 +2,13 @@
 
 ``mac``: Core ML artifacts with coremltools on this Mac, once per compute-unit setting.
 
-``ios``: the iOS demo app's headless benchmark mode, driven with ``xcrun devicectl``. The contract the app
-implements (ios_demo/README.md):
-
-- launch arguments: ``-emoBenchmark <path in Documents> -emoBenchIterations N -emoBenchWarmup W
-  -emoBenchComputeUnits CPU_ONLY|CPU_AND_GPU|CPU_AND_NE|ALL -emoBenchOutput <path in Documents>``
-- result file: one JSON object, ``IOS_RESULT_SCHEMA``: ``artifact``, ``compute_units``, ``load_ms``,
-  ``first_inference_ms``, ``latencies_ms`` (raw, per iteration), ``peak_memory_mb``, ``device``
-  {``model``, ``os``, ``soc``}, ``status`` ("ok" or "failed: reason"), ``app_version``.
+``ios``: the iOS demo app's headless benchmark mode, driven with ``xcrun devicectl`` (contract:
+ios_demo/BENCHMARK_MODE.md). The artifact, its sidecar and its bundled examples are copied into the app's
+``Documents/emo-bench/`` under fixed names (``model.mlpackage``, ``model.json``, ``model.examples.json``), the app
+is launched with ``-emoBenchmark model.mlpackage -emoBenchIterations N -emoBenchWarmup W -emoBenchComputeUnits U
+-emoBenchOutput result-TOKEN.json``, and the result file (``emo-mobile/app-bench/1``, the same as Android's) is
+copied back and mapped by ``emo.runtime_bench.app_result``. The token is new for every run, so a result left by an
+earlier run is never read.
 """
 
 from __future__ import annotations
@@ -19,15 +18,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from emo.contract import examples as examples_format
+from emo.runtime_bench import app_result
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row, package_versions
 from emo.runtime_bench.stats import measure, summary
 
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
 IOS_BUNDLE_ID = "org.emomobile.demo"
-IOS_RESULT_SCHEMA = "emo-mobile/ios-bench/1"
 IOS_DIR = "Documents/emo-bench"
 NEEDS_MAC = "the {target} target needs macOS with Xcode (Core ML and devicectl exist only there)"
 
@@ -68,60 +69,71 @@ def run_mac(artifact: Artifact, settings: dict, compute_units: str) -> BenchResu
 
 
 # ------------------------------------------------------------------------------------------------------- ios
-def ios_commands(udid: str, artifact: Path, settings: dict, compute_units: str) -> dict[str, list[str]]:
-    """The ``xcrun devicectl`` invocations for one run: copy in, launch headless, copy the result out."""
-    remote = f"{IOS_DIR}/{artifact.name}"
-    result = f"{IOS_DIR}/result-{artifact.stem}-{compute_units}.json"
+def ios_commands(udid: str, artifact: Artifact, settings: dict, compute_units: str, token: str) -> dict:
+    """The ``xcrun devicectl`` invocations for one run: copy in (artifact, sidecar, examples when present), launch
+    headless, copy the result out. Fixed names inside ``Documents/emo-bench``, as on Android."""
+    if compute_units not in COMPUTE_UNITS:
+        raise ValueError(f"compute units {compute_units} are not one of {', '.join(COMPUTE_UNITS)}")
     container = ["--domain-type", "appDataContainer", "--domain-identifier", IOS_BUNDLE_ID]
+    copies = [(artifact.path, f"model{artifact.path.suffix}"), (artifact.path.with_suffix(".json"), "model.json")]
+    examples = examples_format.examples_path(artifact.path)
+    if examples.is_file():
+        copies.append((examples, "model.examples.json"))
+    result = f"result-{token}.json"
+
+    def copy_to(local: Path, name: str) -> list[str]:
+        return ["xcrun", "devicectl", "device", "copy", "to", "--device", udid, "--source", str(local),
+                "--destination", f"{IOS_DIR}/{name}", *container]
+
     return {
-        "copy_in": ["xcrun", "devicectl", "device", "copy", "to", "--device", udid, "--source", str(artifact),
-                    "--destination", remote, *container],
+        "copy_in": [copy_to(local, name) for local, name in copies],
         "launch": ["xcrun", "devicectl", "device", "process", "launch", "--device", udid, "--terminate-existing",
-                   IOS_BUNDLE_ID, "-emoBenchmark", remote, "-emoBenchIterations", str(settings.get("iters") or 50),
-                   "-emoBenchWarmup", str(settings["warmup"]), "-emoBenchComputeUnits", compute_units,
-                   "-emoBenchOutput", result],
-        "copy_out": ["xcrun", "devicectl", "device", "copy", "from", "--device", udid, "--source", result,
-                     "--destination", "{local}", *container],
+                   IOS_BUNDLE_ID, "-emoBenchmark", f"model{artifact.path.suffix}",
+                   "-emoBenchIterations", str(settings.get("iters") or 50), "-emoBenchWarmup", str(settings["warmup"]),
+                   "-emoBenchComputeUnits", compute_units, "-emoBenchOutput", result],
+        "copy_out": ["xcrun", "devicectl", "device", "copy", "from", "--device", udid, "--source",
+                     f"{IOS_DIR}/{result}", "--destination", "{local}", *container],
     }
 
 
 def map_ios_result(data: dict, artifact: Artifact, settings: dict, udid: str) -> BenchResult:
-    """The demo app's result file -> a result row (raw latencies included)."""
-    if data.get("schema") != IOS_RESULT_SCHEMA:
-        raise BenchError(f"the app wrote a result of schema {data.get('schema')!r}, expected {IOS_RESULT_SCHEMA}")
-    device = {"target": "ios", "udid": udid, **data.get("device", {})}
-    row = base_row(artifact, device, {**settings, "compute_units": data.get("compute_units")})
-    row.status = data.get("status", "failed: no status in the app's result")
-    row.load_ms, row.first_inference_ms = data.get("load_ms"), data.get("first_inference_ms")
-    row.latencies_ms = [float(v) for v in data.get("latencies_ms", [])]
-    row.peak_memory_mb = data.get("peak_memory_mb")
-    row.summary = summary(row.latencies_ms)
-    row.versions = {"app": data.get("app_version"), "os": device.get("os")}
-    row.parity = data.get("parity") if isinstance(data.get("parity"), dict) else None  # the app's self-test
-    return row
+    """The demo app's result file (``emo-mobile/app-bench/1``, shared with Android) -> a result row."""
+    return app_result.map_app_result(data, artifact, {"target": "ios", "udid": udid}, settings, "ios")
 
 
 def run_ios(artifact: Artifact, udid: str, settings: dict, compute_units: str,
             execute: Callable[[list[str]], str] | None = None, poll_seconds: float = 2.0,
             timeout_s: float = 600.0) -> BenchResult:
-    """Copy the artifact into the demo app, launch its headless benchmark, wait for and map its result file."""
+    """Copy the artifact with its sidecar and examples into the demo app, launch its headless benchmark, wait for
+    its result file and map it. A copy or launch that fails, or a malformed result, fails the row with the reason."""
     execute = execute or _xcrun
-    commands = ios_commands(udid, artifact.path, settings, compute_units)
-    execute(commands["copy_in"])
-    execute(commands["launch"])
-    deadline = time.monotonic() + timeout_s
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / "result.json"
-        while True:
-            try:
-                execute([local.as_posix() if part == "{local}" else part for part in commands["copy_out"]])
-                return map_ios_result(json.loads(local.read_text()), artifact, settings, udid)
-            except (BenchError, FileNotFoundError, json.JSONDecodeError):
-                if time.monotonic() > deadline:
-                    row = base_row(artifact, {"target": "ios", "udid": udid}, settings)
-                    row.status = f"failed: no result from the app after {timeout_s:.0f} s"
-                    return row
-                time.sleep(poll_seconds)
+    row = base_row(artifact, {"target": "ios", "udid": udid}, {**settings, "runner": "app",
+                                                                "compute_units": compute_units})
+    if artifact.sidecar is None:
+        row.status = f"failed: {artifact.sidecar_error}"
+        return row
+    try:
+        commands = ios_commands(udid, artifact, settings, compute_units, uuid.uuid4().hex[:12])
+        for copy in commands["copy_in"]:
+            execute(copy)
+        execute(commands["launch"])
+        deadline = time.monotonic() + timeout_s
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "result.json"
+            while True:
+                try:  # the file appears whole (the app writes it atomically): until then the copy fails
+                    execute([local.as_posix() if part == "{local}" else part for part in commands["copy_out"]])
+                    text = local.read_text(encoding="utf-8")
+                    break
+                except (BenchError, FileNotFoundError):
+                    if time.monotonic() > deadline:
+                        raise BenchError(f"no result from the app after {timeout_s:.0f} s") from None
+                    time.sleep(poll_seconds)
+        data = app_result.loads(text, "ios")
+        return map_ios_result(data, artifact, {**settings, "compute_units": compute_units}, udid)
+    except (BenchError, ValueError) as e:
+        row.status = f"failed: {e}"
+        return row
 
 
 def _xcrun(cmd: list[str]) -> str:

@@ -17,6 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
+from emo.contract.text import printable
 from emo.runtime_bench.results import (
     Artifact,
     BenchError,
@@ -56,7 +57,7 @@ class Progress:
     def step(self, label: str) -> None:
         width = 24
         filled = int(width * self.done / max(self.total, 1))
-        text = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {label}"
+        text = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {printable(label)}"
         print(f"\r{text[:110]:<110}" if self.tty else text, end="" if self.tty else "\n", file=sys.stderr,
               flush=True)
         self.done += 1
@@ -177,7 +178,7 @@ def _measure(runs: list, kind: str, arg: str | None, settings: dict, args) -> in
         with open(out, "a", encoding="utf-8") as f:  # appended as it goes: an interrupted run keeps its rows
             f.write(row.to_json() + "\n")
         if not row.ok:
-            print(f"\nemo-bench: {Path(row.artifact).name}: {row.status}", file=sys.stderr)
+            print(f"\nemo-bench: {printable(Path(row.artifact).name)}: {printable(row.status, 400)}", file=sys.stderr)
     progress.close()
     dicts = [r.to_dict() for r in rows]
     print(report.table(dicts))
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else EXIT_BAD_INPUT
     except BenchError as e:
-        print(f"emo-bench: error: {e}", file=sys.stderr)
+        print(f"emo-bench: error: {printable(e, 400)}", file=sys.stderr)
         code = EXIT_BAD_INPUT
     except KeyboardInterrupt as e:
         print(f"emo-bench: {'terminated' if isinstance(e, Terminated) else 'interrupted'} (rows so far are in the "

@@ -83,7 +83,7 @@ def _load(path: Path, backend: str, threads: int):
         if backend == "pt2":
             import torch
 
-            from emo.runtime_bench.pt2_archive import load_program
+            from emo.contract.pt2 import load_program
 
             torch.set_num_threads(threads)
             module = load_program(path)

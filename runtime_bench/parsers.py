@@ -6,8 +6,9 @@ Each returns a ``RunnerReport``: latencies in milliseconds whatever unit the run
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"  # C++ default stream format, scientific notation included
 # logcat "MM-DD hh:mm:ss.mmm  pid  tid I tflite  : ", absl/LiteRT "INFO: [file:line] ", plain "INFO: "
@@ -32,11 +33,35 @@ class RunnerReport:
     failed: str | None = None
     extra: dict = field(default_factory=dict)
 
+    def bounded(self) -> RunnerReport:
+        """Drop what no real run prints: a count beyond 1e9 or not whole, times and memory that are negative, not
+        finite or beyond 1e9 (a device's output is input: a 5000-digit number must not become a row)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "count" and value is not None:
+                setattr(self, f.name, _count(value))
+            elif isinstance(value, float) and not (math.isfinite(value) and 0 <= value <= 1e9):
+                setattr(self, f.name, None)
+        self.extra = {k: v for k, v in self.extra.items()
+                      if not isinstance(v, float) or (math.isfinite(v) and 0 <= v <= 1e9)}
+        if self.failed is not None:
+            self.failed = self.failed[:300]
+        return self
+
     def summary(self) -> dict:
         """The row's summary from what the runner printed (no raw latencies from phone runners)."""
         fields = {"count": self.count, "median": self.median_ms, "p90": self.p90_ms, "min": self.min_ms,
                   "max": self.max_ms, "mean": self.avg_ms, "std": self.std_ms}
         return {k: v for k, v in fields.items() if v is not None}
+
+
+def _count(value) -> int | None:
+    """A run count: a whole number in 0..1e9, else None."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return int(value) if math.isfinite(value) and 0 <= value <= 1e9 and value == int(value) else None
 
 
 def _lines(text: str) -> list[str]:
@@ -74,7 +99,7 @@ def parse_benchmark_model(text: str) -> RunnerReport:
     if plain or profiled:
         regular = _stats((plain or profiled)[-1])
         curr = regular.get("curr")
-        report.count = int(regular["count"])
+        report.count = _count(regular["count"])
         report.avg_ms = _us(regular.get("avg", curr))
         report.min_ms, report.max_ms = _us(regular.get("min", curr)), _us(regular.get("max", curr))
         report.std_ms = _us(regular.get("std", 0.0))
@@ -111,7 +136,7 @@ def _read_labelled(lines: list[str], table: list[tuple[str, str, float | None]],
     for line in lines:
         for pattern, name, scale in table:
             if m := re.match(pattern, line):
-                value = int(m.group(1)) if scale is None else float(m.group(1)) * scale
+                value = _count(m.group(1)) if scale is None else float(m.group(1)) * scale
                 if name.startswith("extra."):
                     report.extra[name[len("extra."):]] = value
                 else:
@@ -171,8 +196,8 @@ def parse_executor_runner(text: str) -> RunnerReport:
     report = RunnerReport("executor_runner")
     for raw in text.splitlines():
         if m := re.search(rf"Model executed successfully (\d+) time\(s\) in ({_NUM}) ms", raw):
-            report.count = int(m.group(1))
-            report.avg_ms = float(m.group(2)) / max(report.count, 1)
+            report.count = _count(m.group(1))
+            report.avg_ms = float(m.group(2)) / max(report.count or 1, 1)
         elif "failed with status" in raw or "Execution of method" in raw:
             report.failed = raw.strip()
     if report.avg_ms is None and report.failed is None:
@@ -180,5 +205,17 @@ def parse_executor_runner(text: str) -> RunnerReport:
     return report
 
 
-PARSERS = {"benchmark_model": parse_benchmark_model, "onnxruntime_perf_test": parse_onnxruntime_perf_test,
-           "executor_runner": parse_executor_runner}
+def _bounded(parse):
+    def parse_bounded(text: str) -> RunnerReport:
+        report = parse(text).bounded()
+        if report.avg_ms is None and report.failed is None:
+            report.failed = "no usable timing summary in the runner's output"
+        return report
+
+    parse_bounded.__doc__ = parse.__doc__
+    return parse_bounded
+
+
+PARSERS = {"benchmark_model": _bounded(parse_benchmark_model),
+           "onnxruntime_perf_test": _bounded(parse_onnxruntime_perf_test),
+           "executor_runner": _bounded(parse_executor_runner)}

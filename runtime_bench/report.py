@@ -6,6 +6,7 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
+from emo.contract.text import printable
 from emo.runtime_bench.results import BenchError
 
 
@@ -21,11 +22,18 @@ def _setting(row: dict) -> str:
     return ",".join(p for p in parts if p)
 
 
+def _model(row: dict) -> str:
+    """Variant and the weights it was exported from (older rows have no weights: the variant alone)."""
+    return " ".join(str(v) for v in (row.get("variant") or "?", row.get("weights")) if v)
+
+
 def _fmt(value, spec=".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
 def render(header: list[str], body: list[list[str]]) -> str:
+    """A plain-text table; every cell made printable (result files and devices may hold terminal escapes)."""
+    body = [[printable(c, 400) for c in row] for row in body]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
@@ -43,14 +51,15 @@ def table(rows: list[dict]) -> str:
     # the PyTorch baseline (a pt2 artifact) of each device and settings, measured in the same run
     baseline = {(_device_name(r), _setting(r)): r["summary"]["median"] for r in rows
                 if r.get("backend") == "pt2" and r.get("status") == "ok" and r.get("summary", {}).get("median")}
-    header = ["artifact", "precision", "device", "settings", "median ms", "p90 ms", "min ms", "vs pt2", "load ms",
-              "peak MB", "n", "status"]
+    header = ["artifact", "model", "precision", "device", "settings", "median ms", "p90 ms", "min ms", "vs pt2",
+              "load ms", "peak MB", "n", "status"]
     body = []
     for row in sorted(rows, key=key):
         s = row.get("summary", {})
         median = s.get("median", s.get("mean"))
         base = baseline.get((_device_name(row), _setting(row)))
-        body.append([Path(row["artifact"]).name, row.get("precision") or "?", _device_name(row), _setting(row),
+        body.append([Path(row["artifact"]).name, _model(row), row.get("precision") or "?", _device_name(row),
+                     _setting(row),
                      _fmt(median), _fmt(s.get("p90")), _fmt(s.get("min")),
                      f"{base / median:.2f}x" if base and median and row.get("status") == "ok" else "-",
                      _fmt(row.get("load_ms"), ".1f"), _fmt(row.get("peak_memory_mb"), ".1f"),
@@ -133,9 +142,11 @@ def compare(rows_a: list[dict], rows_b: list[dict]) -> str:
     common = sorted(set(a) & set(b))
     if not common:
         raise BenchError("the two result files have no successful (artifact, device, settings) in common")
-    header = ["artifact", "device", "settings", "A median ms", "B median ms", "B/A"]
+    header = ["artifact", "device", "settings", "A median ms", "B median ms", "B/A", "same file"]
     body = []
     for k in common:
         ma, mb = a[k]["summary"]["median"], b[k]["summary"]["median"]
-        body.append([*k, f"{ma:.3f}", f"{mb:.3f}", f"{mb / ma:.3f}x"])
+        sha_a, sha_b = a[k].get("artifact_sha256"), b[k].get("artifact_sha256")
+        same = "?" if not (sha_a and sha_b) else ("yes" if sha_a == sha_b else f"no ({_model(a[k])} / {_model(b[k])})")
+        body.append([*k, f"{ma:.3f}", f"{mb:.3f}", f"{mb / ma:.3f}x", same])
     return render(header, body)

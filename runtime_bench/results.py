@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from emo.runtime_bench import sidecar
+from emo.contract import jsonio, sidecar, vocabulary
 
-SUFFIXES = (".onnx", ".ort", ".tflite", ".pte", ".pt2", ".mlpackage")
+SUFFIXES = vocabulary.ARTIFACT_SUFFIXES
 SCHEMA = "emo-mobile/bench/1"
 
 
@@ -42,8 +42,7 @@ class Artifact:
     def backend(self) -> str:
         if self.sidecar:
             return self.sidecar.get("backend", "?")
-        return {".onnx": "onnx", ".ort": "ort", ".tflite": "tflite", ".pt2": "pt2",
-                ".mlpackage": "coreml"}.get(self.path.suffix, "?")
+        return vocabulary.guess_format(self.path.suffix)
 
     @property
     def variant(self) -> str:
@@ -54,6 +53,12 @@ class Artifact:
         return (self.sidecar or {}).get("precision", "?")
 
     @property
+    def weights(self) -> str:
+        """What the artifact was exported from ("random-init (seed 0)", "best.pth@1a2b3c4d"): two artifacts of the
+        same variant and format from different checkpoints never look alike in a table."""
+        return sidecar.weights_id(self.sidecar.get("weights")) if self.sidecar else "?"
+
+    @property
     def input_shape(self) -> list:
         shape = list((self.sidecar or {}).get("input", {}).get("shape", [1, 3, 224, 224]))
         return [1 if d == "batch" else int(d) for d in shape]
@@ -62,7 +67,7 @@ class Artifact:
 def read_artifact(path: Path) -> Artifact:
     """The artifact with its sidecar; a missing or malformed sidecar is kept as the reason its row fails."""
     try:
-        return Artifact(path, sidecar.read(path))
+        return Artifact(path, sidecar.read(path).data)
     except sidecar.SidecarError as e:
         return Artifact(path, None, str(e))
 
@@ -135,6 +140,7 @@ class BenchResult:
     git_revision: str | None = None
     profile: dict | None = None                # --profile: {"source": ..., "ops": [{op, nodes, ms, percent}]}
     parity: dict | None = None                 # adb --parity / the demo app's self-test: outputs vs the examples
+    weights: str | None = None                 # what the artifact was exported from (Artifact.weights)
     timestamp_utc: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     schema: str = SCHEMA
 
@@ -152,20 +158,24 @@ class BenchResult:
 def base_row(artifact: Artifact, device: dict, settings: dict) -> BenchResult:
     return BenchResult(artifact=str(artifact.path), artifact_sha256=(artifact.sidecar or {}).get("sha256")
                        or file_sha256(artifact.path), variant=artifact.variant, backend=artifact.backend,
-                       precision=artifact.precision, device=device, settings=settings, git_revision=git_revision())
+                       precision=artifact.precision, device=device, settings=settings, git_revision=git_revision(),
+                       weights=artifact.weights)
 
 
 def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a results file (JSON Lines); a line that is not bounded JSON is bad input (its line number)."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (FileNotFoundError, IsADirectoryError):
         raise BenchError(f"no such results file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BenchError(f"cannot read results file {path}: {first_line(e)}") from None
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise BenchError(f"{path}:{number} is not a JSON line: {e.msg}") from None
+            rows.append(jsonio.loads(line, f"{path}:{number}"))
+        except jsonio.ContractError as e:
+            raise BenchError(str(e)) from None
     return rows

@@ -8,9 +8,9 @@ import shlex
 from pathlib import Path
 
 import pytest
+from app_bench import sample_result
 from mobile_artifacts import sidecars
 
-from emo.runtime_bench import android
 from emo.runtime_bench.cli import main
 from emo_testutil import fake_adb_calls, fake_runners, install_fake_adb, set_fake_adb_state, write_sidecar
 
@@ -72,6 +72,8 @@ if words[:2] == ["rm", "-rf"]:
         local(words[words.index("&&") + 3]).mkdir(parents=True)
 elif words[0] == "chmod":
     pass
+elif words[0] == "pidof":  # cmd: pidof PACKAGE; echo EXIT=$?
+    print("12345\nEXIT=0" if state.get("alive", True) else "EXIT=1")
 elif words[:2] == ["pm", "path"]:
     if state["installed"]:
         print(f"package:/data/app/~~x==/{words[2]}-1/base.apk")
@@ -80,26 +82,24 @@ elif words[:2] == ["am", "start"]:
     folder = local(state["app_dir"])
     model = folder / extras["model"]
     assert model.exists() and (folder / "model.json").exists(), "the app found no model/sidecar"
-    result = dict(state["app_result"], artifact=extras["model"], accelerator=extras["accelerator"],
-                  threads=int(extras["threads"]))
-    (folder / extras["output"]).write_text(json.dumps(result))
+    if state["app_result"] is not None:  # None: the app crashes before writing anything
+        result = dict(state["app_result"], artifact=extras["model"], threads=int(extras["threads"]))
+        (folder / extras["output"]).write_text(json.dumps(result))
     print("Status: ok\nActivity: org.emomobile.demo/.BenchmarkActivity")
 elif words[0] == "ls":
     if local(words[1]).exists():
         print(words[1])
     else:
         print(f"ls: {words[1]}: No such file or directory")
+elif words[:2] == ["test", "-f"]:  # test -f FILE && echo present
+    if local(words[2]).is_file():
+        print("present")
 else:
     print(f"fake adb: unknown shell command {cmd!r}", file=sys.stderr)
     sys.exit(1)
 '''
 
-APP_RESULT = {"schema": "emo-mobile/android-bench/1", "runtime": "litert", "accelerator_used": "gpu",
-              "load_ms": 120.5, "first_inference_ms": 9.1, "latencies_ms": [2.5, 2.25, 2.75, 2.5],
-              "peak_memory_mb": 88.0, "device": {"model": "Pixel 7", "soc": "Tensor G2"}, "status": "ok",
-              "app_version": "0.1.0",
-              "parity": {"max_abs_diff": 2e-6, "cosine": 1.0, "top1_agreement": 1.0, "top5_agreement": 1.0,
-                         "num_examples": 3, "status": "passed"}}
+APP_RESULT = sample_result("android")
 
 
 @pytest.fixture
@@ -107,9 +107,9 @@ def phone(tmp_path, monkeypatch):
     bin_dir = install_fake_adb(tmp_path, monkeypatch, FAKE_ADB)
     runners = fake_runners(tmp_path, ("benchmark_model", "onnxruntime_perf_test"))
 
-    def setup(installed=True, perturb=0.0, app_result=None):
+    def setup(installed=True, perturb=0.0, app_result=APP_RESULT, alive=True):
         state = {"device_root": str(tmp_path / "device"), "installed": installed, "perturb": perturb,
-                 "app_dir": APP_DIR, "app_result": app_result or APP_RESULT,
+                 "app_dir": APP_DIR, "app_result": app_result, "alive": alive,
                  "outputs": {"benchmark_model": str(OUTPUTS / "litert_benchmark_model_sample01.txt"),
                              "onnxruntime_perf_test": str(OUTPUTS / "onnxruntime_perf_test_sample01.txt")}}
         set_fake_adb_state(bin_dir, state)
@@ -190,26 +190,63 @@ def test_app_runner_drives_the_installed_app(phone, tflite, tmp_path):
                      "accelerator gpu --ei threads 4 --ei warmup 5 --ei iters 4 --es output result.json")
     assert [*s, "shell", "pm path org.emomobile.demo"] in got and got[-1] == [*s, "shell", f"rm -rf {APP_DIR}"]
     assert row["latencies_ms"] == [2.5, 2.25, 2.75, 2.5] and row["summary"]["median"] == 2.5
-    assert row["settings"]["runner"] == "app" and row["settings"]["accelerator_used"] == "gpu"
-    assert row["parity"]["status"] == "passed" and row["versions"] == {"app": "0.1.0", "runtime": "litert"}
+    assert row["settings"]["runner"] == "app" and row["settings"]["accelerator_used"] == ["gpu"]
+    assert row["settings"]["accelerator"] == "gpu" and row["settings"]["threads"] == 4
+    assert row["parity"]["status"] == "passed"
+    assert row["versions"] == {"app": "0.2.0", "runtime": "litert", "runtime_version": None,
+                               "os": "Android 14 (API 34)"}
+    # the app's own device facts (Build.SOC_MODEL...) over the host's getprop reading
+    assert row["device"]["soc"] == "Tensor G2" and row["device"]["os"] == "Android 14 (API 34)"
+    assert row["device"]["target"] == "adb" and row["device"]["serial"] == "R5CT1234"
 
 
 def test_app_runner_refusals(phone, tflite, tmp_path):
     setup, calls, _ = phone
     code, [row] = _bench(tmp_path, tflite, "--runner", "app", "--delegate", "nnapi")
-    assert code == 1 and row["status"] == ("failed: --delegate nnapi is not offered by the demo app for tflite; "
-                                           "choose from: cpu, gpu, npu")
+    assert code == 1 and row["status"] == ("failed: --delegate nnapi is not offered by the demo app for .tflite "
+                                           "artifacts; choose from: cpu, gpu, npu")
     setup(installed=False)
     code, [row] = _bench(tmp_path, tflite, "--runner", "app")
     assert code == 1 and "org.emomobile.demo is not installed" in row["status"] and "installs nothing" in row["status"]
+    # the hint installs the debug build, which Gradle signs with the debug key (a release APK is unsigned)
+    assert "adb install -r android_demo/app/build/outputs/apk/debug/app-debug.apk" in row["status"]
     assert not any(c[2:3] == ["push"] for c in calls())
     bad = dict(APP_RESULT, status="failed: GPU delegate refused the model", latencies_ms=[])
     setup(app_result=bad)
     code, rows = _bench(tmp_path, tflite, "--runner", "app")
     assert code == 1 and rows[-1]["status"] == "failed: GPU delegate refused the model"
-    setup(app_result=dict(APP_RESULT, schema="emo-mobile/ios-bench/1"))
+    setup(app_result=dict(APP_RESULT, schema="emo-mobile/android-bench/1"))  # the app of an earlier version
     code, rows = _bench(tmp_path, tflite, "--runner", "app")
-    assert code == 1 and "expected emo-mobile/android-bench/1" in rows[-1]["status"]
+    assert code == 1 and rows[-1]["status"] == (
+        "failed: the installed demo app writes emo-mobile/android-bench/1 (an older app); emo-bench reads "
+        "emo-mobile/app-bench/1: build and install the app from this version's android_demo/")
+
+
+def test_app_runner_refuses_qnn_with_the_way_to_the_npu(phone, tmp_path, mobile_artifacts):
+    onnx = next(s.with_suffix(".onnx") for s in sidecars(mobile_artifacts) if s.with_suffix(".onnx").exists())
+    code, [row] = _bench(tmp_path, onnx, "--runner", "app", "--delegate", "qnn")
+    assert code == 1 and "onnxruntime-android) has no QNN execution provider" in row["status"]
+    assert "--format litert-npu, --delegate npu" in row["status"]
+
+
+def test_a_crashed_app_fails_the_row_at_once(phone, tflite, tmp_path):
+    setup, calls, _ = phone
+    setup(app_result=None, alive=False)  # the process died before writing its result
+    code, [row] = _bench(tmp_path, tflite, "--runner", "app")
+    assert code == 1 and row["status"].startswith("failed: the demo app stopped without writing a result")
+    assert "adb logcat" in row["status"]
+    assert calls()[-1][2:] == ["shell", f"rm -rf {APP_DIR}"]  # cleaned up all the same
+    assert not any(c[2:3] == ["pull"] for c in calls())  # nothing to pull: the missing file is not taken as there
+
+
+def test_a_failed_self_test_fails_the_row(phone, tflite, tmp_path):
+    setup, _, _ = phone
+    parity = {"max_abs_diff": 0.02, "cosine": 0.9999, "top1_agreement": 1.0, "top5_agreement": 1.0,
+              "num_examples": 3, "status": "failed: max_abs_diff 0.02 > 0.0001"}
+    setup(app_result=dict(APP_RESULT, parity=parity))
+    code, [row] = _bench(tmp_path, tflite, "--runner", "app")  # no --parity: the rule holds on every app row
+    assert code == 1 and row["status"] == "failed: parity on the phone: max_abs_diff 0.02 > 0.0001"
+    assert row["latencies_ms"] == [2.5, 2.25, 2.75, 2.5]  # the timings are kept with the reason
 
 
 def test_a_hostile_file_name_never_reaches_the_shell(phone, tflite, tmp_path):
@@ -233,12 +270,3 @@ def test_adb_only_flags_are_refused_elsewhere(tmp_path, capsys, flags):
     write_sidecar(model, "onnx")
     assert main([str(model), "--device", "host", *flags, "--out", str(tmp_path / "r.jsonl")]) == 2
     assert "are for --device adb" in capsys.readouterr().err
-
-
-def test_app_result_written_by_the_kotlin_core_maps(tmp_path):
-    """The mapping accepts exactly what org.emomobile.core.BenchResult writes (same fields as the contract)."""
-    from emo.runtime_bench.results import Artifact
-
-    data = dict(APP_RESULT, artifact="model.tflite", accelerator="gpu", threads=4)
-    row = android.map_app_result(data, Artifact(tmp_path / "m.tflite", None), {"target": "adb"}, {"parity": True})
-    assert row.ok and row.summary["count"] == 4

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from app_bench import sample_result
 
 from emo.runtime_bench import aihub, apple
 from emo.runtime_bench.cli import main
@@ -26,54 +27,123 @@ def test_apple_targets_need_macos(tmp_path, capsys, target):
     assert f"the {target.split(':')[0]} target needs macOS with Xcode" in err
 
 
-def test_ios_commands():
-    cmds = apple.ios_commands("UDID1", ARTIFACT.path, SETTINGS, "CPU_AND_NE")
+def test_ios_commands_copy_the_sidecar_and_the_examples(tmp_path):
+    art = tmp_path / "emo_1m_coreml_fp16.mlpackage"
+    art.mkdir()
+    for name in ("emo_1m_coreml_fp16.json", "emo_1m_coreml_fp16.examples.json"):
+        (tmp_path / name).write_text("{}")
+    cmds = apple.ios_commands("UDID1", Artifact(art, ARTIFACT.sidecar), SETTINGS, "CPU_AND_NE", "t0k3n")
     container = ["--domain-type", "appDataContainer", "--domain-identifier", "org.emomobile.demo"]
-    assert cmds["copy_in"] == ["xcrun", "devicectl", "device", "copy", "to", "--device", "UDID1", "--source",
-                               "/art/emo_1m_coreml_fp16.mlpackage", "--destination",
-                               "Documents/emo-bench/emo_1m_coreml_fp16.mlpackage", *container]
+
+    def copy(source, name):
+        return ["xcrun", "devicectl", "device", "copy", "to", "--device", "UDID1", "--source", str(source),
+                "--destination", f"Documents/emo-bench/{name}", *container]
+
+    assert cmds["copy_in"] == [copy(art, "model.mlpackage"), copy(tmp_path / "emo_1m_coreml_fp16.json", "model.json"),
+                               copy(tmp_path / "emo_1m_coreml_fp16.examples.json", "model.examples.json")]
     assert cmds["launch"] == ["xcrun", "devicectl", "device", "process", "launch", "--device", "UDID1",
-                              "--terminate-existing", "org.emomobile.demo",
-                              "-emoBenchmark", "Documents/emo-bench/emo_1m_coreml_fp16.mlpackage",
+                              "--terminate-existing", "org.emomobile.demo", "-emoBenchmark", "model.mlpackage",
                               "-emoBenchIterations", "20", "-emoBenchWarmup", "3", "-emoBenchComputeUnits",
-                              "CPU_AND_NE", "-emoBenchOutput",
-                              "Documents/emo-bench/result-emo_1m_coreml_fp16-CPU_AND_NE.json"]
-    assert cmds["copy_out"][:10] == ["xcrun", "devicectl", "device", "copy", "from", "--device", "UDID1",
-                                     "--source", "Documents/emo-bench/result-emo_1m_coreml_fp16-CPU_AND_NE.json",
-                                     "--destination"]
+                              "CPU_AND_NE", "-emoBenchOutput", "result-t0k3n.json"]
+    assert cmds["copy_out"] == ["xcrun", "devicectl", "device", "copy", "from", "--device", "UDID1", "--source",
+                                "Documents/emo-bench/result-t0k3n.json", "--destination", "{local}", *container]
+    (tmp_path / "emo_1m_coreml_fp16.examples.json").unlink()  # no examples file: nothing to copy, parity null
+    assert len(apple.ios_commands("UDID1", Artifact(art, ARTIFACT.sidecar), SETTINGS, "ALL", "x")["copy_in"]) == 2
 
 
-IOS_RESULT = {"schema": "emo-mobile/ios-bench/1", "artifact": "emo_1m_coreml_fp16.mlpackage",
-              "compute_units": "ALL", "load_ms": 41.2, "first_inference_ms": 9.8,
-              "latencies_ms": [1.2, 1.0, 1.4, 1.1], "peak_memory_mb": 38.5,
-              "device": {"model": "iPhone15,2", "os": "iOS 18.1", "soc": "A16"}, "status": "ok",
-              "app_version": "0.1.0"}
+IOS_RESULT = sample_result("ios")
 
 
-def test_run_ios_with_a_fake_devicectl():
-    issued = []
-
+def fake_devicectl(results: list, issued: list, device_root: Path):
+    """``xcrun devicectl`` for one app container: copies land in ``device_root``; the launch 'runs' the app, which
+    writes the next of ``results`` (None: nothing) under the requested name after one failed poll."""
     def execute(cmd):
         issued.append(cmd)
-        if cmd[3:5] == ["copy", "from"]:
-            if sum(c[3:5] == ["copy", "from"] for c in issued) < 2:
-                raise BenchError("result not written yet")  # the app is still running: poll again
-            dest = cmd[cmd.index("--destination") + 1]
-            with open(dest, "w") as f:
-                json.dump(IOS_RESULT, f)
+        if cmd[3:5] == ["copy", "to"]:
+            target = device_root / cmd[cmd.index("--destination") + 1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(Path(cmd[cmd.index("--source") + 1]).read_bytes() if Path(
+                cmd[cmd.index("--source") + 1]).is_file() else b"(a folder)")
+        elif cmd[3:5] == ["process", "launch"]:
+            args = cmd[cmd.index("org.emomobile.demo") + 1:]
+            launch = dict(zip(args[::2], args[1::2], strict=True))
+            folder = device_root / "Documents/emo-bench"
+            assert (folder / launch["-emoBenchmark"]).exists() and (folder / "model.json").exists()
+            result = results.pop(0)
+            if result is not None:
+                examples = (folder / "model.examples.json").exists()
+                result = dict(result, parity=result.get("parity") if examples else None)
+                issued.append(("will write", folder / launch["-emoBenchOutput"], result))
+        elif cmd[3:5] == ["copy", "from"]:
+            pending = [i for i in issued if i[0] == "will write"]
+            polls = sum(c[3:5] == ["copy", "from"] for c in issued if isinstance(c, list))
+            if not pending or polls < 2:
+                raise BenchError("devicectl: the file does not exist")  # the app is still running: poll again
+            _, remote, result = pending[-1]
+            with open(cmd[cmd.index("--destination") + 1], "w") as f:
+                json.dump(result, f)
         return ""
 
-    row = apple.run_ios(ARTIFACT, "UDID1", SETTINGS, "ALL", execute=execute, poll_seconds=0)
-    assert [c[3:5] for c in issued] == [["copy", "to"], ["process", "launch"], ["copy", "from"], ["copy", "from"]]
-    assert row.status == "ok" and row.latencies_ms == [1.2, 1.0, 1.4, 1.1]
-    assert row.summary["median"] == pytest.approx(1.15) and row.load_ms == 41.2 and row.peak_memory_mb == 38.5
-    assert row.device == {"target": "ios", "udid": "UDID1", "model": "iPhone15,2", "os": "iOS 18.1", "soc": "A16"}
-    assert row.settings["compute_units"] == "ALL"
+    return execute
 
 
-def test_ios_result_of_another_schema_is_refused():
-    with pytest.raises(BenchError, match="expected emo-mobile/ios-bench/1"):
-        apple.map_ios_result({**IOS_RESULT, "schema": "x"}, ARTIFACT, SETTINGS, "U")
+def _coreml(tmp_path, examples=True):
+    art = tmp_path / "emo_1m_coreml_fp16.mlpackage"
+    art.mkdir(exist_ok=True)
+    (tmp_path / "emo_1m_coreml_fp16.json").write_text(json.dumps(ARTIFACT.sidecar))
+    if examples:
+        (tmp_path / "emo_1m_coreml_fp16.examples.json").write_text("{}")
+    return Artifact(art, ARTIFACT.sidecar)
+
+
+def test_run_ios_with_a_fake_devicectl(tmp_path):
+    issued = []
+    execute = fake_devicectl([IOS_RESULT], issued, tmp_path / "phone")
+    row = apple.run_ios(_coreml(tmp_path), "UDID1", SETTINGS, "ALL", execute=execute, poll_seconds=0)
+    commands = [c[3:5] for c in issued if isinstance(c, list)]
+    assert commands == [["copy", "to"]] * 3 + [["process", "launch"], ["copy", "from"], ["copy", "from"]]
+    assert row.status == "ok" and row.latencies_ms == [2.5, 2.25, 2.75, 2.5]
+    assert row.summary["median"] == pytest.approx(2.5) and row.load_ms == 120.5 and row.peak_memory_mb == 88.0
+    assert row.device == {"target": "ios", "udid": "UDID1", "model": "iPhone15,2", "manufacturer": "Apple",
+                          "soc": "A16", "os": "iOS 18.1", "abi": "arm64"}
+    assert row.settings["compute_units"] == "ALL" and row.settings["runner"] == "app"
+    assert row.parity["status"] == "passed"  # the examples went along, so the app's self-test ran
+
+
+def test_ios_parity_fails_the_row_as_on_android(tmp_path):
+    parity = {**IOS_RESULT["parity"], "top1_agreement": 0.6667, "status": "failed: top1_agreement 0.667 < 1.0"}
+    execute = fake_devicectl([dict(IOS_RESULT, parity=parity)], [], tmp_path / "phone")
+    row = apple.run_ios(_coreml(tmp_path), "UDID1", SETTINGS, "CPU_AND_NE", execute=execute, poll_seconds=0)
+    assert row.status == "failed: parity on the phone: top1_agreement 0.667 < 1.0"
+
+
+def test_ios_refuses_old_apps_and_malformed_results_at_once(tmp_path):
+    issued = []
+    old = {"schema": "emo-mobile/ios-bench/1", "artifact": "x.mlpackage", "device": {"model": "iPhone15,2"}}
+    execute = fake_devicectl([old], issued, tmp_path / "phone")
+    row = apple.run_ios(_coreml(tmp_path), "U", SETTINGS, "ALL", execute=execute, poll_seconds=0, timeout_s=60)
+    assert row.status == ("failed: the installed demo app writes emo-mobile/ios-bench/1 (an older app); emo-bench "
+                          "reads emo-mobile/app-bench/1: build and install the app from this version's ios_demo/")
+    bad_os = dict(IOS_RESULT, device={**IOS_RESULT["device"], "os": "Version 18.1 (Build 22B83)"})
+    row = apple.run_ios(_coreml(tmp_path), "U", SETTINGS, "ALL", execute=fake_devicectl([bad_os], [], tmp_path / "p"),
+                        poll_seconds=0)
+    assert row.status.startswith("failed: the app's result is malformed: field 'device.os'")
+    android = sample_result("android")
+    row = apple.run_ios(_coreml(tmp_path), "U", SETTINGS, "ALL", execute=fake_devicectl([android], [], tmp_path / "q"),
+                        poll_seconds=0)
+    assert row.status.startswith("failed: the app's result is malformed: field 'app.platform' must be 'ios'")
+
+
+def test_ios_timeout_and_missing_sidecar(tmp_path):
+    execute = fake_devicectl([None], [], tmp_path / "phone")
+    row = apple.run_ios(_coreml(tmp_path, examples=False), "U", SETTINGS, "ALL", execute=execute, poll_seconds=0,
+                        timeout_s=0)
+    assert row.status == "failed: no result from the app after 0 s"
+    lone = tmp_path / "lone" / "m.mlpackage"
+    lone.mkdir(parents=True)
+    row = apple.run_ios(Artifact(lone, None, "no sidecar m.json next to m.mlpackage"), "U", SETTINGS, "ALL",
+                        execute=execute)
+    assert row.status == "failed: no sidecar m.json next to m.mlpackage"
 
 
 class FakeJob:

@@ -63,9 +63,21 @@ def test_table_shows_precision():
              "settings": {"threads": 2}, "summary": {"median": m, "p90": m, "min": m, "count": 4}, "status": "ok"}
             for p, m in (("int8", 2.0), ("fp32", 3.0))]
     lines = table(rows).splitlines()
-    assert lines[0].split()[:3] == ["artifact", "precision", "device"]
-    assert [line.split()[:2] for line in lines[2:]] == [["emo_1m_onnx_int8.onnx", "int8"],
-                                                       ["emo_1m_onnx_fp32.onnx", "fp32"]]
+    assert lines[0].split()[:4] == ["artifact", "model", "precision", "device"]
+    assert [line.split()[:3] for line in lines[2:]] == [["emo_1m_onnx_int8.onnx", "?", "int8"],
+                                                       ["emo_1m_onnx_fp32.onnx", "?", "fp32"]]
+
+
+def test_table_tells_checkpoints_apart():
+    """Two emo_1m ONNX fp32 artifacts of different checkpoints are two models in the table, not one."""
+    from emo.runtime_bench.report import table
+
+    rows = [{"artifact": f"/{d}/emo_1m_onnx_fp32.onnx", "variant": "emo_1m", "weights": w, "precision": "fp32",
+             "device": {"target": "host", "model": "vm"}, "settings": {"threads": 2},
+             "summary": {"median": 1.0, "count": 4}, "status": "ok"}
+            for d, w in (("a", "best.pth@1a2b3c4d"), ("b", "random-init (seed 0)"))]
+    text = table(rows)
+    assert "emo_1m best.pth@1a2b3c4d" in text and "emo_1m random-init (seed 0)" in text
 
 
 def test_failed_rows_are_kept(tiny, tmp_path, capsys):
@@ -111,7 +123,10 @@ def test_compare_bad_files(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "missing.jsonl"), str(tmp_path / "bad.jsonl")]) == 2
     assert "no such results file" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "bad.jsonl"), str(tmp_path / "bad.jsonl")]) == 2
-    assert "bad.jsonl:2 is not a JSON line" in capsys.readouterr().err
+    assert "bad.jsonl:2 is not JSON" in capsys.readouterr().err
+    (tmp_path / "deep.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n")  # no RecursionError traceback
+    assert main(["compare", str(tmp_path / "deep.jsonl"), str(tmp_path / "deep.jsonl")]) == 2
+    assert "deep.jsonl:1 nests deeper than 32 levels" in capsys.readouterr().err
 
 
 def test_bench_never_imports_torch_or_the_model():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from mobile_artifacts import sidecars
 
+from emo.contract import examples
 from emo.data import load_image, normalize, sample_images, to_unit_array
-from emo.runtime_bench import examples
 
 
 def _load(side):
@@ -71,21 +71,24 @@ def test_expected_outputs_are_pytorch_and_the_artifact_agrees(mobile_artifacts):
 def test_encoding_round_trips_and_refuses_what_it_cannot_store():
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (1, 3, 4, 5)).astype(np.float32) / np.float32(255)
-    assert np.array_equal(examples.decode_tensor(examples.encode_tensor(pixels, divisor=255), "t"), pixels)
+    assert np.array_equal(examples.decode_tensor(examples.encode_tensor(pixels, divisor=255), "t", "x"), pixels)
     values = rng.standard_normal((2, 7)).astype(np.float32)
     record = examples.encode_tensor(values)
-    assert record["encoding"] == "f32le" and np.array_equal(examples.decode_tensor(record, "t"), values)
+    assert record["encoding"] == "f32le" and np.array_equal(examples.decode_tensor(record, "t", "x"), values)
     with pytest.raises(ValueError, match="multiple of 1/255"):
         examples.encode_tensor(values * 0 + 0.5, divisor=255)
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda d: d.update(schema="other/1"), "'schema' must be"),
-    (lambda d: d.update(examples=[]), "'examples' must be a non-empty list"),
-    (lambda d: d["examples"][0]["input"].update(encoding="png"), "examples[0].input.encoding must be one of"),
-    (lambda d: d["examples"][0]["input"].update(data="@@@@"), "examples[0].input.data is not base64"),
-    (lambda d: d["examples"][0]["output"].update(data=base64.b64encode(b"1234").decode()), "holds 4 bytes"),
-    (lambda d: d["examples"][0]["input"].update(divisor=7), "divisor must be 1 or 255"),
+    (lambda d: d.update(schema="other/1"), "field 'schema' must be"),
+    (lambda d: d.update(examples=[]), "field 'examples' must be a list of 1..16 examples"),
+    (lambda d: d["examples"][0]["input"].update(encoding="png"), "field 'examples[0].input.encoding' must be one of"),
+    (lambda d: d["examples"][0]["input"].update(data="@@@@"), "field 'examples[0].input.data' must be base64"),
+    (lambda d: d["examples"][0]["output"].update(data=base64.b64encode(b"1234").decode()),
+     "field 'examples[0].output.data' must hold 4000 bytes"),
+    (lambda d: d["examples"][0]["input"].update(divisor=7), "field 'examples[0].input.divisor' must be 1 or 255"),
+    (lambda d: d.update(tolerance={}), "field 'tolerance' must be one of the tolerance names"),
+    (lambda d: d["tolerance"].update(max_abs_diff=0.6), "field 'tolerance.max_abs_diff' must not be looser"),
 ])
 def test_malformed_examples_name_the_field(mobile_artifacts, tmp_path, change, message):
     def in_graph(side):

@@ -171,7 +171,7 @@ def test_image_input_classifier(tmp_path, capsys):
     assert embedded == side["output"] and embedded["kind"] == "probabilities"
     user = dict(program.spec.description.metadata.userDefined)
     assert user["com.apple.coreml.model.preview.type"] == "imageClassifier"  # Xcode's preview tab
-    from emo.runtime_bench import examples
+    from emo.contract import examples
     ex = examples.read(tmp_path / "emo_1m_coreml_fp16.mlpackage")  # pixels 0..255 (u8, divisor 1), probabilities
     raw = json.loads((tmp_path / "emo_1m_coreml_fp16.examples.json").read_text())["examples"][0]["input"]
     assert raw["encoding"] == "u8" and raw["divisor"] == 1 and ex["examples"][0]["input"].shape == (1, 3, 160, 160)

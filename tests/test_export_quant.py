@@ -10,8 +10,8 @@ import pytest
 
 from emo.export import cli
 from emo.export.backends import BACKENDS, parse_formats
+from emo.export.calibration import calibration_images
 from emo.export.parity import TOLERANCES, parity_inputs
-from emo.export.quantize import calibration_images
 from emo_testutil import need_reference
 
 SIZE = "64"
@@ -161,14 +161,32 @@ def test_bad_quantization_options(args, message, tmp_path, calibration_dir, caps
     assert message in capsys.readouterr().err and not out.exists()
 
 
-def test_parity_images_are_refused_for_calibration(tmp_path, capsys):
+@pytest.mark.parametrize("copy", ["same file", "one byte longer", "re-encoded", "half size", "grey"])
+def test_parity_images_are_refused_for_calibration(tmp_path, capsys, copy):
+    """By the picture, not the bytes: a copy of a parity photo that is re-encoded, resized, grey or has one more
+    byte is still refused."""
+    from PIL import Image
+
     from emo.data import sample_images
 
-    shutil.copy(sample_images()[0], tmp_path / "photo.jpg")
+    source = sample_images()[1]
+    folder = tmp_path / "cal"
+    folder.mkdir()
+    photo = Image.open(source).convert("RGB")
+    if copy == "same file":
+        shutil.copy(source, folder / "photo.jpg")
+    elif copy == "one byte longer":
+        (folder / "photo.jpg").write_bytes(source.read_bytes() + b"\0")
+    elif copy == "re-encoded":
+        photo.save(folder / "photo.jpg", quality=40)
+    elif copy == "half size":
+        photo.resize((photo.width // 2, photo.height // 2)).save(folder / "photo.png")
+    else:
+        photo.convert("L").save(folder / "photo.png")
     out = tmp_path / "out"
     assert cli.export_main(["--model", "emo_1m", "--format", "onnx", "--precision", "int8", "--input-size", "32",
-                            "--calibration", str(tmp_path), "--out", str(out)]) == 2
-    assert "is one of the parity images" in capsys.readouterr().err
+                            "--calibration", str(folder), "--out", str(out)]) == 2
+    assert "is one of the parity images" in capsys.readouterr().err and not out.exists()
 
 
 def test_format_all_follows_the_precision():

@@ -286,9 +286,9 @@ def test_a_newline_in_a_class_folder_is_refused_by_both_console_scripts(tmp_path
 
 @pytest.mark.parametrize("folder, message", [("red\x1b[31m", "class folder 'red\\x1b[31m' contains the control "
                                               "character U+001B"),
-                                             (" ", "class folder ' ' is empty or only whitespace"),
-                                             ("a\u202eb", "class folder 'a\\u202eb' contains the control character "
-                                              "U+202E")])
+                                             (" ", "class folder ' ' is blank"),
+                                             ("a\u202eb", "class folder 'a\\u202eb' contains U+202E (a "
+                                              "bidirectional control")])
 def test_class_folders_that_cannot_be_one_label_line_are_refused(tmp_path, folder, message, capsys):
     data = _images(tmp_path / "data", 1, classes=["a", folder, "c"])
     assert T.main(["--data", str(data), "--out", str(tmp_path / "o"), *TRAIN]) == 2
@@ -337,7 +337,7 @@ RESUME_CASES = {
     "classes with a newline": ("classes", ["circle", "squ\nare", "stripes"], "field 'classes': class 1 'squ\\nare' "
                                "contains the control character U+000A"),
     "1e5+1 classes": ("classes", ["c"] * 100_001, "field 'classes' holds 100001 class names; use 1..100000"),
-    "classes not strings": ("classes", [1, 2, 3], "field 'classes': class 0 1 is a int, not text"),
+    "classes not strings": ("classes", [1, 2, 3], "field 'classes': class 0 1 is not a string"),
     "input size huge": ("input/size", [10**6, 32], "field 'input.size' must be [height, width], integers 32..4096"),
     "batch size": ("train_config/batch_size", 7, "was trained with --batch-size 7; resume with the same --batch-size"),
 }
@@ -538,7 +538,7 @@ def test_bad_class_maps_name_the_problem(official, tmp_path, content, message, c
 
 def test_eval_refuses_malformed_checkpoint_metadata(tmp_path, capsys):
     state = torch.load(FIXTURE, weights_only=True)
-    cases = [({"classes": list(range(10))}, "field 'classes': class 0 0 is a int, not text"),
+    cases = [({"classes": list(range(10))}, "field 'classes': class 0 0 is not a string"),
              ({"classes": state["classes"][:9]}, "field 'classes' names 9 classes but the head has 10 outputs"),
              ({"input": {"size": [10**6, 112]}}, "field 'input.size' must be [height, width], integers 32..4096")]
     for edit, message in cases:

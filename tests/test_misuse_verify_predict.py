@@ -82,10 +82,20 @@ SIDECAR_CASES = {
     "input.shape a number": (_set("input.shape", 224), "field 'input.shape' must be [batch, ...]"),
     "unknown precision": (_set("precision", "fp64"), "field 'precision' must be one of fp32, fp16"),
     "layout unknown": (_set("input.layout", "CHWN"), "field 'input.layout'"),
-    "in_graph missing": (_set("input.normalization", {"mean": [0, 0, 0]}), "field 'input.normalization'"),
-    "labels of the wrong length": (_set("labels", {"names": ["a", "b"]}), "field 'labels.names' must be 1000"),
+    "in_graph missing": (_set("input.normalization", {"mean": [0, 0, 0]}),
+                         "field 'input.normalization.in_graph' is missing"),
+    "labels of the wrong length": (_set("labels", {"names": ["a", "b"]}),
+                                   "field 'labels.names' must hold 1000 names"),
     "a JSON list": (lambda side: [side], "field '(top level)' must be a JSON object"),
-    "backend unknown": (_set("backend", "tensorrt"), "unknown backend 'tensorrt'"),
+    "backend unknown": (_set("backend", "tensorrt"), "field 'backend' must be a format emo-export writes"),
+    "a label with a newline": (lambda side: side["labels"]["names"].__setitem__(5, "goldfish\nshark") or side,
+                               "field 'labels.names[5]' must be class names of 1..256 characters"),
+    "a batch of 1e12": (_set("input.shape", [10**12, 3, 224, 224]), "field 'input.shape[0]' must be a batch"),
+    "16384 x 16384": (_set("input.shape", [1, 3, 16384, 16384]), "field 'input.shape[2]' must be a size in 1..4096"),
+    "num_classes 1e8": (_set("num_classes", 10**8), "field 'num_classes' must be an integer in 1..100000"),
+    "nested 500 deep": (lambda side: {**side, "backend_info": json.loads("[" * 500 + "]" * 500)},
+                          "nests deeper than 32 levels"),
+    "NaN in the normalisation": (_set("input.normalization.mean", [float("nan"), 0, 0]), "is not JSON"),
 }
 
 

@@ -67,7 +67,7 @@ def test_hostile_artifact_names_run_nothing_on_the_device(sh_phone, tmp_path, na
     folder.mkdir()
     model = folder / name
     model.write_bytes(b"model bytes")
-    write_sidecar(model, "tflite")
+    write_sidecar(model, "tflite", file="emo_1m_tflite_fp32.tflite")  # the user renamed the exported file
     out = tmp_path / "rows.jsonl"
     code = main([str(model), "--device", "adb", "--runner", str(sh_phone), "--cooldown", "0", "--out", str(out)])
     assert not list(tmp_path.rglob("pwned")), "a command in the artifact's name ran on the device"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emo.runtime_bench.pt2_archive import UnsafeArchiveError, check_archive, load_program
+from emo.contract.pt2 import UnsafeArchiveError, check_archive, load_program
 
 BIN = Path(sys.executable).parent
 

@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 from mobile_artifacts import sidecars
 
-from emo.runtime_bench import examples
+from emo.contract import examples
 
 
 def _tflite(mobile_artifacts):

@@ -1,3 +1,5 @@
+import org.jetbrains.kotlin.gradle.dsl.JvmTarget
+
 plugins {
     alias(libs.plugins.android.application)
     alias(libs.plugins.kotlin.android)
@@ -9,27 +11,39 @@ android {
     compileSdk = 35
     defaultConfig {
         applicationId = "org.emomobile.demo"
-        minSdk = 26
+        // 28: ImageDecoder (EXIF-aware photo decoding) is API 28; the NPU/GPU paths need newer devices anyway
+        minSdk = 28
         targetSdk = 35
-        versionCode = 1
-        versionName = "0.1.0"
+        versionCode = 2
+        versionName = "0.2.0"
         ndk { abiFilters += listOf("arm64-v8a") }
     }
-    buildFeatures { compose = true }
+    // `./gradlew :app:assembleDebug` signs with the SDK's debug key (~/.android/debug.keystore, made on first use):
+    // app/build/outputs/apk/debug/app-debug.apk installs with `adb install -r`. A release build is unsigned until
+    // you add your own signingConfig.
+    buildTypes {
+        release { isMinifyEnabled = false }
+    }
+    buildFeatures {
+        compose = true
+        buildConfig = true  // BuildConfig.VERSION_NAME goes into the benchmark result
+    }
     compileOptions {
         sourceCompatibility = JavaVersion.VERSION_17
         targetCompatibility = JavaVersion.VERSION_17
     }
-    kotlinOptions { jvmTarget = "17" }
     // models are memory-mapped from the APK: keep them uncompressed
     androidResources { noCompress += listOf("tflite", "onnx", "ort") }
 }
+
+kotlin { compilerOptions { jvmTarget.set(JvmTarget.JVM_17) } }
 
 dependencies {
     implementation(project(":core"))
     implementation(libs.litert)
     implementation(libs.litert.gpu)
     implementation(libs.onnxruntime.android)
+    implementation(libs.camerax.core)
     implementation(libs.camerax.camera2)
     implementation(libs.camerax.lifecycle)
     implementation(libs.camerax.view)

@@ -1,70 +1,54 @@
-import CoreML
 import EMOCore
 import Foundation
 
-/// Headless benchmark mode (ios_demo/BENCHMARK_MODE.md): with `-emoBenchmark PATH` among the launch arguments the
-/// app loads the model (timed), runs the self-test on its bundled examples, warms up, times the iterations, and
-/// writes the result file atomically.
+/// Headless benchmark mode (ios_demo/BENCHMARK_MODE.md): with `-emoBenchmark NAME` among the launch arguments the app
+/// runs EMOCore's `Benchmark` on `Documents/emo-bench/NAME` off the main thread, writes the result file (atomically)
+/// and exits. Everything but the platform facts below is EMOCore's, tested with `swift test`.
 enum BenchmarkMode {
     static func runIfRequested() -> Bool {
-        let args = UserDefaults.standard
-        guard let path = args.string(forKey: "emoBenchmark") else { return false }
-        let docs = FileManager.default.urls(for: .documentDirectory, in: .userDomainMask)[0]
-        let home = docs.deletingLastPathComponent()
-        let iterations = max(args.integer(forKey: "emoBenchIterations"), 1)
-        let warmup = args.integer(forKey: "emoBenchWarmup")
-        let unitsName = args.string(forKey: "emoBenchComputeUnits") ?? "ALL"
-        let output = home.appendingPathComponent(args.string(forKey: "emoBenchOutput") ?? "Documents/emo-bench/result.json")
-        let modelURL = home.appendingPathComponent(path)
+        guard let args = BenchmarkRequest.arguments(ProcessInfo.processInfo.arguments) else { return false }
+        let documents = FileManager.default.urls(for: .documentDirectory, in: .userDomainMask)[0]
+        let folder = documents.appendingPathComponent(BenchmarkRequest.folder)
         DispatchQueue.global(qos: .userInitiated).async {
-            let result = measure(modelURL, unitsName: unitsName, warmup: warmup, iterations: iterations)
-            try? result.write(to: output)
+            let listing = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+            let context = BenchmarkContext(folder: folder, listing: listing,
+                                           read: { try Data(contentsOf: folder.appendingPathComponent($0)) },
+                                           loader: CoreMLLoader(), clock: UptimeClock(), peakMemoryMb: peakMemoryMb,
+                                           device: device(), appVersion: appVersion())
+            let result = Benchmark.run(args, context: context)
+            do {
+                try result.write(to: folder.appendingPathComponent(BenchmarkRequest.outputOf(args)))
+            } catch {
+                NSLog("EMOBenchmark: cannot write the result: \(error)")
+            }
             exit(0)
         }
         return true
     }
 
-    static func measure(_ url: URL, unitsName: String, warmup: Int, iterations: Int) -> BenchResult {
-        let device = ["model": deviceModel(), "os": "iOS \(ProcessInfo.processInfo.operatingSystemVersionString)"]
-        func failed(_ why: String) -> BenchResult {
-            BenchResult(artifact: url.lastPathComponent, computeUnits: unitsName, loadMs: nil, firstInferenceMs: nil,
-                        latenciesMs: [], peakMemoryMb: peakMemoryMb(), device: device, status: "failed: \(why)", appVersion: "0.1.0")
-        }
-        guard let stored = ModelStore.load(url) else { return failed("no usable sidecar next to \(url.lastPathComponent)") }
-        guard let units = CoreMLRunner.unitNames.first(where: { $0.0 == unitsName })?.1 else { return failed("unknown compute units \(unitsName)") }
-        do {
-            let start = DispatchTime.now().uptimeNanoseconds
-            let runner = try CoreMLRunner(compiledURL: try ModelStore.compiled(url), sidecar: stored.sidecar, computeUnits: units)
-            let loadMs = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
-            let parity = try stored.examples.map { set in set.agreement(try set.examples.map { try runner.run($0.input) }) }
-            let input = stored.examples?.examples.first?.input ?? [Float](repeating: 0.5, count: stored.sidecar.inputSize)
-            var first: Double?
-            for _ in 0..<warmup {
-                let t = DispatchTime.now().uptimeNanoseconds
-                _ = try runner.run(input)
-                if first == nil { first = Double(DispatchTime.now().uptimeNanoseconds - t) / 1e6 }
-            }
-            var latencies: [Double] = []
-            for _ in 0..<iterations {
-                let t = DispatchTime.now().uptimeNanoseconds
-                _ = try runner.run(input)
-                latencies.append(Double(DispatchTime.now().uptimeNanoseconds - t) / 1e6)
-            }
-            return BenchResult(artifact: url.lastPathComponent, computeUnits: unitsName, loadMs: loadMs, firstInferenceMs: first,
-                               latenciesMs: latencies, peakMemoryMb: peakMemoryMb(), device: device, status: "ok",
-                               appVersion: "0.1.0", parity: parity)
-        } catch {
-            return failed(String(describing: error))
-        }
+    struct UptimeClock: Clock {
+        func nanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
     }
 
-    static func deviceModel() -> String {
+    static func appVersion() -> String {
+        Bundle.main.object(forInfoDictionaryKey: "CFBundleShortVersionString") as? String ?? "?"
+    }
+
+    /// `utsname.machine` ("iPhone15,2"); the simulator reports its host's architecture, so it names the simulated model.
+    static func device() -> DeviceInfo {
         var info = utsname()
         uname(&info)
-        return withUnsafeBytes(of: &info.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        var machine = withUnsafeBytes(of: &info.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if let simulated = ProcessInfo.processInfo.environment["SIMULATOR_MODEL_IDENTIFIER"] { machine = simulated }
+        #if arch(arm64)
+        let abi = "arm64"
+        #else
+        let abi = "x86_64"
+        #endif
+        return DeviceInfo.ios(machine: machine, version: ProcessInfo.processInfo.operatingSystemVersion, abi: abi)
     }
 
-    /// Peak `phys_footprint` (task_vm_info), in MB.
+    /// Peak `phys_footprint` (`task_vm_info.ledger_phys_footprint_peak`), in MB.
     static func peakMemoryMb() -> Double? {
         var info = task_vm_info_data_t()
         var count = mach_msg_type_number_t(MemoryLayout<task_vm_info_data_t>.size / MemoryLayout<natural_t>.size)

@@ -1,66 +1,91 @@
 import AVFoundation
 import EMOCore
 import SwiftUI
-import Vision
 
-/// Live camera classification: AVFoundation frames -> Vision (`--classifier` artifacts) or EMOCore preprocessing +
-/// `MLModel` (tensor-input artifacts).
+/// Live classification of the back camera's frames (upright, portrait) with EMOCore's preprocessing, the same for
+/// every model. The label under the preview shows the latest frame's top-5.
 struct CameraView: View {
-    let runner: () throws -> CoreMLRunner
+    @ObservedObject var holder: ModelHolder
     @StateObject private var camera = Camera()
 
     var body: some View {
-        VStack {
-            Text(camera.label).font(.system(.body, design: .monospaced))
+        VStack(alignment: .leading) {
+            Text(camera.label).font(.system(.footnote, design: .monospaced))
+            Spacer()
         }
-        .onAppear { camera.start(runner: try? runner()) }
+        .padding()
+        .navigationTitle("Camera")
+        .onAppear { camera.start(holder: holder) }
         .onDisappear { camera.stop() }
     }
 }
 
 final class Camera: NSObject, ObservableObject, AVCaptureVideoDataOutputSampleBufferDelegate {
-    @Published var label = "starting camera…"
+    @Published var label = "starting the camera…"
     private let session = AVCaptureSession()
-    private var runner: CoreMLRunner?
-    private let queue = DispatchQueue(label: "camera")
+    private weak var holder: ModelHolder?
+    private var configured = false
 
-    func start(runner: CoreMLRunner?) {
-        self.runner = runner
-        guard let device = AVCaptureDevice.default(for: .video), let input = try? AVCaptureDeviceInput(device: device) else {
-            label = "no camera"
-            return
+    func start(holder: ModelHolder) {
+        self.holder = holder
+        AVCaptureDevice.requestAccess(for: .video) { granted in
+            guard granted else {
+                DispatchQueue.main.async { self.label = "camera access denied: allow it in Settings" }
+                return
+            }
+            inference.async { self.configureAndRun() }
         }
-        session.addInput(input)
-        let output = AVCaptureVideoDataOutput()
-        output.videoSettings = [kCVPixelBufferPixelFormatTypeKey as String: kCVPixelFormatType_32BGRA]
-        output.setSampleBufferDelegate(self, queue: queue)
-        session.addOutput(output)
-        output.connection(with: .video)?.videoRotationAngle = 90  // portrait: frames upright
-        queue.async { self.session.startRunning() }
     }
 
-    func stop() { session.stopRunning() }
+    func stop() {
+        inference.async { if self.session.isRunning { self.session.stopRunning() } }
+    }
+
+    /// On `inference` (startRunning blocks; frames are delivered there too, so a frame never races a model change).
+    private func configureAndRun() {
+        if !configured {
+            guard let device = AVCaptureDevice.default(.builtInWideAngleCamera, for: .video, position: .back),
+                  let input = try? AVCaptureDeviceInput(device: device) else {
+                DispatchQueue.main.async { self.label = "no camera" }
+                return
+            }
+            session.beginConfiguration()
+            if session.canSetSessionPreset(.hd1280x720) { session.sessionPreset = .hd1280x720 }
+            let output = AVCaptureVideoDataOutput()
+            output.videoSettings = [kCVPixelBufferPixelFormatTypeKey as String: kCVPixelFormatType_32BGRA]
+            output.alwaysDiscardsLateVideoFrames = true
+            output.setSampleBufferDelegate(self, queue: inference)
+            guard session.canAddInput(input), session.canAddOutput(output) else {
+                session.commitConfiguration()
+                DispatchQueue.main.async { self.label = "the camera cannot be used for video data" }
+                return
+            }
+            session.addInput(input)
+            session.addOutput(output)
+            if let connection = output.connection(with: .video) {  // portrait: frames upright
+                if #available(iOS 17.0, *) {
+                    if connection.isVideoRotationAngleSupported(90) { connection.videoRotationAngle = 90 }
+                } else if connection.isVideoOrientationSupported {
+                    connection.videoOrientation = .portrait
+                }
+            }
+            session.commitConfiguration()
+            configured = true
+        }
+        session.startRunning()
+    }
 
     func captureOutput(_ output: AVCaptureOutput, didOutput sampleBuffer: CMSampleBuffer, from connection: AVCaptureConnection) {
-        guard let runner = runner, let pixels = CMSampleBufferGetImageBuffer(sampleBuffer) else { return }
-        let text: String
-        if runner.sidecar.outputKind == "probabilities", let image = CIContext().createCGImage(CIImage(cvPixelBuffer: pixels), from: CIImage(cvPixelBuffer: pixels).extent),
-           let top = try? runner.classify(image).prefix(5) {
-            text = top.map { String(format: "%-28@ %.3f", $0.identifier as NSString, $0.confidence) }.joined(separator: "\n")
-        } else {
-            CVPixelBufferLockBaseAddress(pixels, .readOnly)
-            let w = CVPixelBufferGetWidth(pixels), h = CVPixelBufferGetHeight(pixels), row = CVPixelBufferGetBytesPerRow(pixels)
-            let base = CVPixelBufferGetBaseAddress(pixels)!.assumingMemoryBound(to: UInt8.self)
-            var rgba = [UInt8](repeating: 0, count: row * h)
-            for i in stride(from: 0, to: row * h, by: 4) {  // BGRA -> RGBA
-                rgba[i] = base[i + 2]; rgba[i + 1] = base[i + 1]; rgba[i + 2] = base[i]; rgba[i + 3] = 255
-            }
+        guard let holder = holder, let pixels = CMSampleBufferGetImageBuffer(sampleBuffer) else { return }
+        CVPixelBufferLockBaseAddress(pixels, .readOnly)
+        let w = CVPixelBufferGetWidth(pixels), h = CVPixelBufferGetHeight(pixels), row = CVPixelBufferGetBytesPerRow(pixels)
+        guard let base = CVPixelBufferGetBaseAddress(pixels) else {
             CVPixelBufferUnlockBaseAddress(pixels, .readOnly)
-            let input = Preprocessor(sidecar: runner.sidecar).tensor(rgba: rgba, width: w, height: h, bytesPerRow: row)
-            let output = (try? runner.run(input)) ?? []
-            text = output.isEmpty ? "prediction failed" : Classify.predictions(output, sidecar: runner.sidecar)
-                .map { String(format: "%-28@ %.3f", $0.label as NSString, $0.probability) }.joined(separator: "\n")
+            return
         }
+        let bgra = [UInt8](UnsafeRawBufferPointer(start: base, count: row * h))
+        CVPixelBufferUnlockBaseAddress(pixels, .readOnly)
+        let text = holder.classify(ImageTensor.rgbaFromBGRA(bgra), width: w, height: h, bytesPerRow: row)
         DispatchQueue.main.async { self.label = text }
     }
 }

@@ -35,6 +35,8 @@ public struct Sidecar {
     public let numClasses: Int
     public let labels: [String]
     public let examplesFile: String?
+    /// The element types of `quantization.io` ("float32" when absent): Core ML artifacts take float or image input.
+    public let ioTypes: (input: String, output: String)
 
     public static let layouts = ["NCHW", "NHWC", "image"]
     public static let outputKinds = ["logits", "probabilities"]
@@ -43,6 +45,12 @@ public struct Sidecar {
     public var inputSize: Int { 3 * height * width }
 
     public func label(_ index: Int) -> String { index < labels.count ? labels[index] : String(index) }
+
+    /// `quantization.io.{end}.dtype` of a full-integer artifact, else "float32".
+    static func ioType(_ root: [String: Any], _ end: String) -> String {
+        let io = (root["quantization"] as? [String: Any])?["io"] as? [String: Any]
+        return (io?[end] as? [String: Any])?["dtype"] as? String ?? "float32"
+    }
 
     public static func parse(_ data: Data, where place: String = "sidecar") throws -> Sidecar {
         guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
@@ -115,6 +123,7 @@ public struct Sidecar {
             normalization: Normalization(mean: mean, std: std, inGraph: inGraph),
             outputName: try string(output, "name", "output.name", default: "logits"), outputKind: kind,
             numClasses: numClasses, labels: labels,
-            examplesFile: root["examples"] == nil ? nil : try string(root, "examples", "examples"))
+            examplesFile: root["examples"] == nil ? nil : try string(root, "examples", "examples"),
+            ioTypes: (ioType(root, "input"), ioType(root, "output")))
     }
 }

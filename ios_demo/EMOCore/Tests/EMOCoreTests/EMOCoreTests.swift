@@ -133,19 +133,4 @@ final class EMOCoreTests: XCTestCase {
         XCTAssertTrue(Resample.bicubic(flat, inW: 8, inH: 8, outW: 3, outH: 5).allSatisfy { $0 == 77 })
         XCTAssertEqual(Classify.topK([0, 2, -1, 2], 3), [1, 3, 0])
     }
-
-    func testBenchResultIsTheContractsSchema() throws {
-        let (sidecar, set) = try load(try sidecarURLs()[0])
-        let out = try dataRoot().appendingPathComponent("out")
-        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
-        let result = BenchResult(artifact: sidecar.file, computeUnits: "ALL", loadMs: 41.2, firstInferenceMs: 9.8,
-                                 latenciesMs: [1.25, 1.5, 1.75], peakMemoryMb: 38.5,
-                                 device: ["model": "iPhone15,2", "os": "iOS 18.1", "soc": "A16"], status: "ok",
-                                 appVersion: "0.1.0", parity: set.agreement(set.examples.map { $0.output }))
-        let url = out.appendingPathComponent("ios-bench-result.json")
-        try result.write(to: url)
-        let back = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
-        XCTAssertEqual(back["schema"] as? String, "emo-mobile/ios-bench/1")
-        XCTAssertEqual((back["parity"] as? [String: Any])?["status"] as? String, "passed")
-    }
 }

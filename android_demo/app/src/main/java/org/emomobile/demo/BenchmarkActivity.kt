@@ -4,78 +4,66 @@ import android.app.Activity
 import android.os.Build
 import android.os.Bundle
 import android.os.SystemClock
-import org.emomobile.core.BenchResult
+import android.util.Log
+import android.view.WindowManager
+import org.emomobile.core.Benchmark
+import org.emomobile.core.BenchmarkContext
+import org.emomobile.core.BenchmarkRequest
+import org.emomobile.core.Clock
+import org.emomobile.core.DeviceInfo
 import java.io.File
+import java.io.IOException
 
 /**
- * Headless benchmark mode (android_demo/BENCHMARK_MODE.md), started by `emo-bench --device adb --runner app`:
- * loads the artifact from `<external files>/emo-bench/`, runs the self-test on its bundled examples, times
- * `warmup` + `iters` inferences on the examples' first input, writes the result file atomically, and finishes.
+ * Headless benchmark mode (android_demo/BENCHMARK_MODE.md), started by `emo-bench --device adb --runner app` with
+ * `am start -W -S -n org.emomobile.demo/.BenchmarkActivity --es model ... --ei iters ...`.
+ *
+ * The run (org.emomobile.core.Benchmark: request, load, self-test, warm-up, timed iterations, result file) takes
+ * seconds to minutes, so it runs on a worker thread and the activity finishes afterwards from the UI thread. That is
+ * why the manifest gives it a translucent theme and not Theme.NoDisplay: since API 23 AOSP's
+ * Activity.performResume throws "did not call finish() prior to onResume() completing" for a NoDisplay activity
+ * that is still running when onResume returns.
  */
 class BenchmarkActivity : Activity() {
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
-        val extras = intent.extras ?: Bundle()
-        val folder = File(getExternalFilesDir(null), "emo-bench")
-        val modelName = File(extras.getString("model") ?: "").name  // a name inside the folder, never a path
-        val output = File(folder, File(extras.getString("output") ?: "result-$modelName.json").name)
-        val accelerator = extras.getString("accelerator") ?: "cpu"
-        val threads = extras.getInt("threads", 4)
-        val iters = extras.getInt("iters", 50)
-        val warmup = extras.getInt("warmup", 10)
-        Thread {
-            val result = measure(File(folder, modelName), accelerator, threads, warmup, iters)
-            result.writeTo(output)
+        window.addFlags(WindowManager.LayoutParams.FLAG_KEEP_SCREEN_ON)  // a screen going off mid-run would throttle it
+        if (savedInstanceState != null) return  // recreated while its run goes on: never start a second one
+        val extras = intent.extras?.let { bundle ->
+            @Suppress("DEPRECATION")  // Bundle.get: --es and --ei extras alike, as text for the core to parse
+            bundle.keySet().associateWith { bundle.get(it)?.toString() ?: "" }
+        } ?: emptyMap()
+        val folder = getExternalFilesDir(null)?.let { File(it, "emo-bench") }
+        if (folder == null) {
+            Log.e(TAG, "no external files folder (shared storage unavailable): nothing to benchmark, no result")
+            finish()
+            return
+        }
+        Thread({
+            val context = BenchmarkContext(folder.absolutePath, folder.list()?.toList() ?: emptyList(),
+                { File(folder, it).readText() }, AndroidEngineLoader(cacheDir), ElapsedRealtime,
+                { DeviceInfo.peakMemoryMb(File("/proc/self/status").readText()) }, device(), BuildConfig.VERSION_NAME)
+            val result = Benchmark.run(extras, context)
+            try {
+                folder.mkdirs()  // emo-bench made it; a run started by hand may not have
+                result.writeTo(File(folder, BenchmarkRequest.outputOf(extras)))
+                Log.i(TAG, "${result.artifact}: ${result.status}")
+            } catch (e: IOException) {
+                Log.e(TAG, "cannot write the result: ${e.message}")
+            }
             runOnUiThread { finish() }
-        }.start()
+        }, "emo-benchmark").start()
     }
 
-    private fun measure(file: File, accelerator: String, threads: Int, warmup: Int, iters: Int): BenchResult {
-        var runtime = "?"
-        try {
-            val model = ModelCatalog.load(file) ?: throw IllegalArgumentException("no sidecar next to ${file.name}")
-            runtime = if (model.sidecar.backend == "tflite") "litert" else "onnxruntime"
-            if (accelerator !in acceleratorsFor(model.sidecar)) {
-                throw IllegalArgumentException("accelerator $accelerator is not offered for ${model.sidecar.backend}; " +
-                    "choose from ${acceleratorsFor(model.sidecar).joinToString()}")
-            }
-            val start = SystemClock.elapsedRealtimeNanos()
-            openRunner(file, model.sidecar, accelerator, threads).use { runner ->
-                val loadMs = (SystemClock.elapsedRealtimeNanos() - start) / 1e6
-                val parity = SelfTest.run(model, runner)
-                val input = model.examples?.examples?.first()?.input ?: FloatArray(model.sidecar.inputSize) { 0.5f }
-                var first: Double? = null
-                repeat(warmup) {
-                    val t = SystemClock.elapsedRealtimeNanos()
-                    runner.run(input)
-                    if (first == null) first = (SystemClock.elapsedRealtimeNanos() - t) / 1e6
-                }
-                val latencies = DoubleArray(iters) {
-                    val t = SystemClock.elapsedRealtimeNanos()
-                    runner.run(input)
-                    (SystemClock.elapsedRealtimeNanos() - t) / 1e6
-                }
-                return BenchResult(file.name, runtime, accelerator, runner.acceleratorUsed, threads, loadMs, first,
-                    latencies, peakMemoryMb(), deviceInfo(), "ok", APP_VERSION, parity)
-            }
-        } catch (e: Throwable) {
-            return BenchResult(file.name, runtime, accelerator, "none", threads, null, null, DoubleArray(0),
-                peakMemoryMb(), deviceInfo(), "failed: ${e.message?.lineSequence()?.first() ?: e.javaClass.simpleName}",
-                APP_VERSION, null)
-        }
+    private object ElapsedRealtime : Clock {
+        override fun nanos(): Long = SystemClock.elapsedRealtimeNanos()
     }
 
     companion object {
-        const val APP_VERSION = "0.1.0"
+        const val TAG = "EMOBenchmark"
 
-        /** The process's peak resident set (VmHWM), in MB. */
-        fun peakMemoryMb(): Double? = File("/proc/self/status").readLines()
-            .firstOrNull { it.startsWith("VmHWM:") }?.split(Regex("\\s+"))?.getOrNull(1)?.toDoubleOrNull()?.div(1024)
-
-        fun deviceInfo(): Map<String, String> = mapOf(
-            "model" to Build.MODEL, "manufacturer" to Build.MANUFACTURER,
-            "soc" to (if (Build.VERSION.SDK_INT >= 31) Build.SOC_MODEL else Build.HARDWARE),
-            "os" to "Android ${Build.VERSION.RELEASE} (API ${Build.VERSION.SDK_INT})",
-            "abi" to Build.SUPPORTED_ABIS.first())
+        fun device(): DeviceInfo = DeviceInfo.android(Build.MODEL, Build.MANUFACTURER,
+            if (Build.VERSION.SDK_INT >= 31) Build.SOC_MODEL else null, Build.HARDWARE, Build.VERSION.RELEASE,
+            Build.VERSION.SDK_INT, Build.SUPPORTED_ABIS.toList())
     }
 }

@@ -1,8 +1,11 @@
 package org.emomobile.demo
 
 import android.Manifest
+import android.content.pm.PackageManager
 import android.graphics.Bitmap
 import android.graphics.ImageDecoder
+import android.graphics.Matrix
+import android.net.Uri
 import android.os.Bundle
 import android.os.SystemClock
 import androidx.activity.ComponentActivity
@@ -10,7 +13,9 @@ import androidx.activity.compose.rememberLauncherForActivityResult
 import androidx.activity.compose.setContent
 import androidx.activity.result.PickVisualMediaRequest
 import androidx.activity.result.contract.ActivityResultContracts
+import androidx.camera.core.ImageAnalysis
 import androidx.camera.core.ImageProxy
+import androidx.camera.view.CameraController
 import androidx.camera.view.LifecycleCameraController
 import androidx.camera.view.PreviewView
 import androidx.compose.foundation.layout.Column
@@ -18,111 +23,257 @@ import androidx.compose.foundation.layout.Row
 import androidx.compose.foundation.layout.fillMaxWidth
 import androidx.compose.foundation.layout.height
 import androidx.compose.foundation.layout.padding
+import androidx.compose.foundation.rememberScrollState
+import androidx.compose.foundation.verticalScroll
 import androidx.compose.material3.Button
 import androidx.compose.material3.FilterChip
 import androidx.compose.material3.MaterialTheme
 import androidx.compose.material3.Text
 import androidx.compose.runtime.Composable
-import androidx.compose.runtime.getValue
 import androidx.compose.runtime.mutableStateOf
-import androidx.compose.runtime.remember
-import androidx.compose.runtime.setValue
 import androidx.compose.ui.Modifier
+import androidx.compose.ui.text.font.FontFamily
 import androidx.compose.ui.unit.dp
 import androidx.compose.ui.viewinterop.AndroidView
 import androidx.core.content.ContextCompat
+import org.emomobile.core.AcceleratorReport
+import org.emomobile.core.Benchmark
+import org.emomobile.core.CatalogModel
 import org.emomobile.core.Classify
+import org.emomobile.core.ModelCatalog
+import org.emomobile.core.ModelSession
 import org.emomobile.core.Preprocessor
+import org.emomobile.core.Runtimes
+import org.emomobile.core.Texts
+import java.io.File
+import java.util.concurrent.ExecutorService
+import java.util.concurrent.Executors
 
 /**
- * The demo: pick a model (every artifact in assets/ with its sidecar), an accelerator, then classify camera frames
- * or a gallery photo (top-5, latency, accelerator actually used), or run the self-test on the bundled examples.
- * All pre- and post-processing is in :core; this file is UI.
+ * The demo: pick a model (every artifact in assets/ or the app's external files folder with its sidecar) and an
+ * accelerator, then classify a gallery photo or the camera's frames (top-5, latency, what ran), or run the self-test
+ * on the bundled examples. Decisions are org.emomobile.core's; this file is UI and platform calls.
+ *
+ * Threads: every model call (open, classify, self-test, close) runs on one [inference] thread, so a session is
+ * never used by two threads nor after it is closed, and the UI thread only shows text. Camera frames are analysed
+ * on that thread too (CameraX drops frames while it is busy: STRATEGY_KEEP_ONLY_LATEST).
  */
-/** A camera frame as an upright ARGB bitmap (sensors deliver frames rotated; the model must see them upright). */
-private fun upright(frame: ImageProxy): Bitmap {
-    val bitmap = frame.toBitmap()
-    val degrees = frame.imageInfo.rotationDegrees
-    if (degrees == 0) return bitmap
-    val matrix = android.graphics.Matrix().apply { postRotate(degrees.toFloat()) }
-    return Bitmap.createBitmap(bitmap, 0, 0, bitmap.width, bitmap.height, matrix, true)
-}
-
 class MainActivity : ComponentActivity() {
+    private val inference: ExecutorService = Executors.newSingleThreadExecutor { Thread(it, "emo-inference") }
+    private var models = listOf<CatalogModel>()
+    private var session: ModelSession? = null  // touched on the inference thread only
+    private var sessionRan = ""
+
+    // UI state, written on the main thread
+    private val names = mutableStateOf(listOf<String>())
+    private val selected = mutableStateOf<String?>(null)
+    private val accelerator = mutableStateOf("cpu")
+    private val status = mutableStateOf("looking for models…")
+    private val report = mutableStateOf("")      // the gallery photo's or the self-test's result
+    private val live = mutableStateOf("")        // the camera's latest frame
+    private val cameraOn = mutableStateOf(false)
+    private var controller: LifecycleCameraController? = null
+
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
-        val models = ModelCatalog.list(this)
-        setContent { MaterialTheme { DemoScreen(models) } }
+        setContent { MaterialTheme { Screen() } }
+        inference.execute {
+            val found = findModels()
+            runOnUiThread {
+                names.value = models.map { it.entry.artifact }
+                status.value = found
+                models.firstOrNull()?.let { choose(it.entry.artifact, "cpu") }
+            }
+        }
+    }
+
+    override fun onDestroy() {
+        super.onDestroy()
+        controller?.clearImageAnalysisAnalyzer()
+        inference.execute { session?.close(); session = null }
+        inference.shutdown()
+    }
+
+    /** Copies the APK's model files out (the runtimes open files), lists both folders; returns what to show. */
+    private fun findModels(): String {
+        val folder = File(filesDir, "models").apply { mkdirs() }
+        val installed = packageManager.getPackageInfo(packageName, 0).lastUpdateTime
+        for (name in assets.list("")?.filter { ModelCatalog.isModelFile(it) } ?: emptyList()) {
+            val target = File(folder, name)
+            if (!target.exists() || target.lastModified() < installed) {
+                assets.open(name).use { input -> target.outputStream().use { input.copyTo(it) } }
+            }
+        }
+        val found = ArrayList<CatalogModel>()
+        val skipped = ArrayList<String>()
+        for (dir in listOfNotNull(folder, getExternalFilesDir(null))) {
+            val listing = dir.list()?.toList() ?: continue
+            val catalog = ModelCatalog.discover(listing)
+            skipped += catalog.skipped
+            for (entry in catalog.entries) {
+                try {
+                    found += ModelCatalog.open(entry, listing) { File(dir, it).readText() }
+                } catch (e: Exception) {
+                    skipped += "${entry.artifact}: ${Benchmark.reason(e)}"
+                }
+            }
+        }
+        models = found
+        val head = if (found.isEmpty()) "no models: copy emo-export's output into app/src/main/assets/" else ""
+        return (listOf(head) + skipped).filter { it.isNotEmpty() }.joinToString("\n")
+    }
+
+    private fun modelFile(model: CatalogModel): File {
+        val inFiles = File(File(filesDir, "models"), model.entry.artifact)
+        return if (inFiles.exists()) inFiles else File(getExternalFilesDir(null), model.entry.artifact)
+    }
+
+    /** Opens [name] on [acceleratorName] (closing the previous session) on the inference thread. */
+    private fun choose(name: String, acceleratorName: String) {
+        selected.value = name
+        accelerator.value = acceleratorName
+        status.value = "opening $name on $acceleratorName…"
+        inference.execute {
+            session?.close()
+            session = null
+            val model = models.first { it.entry.artifact == name }
+            val text = try {
+                val loader = AndroidEngineLoader(cacheDir)
+                val runtime = Runtimes.forFile(name)
+                val available = loader.available(runtime)
+                val plan = Runtimes.plan(modelFile(model).absolutePath, name, model.sidecar, acceleratorName,
+                    THREADS, available)
+                val opened = Benchmark.open(model.sidecar, loader, plan)
+                session = opened
+                // one inference so the runtime can say what ran (ONNX Runtime's profile ends here)
+                opened.run(FloatArray(model.sidecar.inputSize))
+                val engine = opened.engine.report()
+                sessionRan = if (runtime == Runtimes.LITERT) {
+                    AcceleratorReport.litert(plan, available, engine.fullyAccelerated).summary()
+                } else {
+                    AcceleratorReport.onnxruntime(plan, engine.providerNodes).summary()
+                }
+                "$name on $sessionRan"
+            } catch (e: Exception) {
+                "cannot open $name on $acceleratorName: ${Benchmark.reason(e)}"
+            }
+            runOnUiThread { status.value = text }
+        }
+    }
+
+    /** Top-5 of one upright bitmap, on the inference thread. */
+    private fun classify(bitmap: Bitmap): String {
+        val current = session ?: return "no model open"
+        val pixels = IntArray(bitmap.width * bitmap.height)
+        bitmap.getPixels(pixels, 0, bitmap.width, 0, 0, bitmap.width, bitmap.height)
+        val input = Preprocessor(current.sidecar).tensor(pixels, bitmap.width, bitmap.height)
+        val start = SystemClock.elapsedRealtimeNanos()
+        val output = current.run(input)
+        val ms = (SystemClock.elapsedRealtimeNanos() - start) / 1e6
+        return Texts.predictions(Classify.predictions(output, current.sidecar), ms, sessionRan)
+    }
+
+    private fun classifyPhoto(uri: Uri) {
+        report.value = "classifying…"
+        inference.execute {
+            val text = try {
+                // ImageDecoder (API 28 = minSdk) applies the EXIF orientation; getPixels needs a software bitmap
+                val bitmap = ImageDecoder.decodeBitmap(ImageDecoder.createSource(contentResolver, uri)) { decoder, _, _ ->
+                    decoder.allocator = ImageDecoder.ALLOCATOR_SOFTWARE
+                }
+                classify(bitmap)
+            } catch (e: Exception) {
+                "could not classify the photo: ${Benchmark.reason(e)}"
+            }
+            runOnUiThread { report.value = text }
+        }
+    }
+
+    private fun selfTest() {
+        report.value = "self-test…"
+        inference.execute {
+            val current = session
+            val model = models.firstOrNull { it.entry.artifact == selected.value }
+            val text = if (current == null || model == null) "no model open" else try {
+                val set = model.examples
+                Texts.selfTest(set?.agreement(set.examples.map { current.run(it.input) }), model.entry.artifact, sessionRan)
+            } catch (e: Exception) {
+                "self-test failed: ${Benchmark.reason(e)}"
+            }
+            runOnUiThread { report.value = text }
+        }
+    }
+
+    /** Binds the camera (after the permission is granted) with frames analysed on the inference thread. */
+    private fun startCamera(view: PreviewView) {
+        val camera = LifecycleCameraController(this)
+        camera.setEnabledUseCases(CameraController.IMAGE_ANALYSIS)
+        camera.imageAnalysisBackpressureStrategy = ImageAnalysis.STRATEGY_KEEP_ONLY_LATEST
+        camera.setImageAnalysisAnalyzer(inference) { frame: ImageProxy ->
+            val text = frame.use {
+                try {
+                    classify(upright(it))
+                } catch (e: Exception) {
+                    "frame: ${Benchmark.reason(e)}"
+                }
+            }
+            runOnUiThread { live.value = text }
+        }
+        camera.bindToLifecycle(this)
+        view.controller = camera
+        controller = camera
     }
 
     @Composable
-    private fun DemoScreen(models: List<CatalogModel>) {
-        var model by remember { mutableStateOf(models.firstOrNull()) }
-        var accelerator by remember { mutableStateOf("cpu") }
-        var runner by remember { mutableStateOf<ModelRunner?>(null) }
-        var report by remember { mutableStateOf(if (models.isEmpty()) "no models: copy emo-export's output into assets/" else "") }
-
-        fun reopen() {
-            runner?.close()
-            runner = model?.let { runCatching { openRunner(it.file, it.sidecar, accelerator, 4) }
-                .onFailure { e -> report = "load failed: ${e.message}" }.getOrNull() }
-        }
-
-        fun classify(bitmap: Bitmap) {
-            val m = model ?: return
-            val r = runner ?: return
-            val pixels = IntArray(bitmap.width * bitmap.height)
-            bitmap.getPixels(pixels, 0, bitmap.width, 0, 0, bitmap.width, bitmap.height)
-            val input = Preprocessor(m.sidecar).tensor(pixels, bitmap.width, bitmap.height)
-            val start = SystemClock.elapsedRealtimeNanos()
-            val output = r.run(input)
-            val ms = (SystemClock.elapsedRealtimeNanos() - start) / 1e6
-            report = Classify.predictions(output, m.sidecar).joinToString("\n") {
-                "%-28s %.3f".format(it.label, it.probability)
-            } + "\n%.2f ms on %s".format(ms, r.acceleratorUsed)
-        }
-
+    private fun Screen() {
         val picker = rememberLauncherForActivityResult(ActivityResultContracts.PickVisualMedia()) { uri ->
-            uri ?: return@rememberLauncherForActivityResult
-            val bitmap = ImageDecoder.decodeBitmap(ImageDecoder.createSource(contentResolver, uri)) { d, _, _ ->
-                d.allocator = ImageDecoder.ALLOCATOR_SOFTWARE  // getPixels needs a software bitmap; EXIF is applied
-            }
-            classify(bitmap)
+            if (uri != null) classifyPhoto(uri)
         }
-        val permission = rememberLauncherForActivityResult(ActivityResultContracts.RequestPermission()) {}
-
-        Column(Modifier.padding(12.dp)) {
-            Row { models.forEach { m -> FilterChip(model == m, { model = m; reopen() }, { Text(m.file.name) }) } }
-            model?.let { m ->
-                Row { acceleratorsFor(m.sidecar).forEach { a -> FilterChip(accelerator == a, { accelerator = a; reopen() }, { Text(a) }) } }
-            }
-            AndroidView({ context ->
-                PreviewView(context).also { view ->
-                    permission.launch(Manifest.permission.CAMERA)
-                    val controller = LifecycleCameraController(context)
-                    controller.setImageAnalysisAnalyzer(ContextCompat.getMainExecutor(context)) { frame: ImageProxy ->
-                        frame.use { classify(upright(it)) }
+        // launched from a button, after composition: the launcher is registered by then (it is not inside a
+        // factory or the composition itself, where activity-compose throws "Launcher has not been initialized")
+        val permission = rememberLauncherForActivityResult(ActivityResultContracts.RequestPermission()) { granted ->
+            if (granted) cameraOn.value = true else live.value = "camera permission denied"
+        }
+        Column(Modifier.padding(12.dp).verticalScroll(rememberScrollState())) {
+            Row { names.value.forEach { n -> FilterChip(selected.value == n, { choose(n, "cpu") }, { Text(n) }) } }
+            selected.value?.let { name ->
+                Row {
+                    Runtimes.accelerators(Runtimes.forFile(name)).forEach { a ->
+                        FilterChip(accelerator.value == a, { choose(name, a) }, { Text(a) })
                     }
-                    controller.bindToLifecycle(this@MainActivity)
-                    view.controller = controller
                 }
-            }, Modifier.fillMaxWidth().height(280.dp))
-            Row {
-                Button({ picker.launch(PickVisualMediaRequest(ActivityResultContracts.PickVisualMedia.ImageOnly)) }) { Text("Gallery") }
-                Button({
-                    val m = model
-                    val r = runner
-                    if (m != null && r != null) {
-                        val a = SelfTest.run(m, r)
-                        report = if (a == null) "no examples file next to ${m.file.name}" else
-                            "self-test on ${a.numExamples} examples (${r.acceleratorUsed}): ${a.status}\n" +
-                                "max |diff| %.2e, cosine %.6f, top-1 %.0f%%, top-5 %.0f%%".format(
-                                    a.maxAbsDiff, a.cosine, a.top1Agreement * 100, a.top5Agreement * 100)
-                    }
-                }) { Text("Self-test") }
             }
-            Text(report)
+            Text(status.value)
+            Row {
+                Button({ picker.launch(PickVisualMediaRequest(ActivityResultContracts.PickVisualMedia.ImageOnly)) }) {
+                    Text("Gallery")
+                }
+                Button({ selfTest() }) { Text("Self-test") }
+                Button({
+                    if (ContextCompat.checkSelfPermission(this@MainActivity, Manifest.permission.CAMERA) ==
+                        PackageManager.PERMISSION_GRANTED) cameraOn.value = true
+                    else permission.launch(Manifest.permission.CAMERA)
+                }) { Text("Camera") }
+            }
+            Text(report.value, fontFamily = FontFamily.Monospace)
+            if (cameraOn.value) {
+                AndroidView({ context -> PreviewView(context).also { startCamera(it) } },
+                    Modifier.fillMaxWidth().height(280.dp))
+                Text(live.value, fontFamily = FontFamily.Monospace)
+            }
         }
-        if (runner == null && model != null) reopen()
+    }
+
+    private companion object {
+        const val THREADS = 4
+
+        /** A camera frame as an upright bitmap (sensors deliver frames rotated; the model must see them upright). */
+        fun upright(frame: ImageProxy): Bitmap {
+            val bitmap = frame.toBitmap()
+            val degrees = frame.imageInfo.rotationDegrees
+            if (degrees == 0) return bitmap
+            val matrix = Matrix().apply { postRotate(degrees.toFloat()) }
+            return Bitmap.createBitmap(bitmap, 0, 0, bitmap.width, bitmap.height, matrix, true)
+        }
     }
 }

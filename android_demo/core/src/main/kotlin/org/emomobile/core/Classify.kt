@@ -29,3 +29,20 @@ object Classify {
         return topK(output, k).map { Prediction(it, sidecar.label(it), output[it], probabilities[it]) }
     }
 }
+
+/** What the screen shows, decided here so the UI only displays strings. */
+object Texts {
+    /** Top-5 lines (label and probability), then the latency and what ran. */
+    fun predictions(predictions: List<Prediction>, millis: Double, ran: String): String =
+        predictions.joinToString("\n") { String.format(java.util.Locale.ROOT, "%-28s %.3f", it.label, it.probability) } +
+            String.format(java.util.Locale.ROOT, "\n%.2f ms on %s", millis, ran)
+
+    /** The self-test's verdict with its numbers (an fp32 artifact on an fp16 GPU fails max |diff| and keeps top-1). */
+    fun selfTest(agreement: Agreement?, artifact: String, ran: String): String {
+        if (agreement == null) return "no examples file next to $artifact: re-export it with emo-export"
+        return String.format(java.util.Locale.ROOT,
+            "self-test on %d examples (%s): %s\nmax |diff| %.2e, cosine %.6f, top-1 %.0f%%, top-5 %.0f%%",
+            agreement.numExamples, ran, agreement.status, agreement.maxAbsDiff, agreement.cosine,
+            agreement.top1Agreement * 100, agreement.top5Agreement * 100)
+    }
+}

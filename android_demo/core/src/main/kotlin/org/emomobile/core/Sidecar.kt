@@ -11,6 +11,23 @@ class ModelContractException(message: String) : Exception(message)
 class Normalization(val mean: FloatArray, val std: FloatArray, val inGraph: Boolean)
 
 /**
+ * The element type of one end of the graph. A full-integer artifact (`int8`, `uint8`) takes and returns quantized
+ * values: real = ([q] - [zeroPoint]) * [scale] (the sidecar's `quantization.io`, read from the TFLite model by
+ * `emo-export`); a `float32` end has scale 1 and zero point 0 and is passed through.
+ */
+class TensorSpec(val dtype: String, val scale: Float, val zeroPoint: Int) {
+    val quantized: Boolean get() = dtype != "float32"
+
+    companion object {
+        val FLOAT32 = TensorSpec("float32", 1f, 0)
+        val DTYPES = listOf("float32", "int8", "uint8")
+
+        /** The range of a quantized value of [dtype]. */
+        fun range(dtype: String): IntArray = if (dtype == "uint8") intArrayOf(0, 255) else intArrayOf(-128, 127)
+    }
+}
+
+/**
  * The contract `emo-export` writes next to every artifact (`{stem}.json`, schema `emo-mobile/sidecar/1`):
  * what the graph takes (layout, size, range, normalisation) and returns (logits or probabilities), and the labels.
  * The app reads it instead of copying constants by hand: dropping an artifact and its sidecar into `assets/` is all
@@ -34,7 +51,11 @@ class Sidecar(
     val outputKind: String,
     val numClasses: Int,
     val labels: List<String>,
-    val examplesFile: String?
+    val examplesFile: String?,
+    /** The graph's input element type (and its quantization), float32 unless `quantization.io` says otherwise. */
+    val inputSpec: TensorSpec = TensorSpec.FLOAT32,
+    /** The graph's output element type (and its quantization). */
+    val outputSpec: TensorSpec = TensorSpec.FLOAT32
 ) {
     /** Elements of one image's input tensor (batch 1). */
     val inputSize: Int get() = 3 * height * width
@@ -98,8 +119,31 @@ class Sidecar(
                 batch = batch, height = height, width = width, normalization = Normalization(mean, std, norm.getBoolean("in_graph")),
                 outputName = Fields(output, "$where: output").string("name", "logits"), outputKind = kind,
                 numClasses = numClasses, labels = labels,
-                examplesFile = if (root.has("examples")) f.string("examples") else null
+                examplesFile = if (root.has("examples")) f.string("examples") else null,
+                inputSpec = ioSpec(root, "input", where), outputSpec = ioSpec(root, "output", where)
             )
+        }
+
+        /** `quantization.io.{end}` of a full-integer artifact, else float32 (no `quantization`, or no `io` in it). */
+        private fun ioSpec(root: JSONObject, end: String, where: String): TensorSpec {
+            val io = root.optJSONObject("quantization")?.optJSONObject("io") ?: return TensorSpec.FLOAT32
+            val field = "quantization.io.$end"
+            val spec = io.optJSONObject(end) ?: throw fail(where, field, "an object {dtype, scale, zero_point}", io.opt(end))
+            val dtype = spec.opt("dtype")
+            if (dtype !is String || dtype !in TensorSpec.DTYPES) {
+                throw fail(where, "$field.dtype", "one of ${TensorSpec.DTYPES.joinToString()}", dtype)
+            }
+            if (dtype == "float32") return TensorSpec.FLOAT32
+            val scale = spec.opt("scale")
+            if (scale !is Number || !(scale.toDouble() > 0.0) || scale.toDouble().isInfinite()) {
+                throw fail(where, "$field.scale", "a finite number > 0", scale)
+            }
+            val zero = spec.opt("zero_point")
+            val range = TensorSpec.range(dtype)
+            if (zero !is Int || zero < range[0] || zero > range[1]) {
+                throw fail(where, "$field.zero_point", "an integer in [${range[0]}, ${range[1]}]", zero)
+            }
+            return TensorSpec(dtype, scale.toFloat(), zero)
         }
 
         private fun positive(shape: JSONArray, i: Int, where: String): Int {

@@ -166,23 +166,6 @@ class CoreTest {
     fun topKBreaksTiesByIndex() {
         assertArrayEquals(intArrayOf(1, 3, 0), Classify.topK(floatArrayOf(0f, 2f, -1f, 2f), 3))
     }
-
-    @Test
-    fun benchResultRoundTrips() {
-        val out = File(System.getProperty("emo.out") ?: error("-Demo.out=DIR is required"))
-        val sidecar = load(sidecars()[0])
-        val set = examplesOf(sidecar)
-        val result = BenchResult(sidecar.file, "litert", "gpu", "cpu", 4, 12.5, 3.25, doubleArrayOf(1.5, 1.25, 1.75),
-            88.0, mapOf("model" to "Pixel 8", "manufacturer" to "Google", "soc" to "Tensor G3", "os" to "Android 15",
-                "abi" to "arm64-v8a"), "ok", "0.1.0", set.agreement(set.examples.map { it.output }))
-        val file = File(out, "android-bench-result.json")
-        result.writeTo(file)
-        val back = JSONObject(file.readText())
-        assertEquals(BenchResult.SCHEMA, back.getString("schema"))
-        assertEquals(3, back.getJSONArray("latencies_ms").length())
-        assertEquals("passed", back.getJSONObject("parity").getString("status"))
-        assertFalse(File(out, ".android-bench-result.json.tmp").exists())
-    }
 }
 
 /** A binary PPM (P6, maxval 255): the test's carrier for decoded pixels (no JPEG decoder differences). */

@@ -1,0 +1,34 @@
+import CoreGraphics
+import Foundation
+import ImageIO
+
+/// Decoded, upright RGBA8 pixels of a photo, for EMOCore's `Preprocessor`.
+enum Pixels {
+    /// ImageIO applies the EXIF orientation (`kCGImageSourceCreateThumbnailWithTransform` at full size); the pixels
+    /// are drawn in the image's own RGB colour space, so values are not colour-converted (Pillow does not convert
+    /// either). The context writes into `bytes` only inside `withUnsafeMutableBytes`, where the pointer is valid.
+    static func rgba(_ data: Data) -> (bytes: [UInt8], width: Int, height: Int)? {
+        guard let source = CGImageSourceCreateWithData(data as CFData, nil),
+              let properties = CGImageSourceCopyPropertiesAtIndex(source, 0, nil) as? [CFString: Any],
+              let w = properties[kCGImagePropertyPixelWidth] as? Int, let h = properties[kCGImagePropertyPixelHeight] as? Int else {
+            return nil
+        }
+        let options = [kCGImageSourceCreateThumbnailFromImageAlways: true, kCGImageSourceCreateThumbnailWithTransform: true,
+                       kCGImageSourceThumbnailMaxPixelSize: max(w, h)] as CFDictionary
+        guard let image = CGImageSourceCreateThumbnailAtIndex(source, 0, options) else { return nil }
+        return rgba(image)
+    }
+
+    static func rgba(_ image: CGImage) -> (bytes: [UInt8], width: Int, height: Int)? {
+        let w = image.width, h = image.height
+        let space = image.colorSpace.flatMap { $0.model == .rgb ? $0 : nil } ?? CGColorSpace(name: CGColorSpace.sRGB)!
+        var bytes = [UInt8](repeating: 0, count: w * h * 4)
+        let drawn = bytes.withUnsafeMutableBytes { buffer -> Bool in
+            guard let context = CGContext(data: buffer.baseAddress, width: w, height: h, bitsPerComponent: 8, bytesPerRow: w * 4,
+                                          space: space, bitmapInfo: CGImageAlphaInfo.premultipliedLast.rawValue) else { return false }
+            context.draw(image, in: CGRect(x: 0, y: 0, width: w, height: h))
+            return true
+        }
+        return drawn ? (bytes, w, h) : nil
+    }
+}
