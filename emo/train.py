@@ -395,54 +395,49 @@ def _arg(text: str) -> str:
 
 # -------------------------------------------------------------------------------------------------- checkpoints
 @contextmanager
+def _on_stop_signals(handler) -> Iterator[bool]:
+    """``handler`` for SIGINT and SIGTERM during the block, the previous handlers after it. Only the main thread
+    runs Python signal handlers, so elsewhere nothing is installed and the block gets False."""
+    if threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in wanted}
+    for s in wanted:
+        signal.signal(s, handler)
+    try:
+        yield True
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+@contextmanager
 def deferred_signals() -> Iterator[None]:
     """Hold SIGINT and SIGTERM back for the block, then deliver the first that came: a Ctrl-C (or three) while a
     checkpoint is written and renamed stops the run after the rename, never in the middle of it.
 
-    Python-level handlers, so the deferral holds whichever thread the OS hands the signal to. In a thread other
-    than the main one (where Python runs no signal handlers) it does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    Python-level handlers, so the deferral holds whichever thread the OS hands the signal to."""
     pending: list[int] = []
-    wanted = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.getsignal(s) for s in wanted}
-    for s in wanted:
-        signal.signal(s, lambda signum, frame: pending.append(signum))
-    try:
+    with _on_stop_signals(lambda signum, frame: pending.append(signum)):
         yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-        if pending:
-            signal.raise_signal(pending[0])
+    if pending:
+        signal.raise_signal(pending[0])  # to the handler the block found, now restored
 
 
 @contextmanager
 def stop_on_first_signal() -> Iterator[None]:
     """For the CLI's run: the first SIGINT/SIGTERM stops training (KeyboardInterrupt / ``Terminated``); the ones
     after it (a user pressing Ctrl-C three times) are ignored while the interrupted state is saved and reported."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     stopping = []
 
     def handler(signum, frame):
-        if stopping:
-            return
-        stopping.append(signum)
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if not stopping:
+            stopping.append(signum)
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    wanted = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.getsignal(s) for s in wanted}
-    for s in wanted:
-        signal.signal(s, handler)
-    try:
+    with _on_stop_signals(handler):
         yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def save_atomic(obj: dict, path: Path) -> None:
