@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emo.checkpoint import trained_metadata
 from emo.cli_common import one_line_errors
 from emo.data import MAX_CLASSES, check_class_name
 from emo.errors import EMOError, first_line
-from emo.train import ImageSet, eval_view, integer_option, predict, scan_image_folder, trained_metadata
+from emo.train import ImageSet, eval_view, integer_option, predict, scan_image_folder
 
 CHUNK = 256  # images converted to float32 at a time (10k images at 224 would be 6 GB at once)
 

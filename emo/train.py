@@ -51,7 +51,6 @@ from emo.data import (
     IMAGENET_STD,
     MAX_CLASSES,
     check_class_name,
-    check_class_names,
     load_image,
     to_unit_array,
 )
@@ -361,26 +360,10 @@ def head_reuse(weights: str | None, classes: list[str], outputs: int) -> tuple[b
 
 def checkpoint_classes(path: str | Path) -> list[str] | None:
     """The class names stored by ``emo-train`` in a checkpoint, or None for other checkpoints (malformed: refused)."""
-    from emo.checkpoint import read_checkpoint
+    from emo.checkpoint import read_checkpoint, trained_metadata
 
     obj = read_checkpoint(path)
     return trained_metadata(obj, path)[0] if isinstance(obj, Mapping) else None
-
-
-def trained_metadata(obj: Mapping, path: str | Path) -> tuple[list[str] | None, tuple[int, int] | None]:
-    """``classes`` and ``input.size`` of a checkpoint dict, each None when absent; a malformed one is refused with
-    the field named (a list of 1e8 names, a non-string, a size of 10**6 pixels), never ignored or trusted."""
-    classes = obj.get("classes")
-    if classes is not None:
-        classes = list(check_class_names(classes, f"{path}: field 'classes'"))
-    contract = obj.get("input")
-    if contract is None:
-        return classes, None
-    size = contract.get("size") if isinstance(contract, Mapping) else None
-    if not (isinstance(size, list | tuple) and len(size) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 4096 for v in size)):
-        raise EMOError(f"{path}: field 'input.size' must be [height, width], integers 32..4096, not {_short(size)}")
-    return classes, (int(size[0]), int(size[1]))
 
 
 def _short(value, limit: int = 60) -> str:
@@ -557,6 +540,8 @@ def check_resume_state(state, path: str | Path, config: TrainConfig) -> dict:
     """Every field of a resume checkpoint checked as a sidecar is, before anything uses it: the types and ranges
     of ``step``/``epoch``/``best_top1``/``history``, and that it was made by this model, these classes, this input
     size and batch size. The tensors are checked against the model in ``check_resume_tensors``."""
+    from emo.checkpoint import trained_metadata
+
     if not isinstance(state, Mapping) or not all(k in state for k in ("net", "net_E", "optimizer", "step")):
         raise EMOError(f"{path} is not a resumable emo-train checkpoint (needs net, net_E, optimizer, step); "
                        "resume from the last.pth of a run, or start from a checkpoint with --weights")
