@@ -63,6 +63,14 @@ public enum BoundedJSON {
 
     public static func parse(_ text: String, what: String) throws -> JSONValue { try parse(Data(text.utf8), what: what) }
 
+    /// The bytes of a file its readers accept up to `limit` bytes (reason `size` beyond, with `fix`).
+    public static func parse(_ data: Data, what: String, limit: Int, fix: String) throws -> JSONValue {
+        guard data.count <= limit else {
+            throw ContractError("\(what) is larger than \(limit >> 20) MiB; \(fix)", field: "", reason: "size")
+        }
+        return try parse(data, what: what)
+    }
+
     struct Parser {
         let s: UnsafeBufferPointer<UInt8>
         let what: String

@@ -52,10 +52,7 @@ public struct ExampleSet {
 
     /// Parse and check an examples file's bytes (UTF-8, at most `maxBytes`); `place` names it in errors.
     public static func parse(_ data: Data, where place: String = "examples file") throws -> ExampleSet {
-        guard data.count <= maxBytes else {
-            throw ContractError("examples file \(place) is larger than \(maxBytes >> 20) MiB; \(fix)", field: "", reason: "size")
-        }
-        return try validate(try BoundedJSON.parse(data, what: "examples file \(place)"), where: place)
+        try validate(try BoundedJSON.parse(data, what: "examples file \(place)", limit: maxBytes, fix: fix), where: place)
     }
 
     /// The examples of a parsed document, or a `ContractError` naming the first wrong field: the schema

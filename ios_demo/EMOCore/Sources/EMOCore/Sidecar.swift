@@ -89,10 +89,7 @@ public struct Sidecar {
 
     /// Parse and check a sidecar file's bytes (UTF-8, at most `maxBytes`); `place` names it in errors.
     public static func parse(_ data: Data, where place: String = "sidecar") throws -> Sidecar {
-        guard data.count <= maxBytes else {
-            throw ContractError("sidecar \(place) is larger than \(maxBytes >> 20) MiB; \(fix)", field: "", reason: "size")
-        }
-        return try validate(try BoundedJSON.parse(data, what: "sidecar \(place)"), where: place)
+        try validate(try BoundedJSON.parse(data, what: "sidecar \(place)", limit: maxBytes, fix: fix), where: place)
     }
 
     /// The `Sidecar` of a parsed document, or a `ContractError` naming the first wrong field.

@@ -231,6 +231,10 @@ final class ContractTests: XCTestCase {
                      "{\"a\": +1}", "{\"a\": -}", "{} {}", "", " ", "\""] {
             XCTAssertEqual(refused(text), "json", String(text.prefix(40)))
         }
+        // larger than its readers accept: refused before it is parsed
+        XCTAssertThrowsError(try Sidecar.parse(Data(repeating: 0x20, count: Sidecar.maxBytes + 1), where: "huge.json")) {
+            XCTAssertEqual(($0 as? ContractError)?.reason, "size")
+        }
         var bytes = [UInt8]("{\"n\": \"\u{e9}\"}".utf8)
         bytes[bytes.count - 3] = 0xFF  // the second byte of é
         XCTAssertThrowsError(try BoundedJSON.parse(Data(bytes), what: "x")) { XCTAssertEqual(($0 as? ContractError)?.reason, "json") }

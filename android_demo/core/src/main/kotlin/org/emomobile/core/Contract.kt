@@ -44,6 +44,12 @@ object BoundedJson {
 
     fun parse(text: String, what: String): Any? = Parser(text, what).document()
 
+    /** The bytes of a file its readers accept up to [limit] bytes (reason `size` beyond, with [fix]). */
+    fun parse(bytes: ByteArray, what: String, limit: Int, fix: String): Any? {
+        if (bytes.size > limit) throw ContractException("$what is larger than ${limit shr 20} MiB; $fix", "", "size")
+        return parse(bytes, what)
+    }
+
     private class Parser(private val s: String, private val what: String) {
         private val n = s.length
         private var i = 0
@@ -301,7 +307,7 @@ internal class Check(private val what: String, private val fix: String) {
         return value as Map<String, Any?>
     }
 
-    /** Every name of [required] in [map] (in the schema's order), then nothing else to check at this level. */
+    /** Every name of [required] in [map], in the schema's order (reason `required` for the first one missing). */
     fun require(map: Map<String, Any?>, path: String, required: List<String>) {
         for (name in required) if (!map.containsKey(name)) throw missing(child(path, name))
     }

@@ -104,12 +104,8 @@ class ExampleSet(
             validate(BoundedJson.parse(text, "examples file $where"), where)
 
         /** Parse and check an examples file's bytes (UTF-8, at most [MAX_BYTES]). */
-        fun parse(bytes: ByteArray, where: String = "examples file"): ExampleSet {
-            if (bytes.size > MAX_BYTES) {
-                throw ContractException("examples file $where is larger than ${MAX_BYTES shr 20} MiB; $FIX", "", "size")
-            }
-            return validate(BoundedJson.parse(bytes, "examples file $where"), where)
-        }
+        fun parse(bytes: ByteArray, where: String = "examples file"): ExampleSet =
+            validate(BoundedJson.parse(bytes, "examples file $where", MAX_BYTES, FIX), where)
 
         /**
          * The examples of a parsed document, or a [ContractException] naming the first wrong field: the schema

@@ -98,12 +98,8 @@ class Sidecar(
         fun parse(text: String, where: String = "sidecar"): Sidecar = validate(BoundedJson.parse(text, "sidecar $where"), where)
 
         /** Parse and check a sidecar file's bytes (UTF-8, at most [MAX_BYTES]). */
-        fun parse(bytes: ByteArray, where: String = "sidecar"): Sidecar {
-            if (bytes.size > MAX_BYTES) {
-                throw ContractException("sidecar $where is larger than ${MAX_BYTES shr 20} MiB; $FIX", "", "size")
-            }
-            return validate(BoundedJson.parse(bytes, "sidecar $where"), where)
-        }
+        fun parse(bytes: ByteArray, where: String = "sidecar"): Sidecar =
+            validate(BoundedJson.parse(bytes, "sidecar $where", MAX_BYTES, FIX), where)
 
         /** The [Sidecar] of a parsed document, or a [ContractException] naming the first wrong field. */
         fun validate(document: Any?, where: String): Sidecar {

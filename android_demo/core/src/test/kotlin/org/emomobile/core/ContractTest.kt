@@ -248,6 +248,13 @@ class ContractTest {
             "{\"a\": \"\\x41\"}", "{\"a\": 1.}", "{\"a\": .5}", "{\"a\": +1}", "{\"a\": -}", "{} {}", "", " ", "\"")) {
             assertEquals(text.take(40), "json", refused(text)?.reason)
         }
+        // larger than its readers accept: refused before it is parsed
+        assertEquals("size", try {
+            Sidecar.parse(ByteArray(Sidecar.MAX_BYTES + 1) { ' '.toByte() }, "huge.json")
+            null
+        } catch (e: ContractException) {
+            e.reason
+        })
         val bytes = "{\"n\": \"\u00e9\"}".toByteArray(Charsets.UTF_8)
         assertEquals("json", try {
             BoundedJson.parse(bytes.copyOf(bytes.size - 3) + byteArrayOf(0xff.toByte(), '"'.toByte(), '}'.toByte()), "x")
