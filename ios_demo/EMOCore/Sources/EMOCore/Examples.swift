@@ -65,7 +65,7 @@ public struct ExampleSet {
         guard schemaValue.string.map({ Check.same($0, schema) }) == true else {
             throw c.wrong("schema", "schema", "'\(schema)'", schemaValue)
         }
-        try c.require(root, "", ["schema", "tolerance", "examples"])
+        try c.require(root, "", ["schema", "precision", "tolerance", "examples"])
         for (key, value) in root.entries {
             switch key {
             case "artifact": try c.string(key, value, 0, 255, "the artifact's file name")

@@ -371,8 +371,13 @@ internal class Check(private val what: String, private val fix: String) {
         /** C0 and DEL: what a file name or a path may not hold. */
         fun isC0OrDel(c: Char): Boolean = c < ' ' || c == '\u007f'
 
-        /** C0, DEL, C1, U+2028 and U+2029: what a class name may not hold (`emo.contract.text.CONTROL`). */
-        fun isControl(c: Char): Boolean = c < ' ' || c in '\u007f'..'\u009f' || c == '\u2028' || c == '\u2029'
+        /**
+         * C0, DEL, C1, U+2028/U+2029, the bidirectional controls and U+FEFF: what a class name may not hold
+         * (`emo.contract.text.CONTROL`).
+         */
+        fun isControl(c: Char): Boolean = c < ' ' || c in '\u007f'..'\u009f' || c == '\u2028' || c == '\u2029' ||
+            c == '\u061c' || c == '\u200e' || c == '\u200f' || c in '\u202a'..'\u202e' || c in '\u2066'..'\u2069' ||
+            c == '\ufeff'
 
         /** The white space of Python's `str.isspace` that is not a control character (the label rule's `\s`). */
         fun isBlank(c: Char): Boolean = c == ' ' || c == '\u00a0' || c == '\u1680' || c in '\u2000'..'\u200a' ||

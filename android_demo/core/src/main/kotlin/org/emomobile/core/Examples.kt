@@ -118,7 +118,7 @@ class ExampleSet(
             val root = c.root(document)
             if (!root.containsKey("schema")) throw c.missing("schema", "schema")
             if (root["schema"] != SCHEMA) throw c.wrong("schema", "schema", "'$SCHEMA'", root["schema"])
-            c.require(root, "", listOf("schema", "tolerance", "examples"))
+            c.require(root, "", listOf("schema", "precision", "tolerance", "examples"))
             for ((key, value) in root) {
                 when (key) {
                     "artifact" -> c.string(key, value, 0, 255, "the artifact's file name")
