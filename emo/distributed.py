@@ -22,6 +22,7 @@ import hashlib
 import os
 import re
 import sys
+import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -37,6 +38,15 @@ BACKENDS = ("auto", "gloo", "nccl")
 
 class PeersLost(Exception):  # noqa: N818 - a state of the run, like KeyboardInterrupt
     """A collective failed: another process died or stopped answering (torchrun's report names it)."""
+
+
+def _is_collective_failure(error: RuntimeError) -> bool:
+    """NCCL raises DistBackendError; gloo a plain RuntimeError that names its transport (or a timeout)."""
+    import torch.distributed as dist
+
+    text = str(error)
+    return isinstance(error, dist.DistError) or any(
+        words in text for words in ("gloo", "NCCL", "Connection reset", "Connection closed", "Timed out", "timed out"))
 
 
 def _backend_words(error: BaseException) -> str:
@@ -114,6 +124,8 @@ class Group:
         try:
             yield
         except RuntimeError as e:
+            if not _is_collective_failure(e):  # a CUDA out-of-memory, a bug: not the peers' doing
+                raise
             text = _backend_words(e)
             if "timed out" in text.lower() or "timeout" in text.lower():
                 raise PeersLost(f"no answer from the other processes within --dist-timeout {self.timeout_s:g} s "
@@ -230,14 +242,14 @@ class Group:
         return [r for r, p in enumerate(parts) if not torch.equal(p, parts[0])]
 
     # ----------------------------------------------------------------------------------------------- one message
-    def speak(self, line: str, *, agreed: bool = False) -> bool:
+    def speak(self, line: str, *, agreed: bool = False, before: str = "") -> bool:
         """Print ``line`` on stderr if this process speaks for the run, and say whether it did. One process always
         speaks. Under torchrun the first process to claim the report in the store speaks; the others stay quiet,
         because their own failure (a lost peer) is a consequence of that one. A stop every process agreed on is
-        reported by rank 0."""
+        reported by rank 0. ``before``: printed ahead of the line (a traceback) when this process speaks."""
         if self.active and not self._claim(line, agreed):
             return False
-        print(line, file=sys.stderr, flush=True)
+        print(before + line, file=sys.stderr, flush=True)
         return True
 
     def _claim(self, line: str, agreed: bool) -> bool:
@@ -292,6 +304,10 @@ def run(prog: str, body, *, device: str = "cpu", backend: str = "auto", timeout_
         code = 143 if isinstance(e, Terminated) else 130
         group.speak(f"{prog}: {'terminated' if code == 143 else 'interrupted'} (nothing half-written was left "
                     "behind)", agreed=group.agreed_stop)
+    except Exception as e:  # noqa: BLE001 - a bug or a runtime's failure (CUDA out of memory): once, with its traceback
+        code = 1
+        group.speak(f"{prog}: error: {group.tag(f'{type(e).__name__}: {first_line(e, 300)}')}",
+                    before=traceback.format_exc())
     finally:
         _ignore_stop_signals()
     if code == 0:  # after a failure a peer may be gone: leave the sockets to the exit (no teardown that may block)

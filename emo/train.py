@@ -782,6 +782,16 @@ class NonFiniteWatch:
         return None if first < 0 else first
 
 
+def check_replicas(group: Group, model: nn.Module, step: int) -> int:
+    """``--check-replicas``: every process's parameters are bit-identical to rank 0's after ``step`` (1), or the run
+    stops naming the ranks that differ."""
+    differ = group.replicas_differ(model)
+    if differ:
+        raise TrainingStopped(f"the parameters of rank(s) {differ} differ from rank 0's after step {step} "
+                              "(--check-replicas)")
+    return 1
+
+
 def _all_finite(*models: nn.Module) -> bool:
     tensors = [v for m in models for v in m.state_dict().values() if v.is_floating_point()]
     return bool(torch.stack([t.isfinite().all() for t in tensors]).all())
@@ -827,12 +837,13 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
                                   fused=device.type == "cuda")  # one kernel for the whole step on a GPU
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     ema = EMA(model, config.ema_decay)
-    steps_per_epoch = group.smallest(len(train)) // config.batch_size  # every process takes as many steps
+    fewest = group.smallest(len(train))  # every process takes as many steps as the one with the fewest images
+    steps_per_epoch = fewest // config.batch_size
     if steps_per_epoch < 1:
         raise EMOError(f"the training set has {len(train)} images, fewer than one batch of {config.batch_size}; "
                        "lower --batch-size" if not group.active else
-                       f"a process holds {group.smallest(len(train))} training images, fewer than one batch of "
-                       f"{config.batch_size}; lower --batch-size or start fewer processes")
+                       f"a process holds {fewest} training images, fewer than one batch of {config.batch_size}; "
+                       "lower --batch-size or start fewer processes")
     step, best, history = 0, -1.0, []
     log_path = out / "log.jsonl"
     saved = None  # (path, step) of the checkpoint a stopped run continues from
@@ -918,11 +929,7 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
                 loss_n += 1
                 seen += len(index) * group.world_size
                 if config.check_replicas and group.active:
-                    differ = group.replicas_differ(model)
-                    if differ:
-                        raise TrainingStopped(f"the parameters of rank(s) {differ} differ from rank 0's after step "
-                                              f"{step} (--check-replicas)")
-                    checked += 1
+                    checked += check_replicas(group, model, step)
                 if i % check_every == 0:
                     group.check_stop()  # Ctrl-C on any process: all stop after this step
                     if watch.first_bad_step() is not None:
