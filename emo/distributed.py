@@ -129,7 +129,7 @@ class Group:
             text = _backend_words(e)
             if "timed out" in text.lower() or "timeout" in text.lower():
                 raise PeersLost(f"no answer from the other processes within --dist-timeout {self.timeout_s:g} s "
-                                f"({text}); torchrun's report names the process that hung") from None
+                                f"({text}): one of them hangs; the run stops") from None
             raise PeersLost(f"lost contact with the other processes ({text}); torchrun's report names the process "
                             "that failed") from None
 
@@ -184,7 +184,6 @@ class Group:
         import torch.distributed as dist
 
         sizes = [torch.zeros(1, dtype=torch.int64, device=self.device) for _ in range(self.world_size)]
-        padded = [torch.empty(0)] * self.world_size
         with self.guard():
             dist.all_gather(sizes, torch.tensor([len(rows)], dtype=torch.int64, device=self.device))
             n = [int(s.item()) for s in sizes]

@@ -194,7 +194,7 @@ def load_image_folder(root: str | Path, view, *, workers: int = 2, classes: list
         images.index, images.space = rows[images.index], len(samples)
     group = group or Group()
     present = group.total(torch.bincount(images.labels, minlength=len(found)).tolist())
-    images.skipped = group.gather_texts(images.skipped)
+    images.skipped = group.gather_texts(images.skipped, limit=10_000)
     check_every_class_readable(images, samples, root, {c for c, n in enumerate(present) if n})
     return images
 
