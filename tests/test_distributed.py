@@ -30,10 +30,11 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 TRAIN = ["--input-size", "32", "--warmup-epochs", "0", "--lr", "1e-3", "--device", "cpu", "--dist-timeout", "120"]
 FIXTURE = REPO / "tests" / "fixtures" / "emo_1m_fashion_mnist.pth"
 SUBSET = REPO / "tests" / "fixtures" / "fashion_mnist" / "test"
-# WS2 x B vs WS1 x 2B after one epoch (3 AdamW steps) with --sync-bn, measured here: |theta_2 - theta_1| is 0.61 % of
-# the update |theta_1 - theta_0|, logits differ by at most 4.8e-5; two one-process runs that differ only in their
-# float summation order (1 vs 2 OpenMP threads) differ by 0.65 % and 1.9e-4. Without --sync-bn: 120 % and 0.16.
-UPDATE_TOLERANCE, LOGIT_TOLERANCE = 0.03, 2e-3
+# WS2 x B vs WS1 x 2B after this module's epoch (24 images, 3 AdamW steps) with --sync-bn, measured here by
+# tools/ddp_equivalence.py: |theta_2 - theta_1| is 0.04 % of the update |theta_1 - theta_0|, logits differ by at most
+# 3.3e-5; two one-process runs that differ only in their float summation order (1 vs 2 OpenMP threads) differ by
+# 0.05 % and 3.4e-5. Without --sync-bn (each process's own BatchNorm statistics): 10.65 % and 0.23.
+UPDATE_TOLERANCE, LOGIT_TOLERANCE = 0.02, 1e-3
 
 
 def _free_port() -> int:
