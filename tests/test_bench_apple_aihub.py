@@ -243,5 +243,5 @@ def test_aihub_jobs_are_waited_on_with_a_timeout_and_failures_fail_the_row(tmp_p
         hub.submit_compile_job = lambda job=job, hub=hub, **kw: job(hub.log)
         target = aihub.AiHubTarget.__new__(aihub.AiHubTarget)
         target.settings, target.hub, target.device_name = SETTINGS, hub, "Pixel 8"
-        (row,) = execute(target, Run([onnx], "x", lambda usable: [target.run(usable[0])]))
+        (row,) = execute(target, Run([onnx], "x", lambda usable, target=target: [target.run(usable[0])]))
         assert row.status == f"failed: {reason}"
