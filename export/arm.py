@@ -19,6 +19,7 @@ latency, so none is printed or recorded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -112,18 +113,13 @@ def find_root(path: Path = DEFAULT_ROOT) -> ArmRoot:
 
 
 # ------------------------------------------------------------------------------------------------------ running
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it when emo-verify dies, even by SIGKILL (Linux PR_SET_PDEATHSIG)."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-
-
 def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
     """Run ``cmd`` in its own process group; on timeout, Ctrl-C or SIGTERM the whole group is killed and reaped
     before the exception goes on, so no emulator outlives us (and its private mounts die with it)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+    # setpriv: the child gets SIGKILL when emo-verify dies, even by SIGKILL (PR_SET_PDEATHSIG survives the execs);
+    # not a preexec_fn, which is unsafe once a converter has started threads in this process
+    proc = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except BaseException:
@@ -137,7 +133,9 @@ def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
 
 
 # Mounts in a private mount namespace that only this one process (sh -> env -> chroot -> qemu, each exec'd) holds.
+# No core files: qemu would write a crashed guest's core into the root (the crash is reported by its signal).
 _GUEST_SH = """set -e
+ulimit -c 0
 root="$1"; shift
 mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
@@ -244,6 +242,8 @@ def row(cpu: str, emulated: bool, emulator: str | None, run: GuestRun, examples:
         return record
     outputs = [o[:1] for o in run.outputs]  # a static batch N repeats the image: its first row is the answer
     record.update(examples_format.agreement(examples, outputs))
+    # equal digests across CPU models: the same bits came out (kernels that round alike); different: other kernels
+    record["outputs_sha256"] = hashlib.sha256(b"".join(o.astype("<f4").tobytes() for o in outputs)).hexdigest()[:16]
     if host is not None and host.outputs is not None:
         diffs = [float(np.abs(a.astype(np.float64) - b[:1]).max()) for a, b in zip(outputs, host.outputs, strict=True)]
         record["vs_host_max_abs_diff"] = max(diffs)
@@ -328,6 +328,8 @@ def table_rows(check_result: ArmCheck) -> list[list[str]]:
         if "xnnpack_partitions" in runtime:
             note = f"XNNPACK {runtime['xnnpack_partitions']} part." + (" (whole)" if runtime.get(
                 "xnnpack_whole_graph") else "")
+        elif runtime.get("ep_devices"):  # what ORT's device discovery made of the CPU
+            note = f"CPU EP on {runtime['ep_devices'][0]['vendor'] or '?'} CPU"
         rows.append([r["cpu"], "yes" if r["emulated"] else "no", _fmt(r.get("max_abs_diff"), ".2e"),
                      _fmt(r.get("cosine"), ".6f"), _fmt(r.get("top1_agreement"), ".0%"),
                      _fmt(r.get("top5_agreement"), ".0%"), _fmt(r.get("vs_host_max_abs_diff"), ".1e"),
