@@ -188,6 +188,38 @@ def fixture_artifacts_x86(request, tmp_path_factory) -> Path:
         return out
 
 
+def _aarch64_program(path: Path, instruction: int) -> Path:
+    """A static aarch64 ELF that executes one instruction and exits 0 (mov x0, 0; mov x8, 93; svc 0)."""
+    import struct
+
+    code = b"".join(struct.pack("<I", word) for word in (instruction, 0xD2800000, 0xD2800BA8, 0xD4000001))
+    base, headers = 0x400000, 64 + 56
+    elf = struct.pack("<4sBBBBB7xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, 2, 183, 1, base + headers, 64, 0, 0, 64,
+                      56, 1, 0, 0, 0)
+    segment = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, headers + len(code), headers + len(code), 0x1000)
+    path.write_bytes(elf + segment + code)
+    path.chmod(0o755)
+    return path
+
+
+SDOT, SMMLA = 0x4E829420, 0x4E82A420  # sdot v0.4s, v1.16b, v2.16b (Armv8.2 dot product); smmla (Armv8.6 i8mm)
+
+
+@pytest.mark.parametrize("instruction, lacking, having", [(SDOT, "cortex-a53", "cortex-a76"),
+                                                          (SMMLA, "cortex-a76", "cortex-a710")])
+def test_emulated_cores_refuse_instructions_they_lack(tmp_path, instruction, lacking, having):
+    """The premise of the Arm rows: a kernel the core cannot run raises SIGILL under its model, as on the phone."""
+    qemu = arm.DEFAULT_ROOT / arm.QEMU
+    if not qemu.exists():
+        pytest.skip(f"no Arm root at {arm.DEFAULT_ROOT} (sudo make arm-root)")
+    program = _aarch64_program(tmp_path / "one_instruction", instruction)
+    # in tmp_path: where core dumps are enabled, qemu writes the refused program's core into its working folder
+    refused = subprocess.run([str(qemu), "-cpu", lacking, str(program)], capture_output=True, text=True, timeout=60,
+                             cwd=tmp_path)
+    assert refused.returncode == -signal.SIGILL or "Illegal instruction" in refused.stderr, refused
+    assert subprocess.run([str(qemu), "-cpu", having, str(program)], timeout=60, cwd=tmp_path).returncode == 0
+
+
 # ------------------------------------------------------------------------------------------ emulated (root)
 @pytest.mark.parametrize("name", ARTIFACTS)
 def test_fixture_passes_on_arm_cores(fixture_artifacts, name, capsys):
