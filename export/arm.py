@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -139,13 +140,15 @@ ulimit -c 0
 root="$1"; shift
 mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
-exec env -i PATH=/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 "$(command -v chroot)" "$root" "$@"
+exec env -i PATH=/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 "$(command -v chroot)" --userspec=65534:65534 --groups=65534 \
+    "$root" "$@"
 """
+GUEST_UID = 65534  # nobody: the runtime parses a file someone sent; in the chroot it must not be root
 
 
 def guest_command(root: ArmRoot, cpu: str, args: list[str]) -> list[str]:
-    """The guest script under ``qemu-aarch64 -cpu CPU`` in the root (qemu runs python itself: an exec through
-    binfmt_misc would be the system's qemu, another version with its default CPU)."""
+    """The guest script under ``qemu-aarch64 -cpu CPU`` in the root, as ``nobody`` (qemu runs python itself: an exec
+    through binfmt_misc would be the system's qemu, another version with its default CPU)."""
     return ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", _GUEST_SH, "sh", str(root.path),
             f"/{QEMU}", "-cpu", cpu, f"/{GUEST_PYTHON}", *args]
 
@@ -157,9 +160,20 @@ class GuestRun:
     error: str | None
 
 
+MAX_GUEST_FILE_BYTES = 64 << 20
+
+
+def _guest_file(path: Path) -> Path:
+    """A file the guest wrote, if it is a regular file of sane size (never a symlink it planted into the host)."""
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_GUEST_FILE_BYTES:
+        raise EMOError(f"the guest wrote {path.name} as something other than a small regular file")
+    return path
+
+
 def _collect(out: Path, proc: subprocess.CompletedProcess, count: int) -> GuestRun:
     report_path = out / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    report = json.loads(_guest_file(report_path).read_text()) if os.path.lexists(report_path) else {}
     error = report.get("error")
     if proc.returncode != 0 and not error:
         code = proc.returncode
@@ -172,7 +186,7 @@ def _collect(out: Path, proc: subprocess.CompletedProcess, count: int) -> GuestR
     report["messages"] = messages[:6]
     if error:
         return GuestRun(None, report, error)
-    outputs = [np.load(out / f"{i}.npy", allow_pickle=False) for i in range(count)]
+    outputs = [np.load(_guest_file(out / f"{i}.npy"), allow_pickle=False) for i in range(count)]
     return GuestRun(outputs, report, None)
 
 
@@ -202,6 +216,9 @@ def run_in_root(root: ArmRoot, cpu: str, artifact: Path, backend: str, inputs: l
         shutil.copyfile(artifact, work / f"model{artifact.suffix}")
         shutil.copyfile(GUEST_SCRIPT, work / GUEST_SCRIPT.name)
         _write_inputs(work / "inputs", inputs)
+        work.chmod(0o755)  # readable by the guest's nobody, which writes only into out/
+        (work / "out").mkdir()
+        os.chown(work / "out", GUEST_UID, GUEST_UID)
         proc = _run(guest_command(root, cpu, [str(guest / GUEST_SCRIPT.name), "--backend", backend,
                                               "--artifact", str(guest / f"model{artifact.suffix}"),
                                               "--inputs", str(guest / "inputs"), "--out", str(guest / "out"),
@@ -236,7 +253,8 @@ def row(cpu: str, emulated: bool, emulator: str | None, run: GuestRun, examples:
     info = run.report.get("cpuinfo", {})
     record = {"cpu": cpu, "emulated": emulated, "emulator": emulator, "cpu_part": info.get("part"),
               "cpu_features": info.get("features"), "runtime": run.report.get("runtime"),
-              "runtime_messages": run.report.get("messages", []), "threads": THREADS}
+              "runtime_messages": run.report.get("messages", []), "threads": THREADS,
+              "guest_uid": run.report.get("uid")}
     if run.error:
         record.update(status=f"failed: {run.error}")
         return record

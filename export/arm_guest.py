@@ -102,7 +102,7 @@ def main(argv: list[str]) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"machine": platform.machine(), "cpuinfo": cpuinfo(), "python": platform.python_version(),
-              "numpy": np.__version__, "threads": args.threads}
+              "numpy": np.__version__, "threads": args.threads, "uid": os.getuid()}
     try:
         run, report["runtime"] = LOADERS[args.backend](Path(args.artifact), args.threads)
         count = len(list(Path(args.inputs).glob("*.npy")))

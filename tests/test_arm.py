@@ -236,6 +236,7 @@ def test_fixture_passes_on_arm_cores(fixture_artifacts, name, capsys):
     for r in rows:
         assert r["emulated"] is True and r["emulator"].startswith("qemu-aarch64 1:10."), r
         assert r["status"] == "passed" and r["num_examples"] == 3, r
+        assert r["guest_uid"] == arm.GUEST_UID  # the runtime parsed the artifact as nobody, not root
         assert r["tolerance"] == side["parity"]["tolerance"]
         assert not any("ms" in key or "latency" in key for key in r), r
     features = {r["cpu"]: set(r["cpu_features"]) for r in rows}
