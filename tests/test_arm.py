@@ -49,16 +49,20 @@ def _calibration(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def fixture_artifacts(tmp_path_factory) -> Path:
-    arm_root()  # skip before the exports when nothing can run them
-    out = tmp_path_factory.mktemp("arm")
+def _export_fixture(out: Path) -> Path:
+    """The fixture's fp32 and int8 ONNX and TFLite (``ARTIFACTS``), at its training size read from the checkpoint."""
     common = ["--model", "emo_1m", "--weights", str(FIXTURE), "--format", "onnx,tflite"]
     assert cli.export_main([*common, "--out", str(out / "fp32")]) == 0
     calibration = _calibration(out / "calibration")
     assert cli.export_main([*common, "--precision", "int8", "--calibration", str(calibration),
                             "--calibration-count", "50", "--out", str(out / "int8")]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def fixture_artifacts(tmp_path_factory) -> Path:
+    arm_root()  # skip before the exports when nothing can run them
+    return _export_fixture(tmp_path_factory.mktemp("arm"))
 
 
 def _no_leftovers(root: Path) -> None:
@@ -179,13 +183,7 @@ def fixture_artifacts_x86(request, tmp_path_factory) -> Path:
     try:
         return request.getfixturevalue("fixture_artifacts")
     except pytest.skip.Exception:
-        out = tmp_path_factory.mktemp("x86")
-        common = ["--model", "emo_1m", "--weights", str(FIXTURE), "--format", "onnx,tflite"]
-        assert cli.export_main([*common, "--out", str(out / "fp32")]) == 0
-        calibration = _calibration(out / "calibration")
-        assert cli.export_main([*common, "--precision", "int8", "--calibration", str(calibration),
-                                "--calibration-count", "50", "--out", str(out / "int8")]) == 0
-        return out
+        return _export_fixture(tmp_path_factory.mktemp("x86"))
 
 
 def _aarch64_program(path: Path, instruction: int) -> Path:
