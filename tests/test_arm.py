@@ -156,34 +156,12 @@ def test_arm_parity_rows_merge_into_the_sidecar(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([artifact.name, side.name])  # no temporary left
 
 
-def test_guest_script_on_x86_matches_the_examples(fixture_artifacts_x86):
-    """The guest script itself (NumPy + runtime, int8 quantized I/O) natively: every artifact within tolerance."""
-    for name in ARTIFACTS:
-        artifact = fixture_artifacts_x86 / name
-        examples = examples_format.read(artifact)
-        side = json.loads(artifact.with_suffix(".json").read_text())
-        run = arm.run_on_host(artifact, side["backend"], arm.example_inputs(examples, side))
-        result = arm.row("x86-64 (host)", False, None, run, examples)
-        assert result["status"] == "passed", (name, result)
-        if "tflite_int8" in name:
-            assert run.report["runtime"]["input_dtype"] == "int8" and run.report["runtime"]["xnnpack_whole_graph"]
-
-
 def test_guest_script_reports_a_runtime_failure(tmp_path):
     artifact = tmp_path / "broken.tflite"
     artifact.write_bytes(b"TFL3 not a model")
     run = arm.run_on_host(artifact, "tflite", [np.zeros((1, 3, 8, 8), np.float32)])
     assert run.outputs is None and run.error.startswith("ValueError"), run.error
     assert run.report["machine"] == "x86_64"
-
-
-@pytest.fixture(scope="module")
-def fixture_artifacts_x86(request, tmp_path_factory) -> Path:
-    """The same exports when the emulated tests skip (the guest script is still checked natively)."""
-    try:
-        return request.getfixturevalue("fixture_artifacts")
-    except pytest.skip.Exception:
-        return _export_fixture(tmp_path_factory.mktemp("x86"))
 
 
 def _aarch64_program(path: Path, instruction: int) -> Path:
@@ -219,6 +197,20 @@ def test_emulated_cores_refuse_instructions_they_lack(tmp_path, instruction, lac
 
 
 # ------------------------------------------------------------------------------------------ emulated (root)
+def test_guest_script_on_x86_matches_the_examples(fixture_artifacts):
+    """The guest script itself (NumPy + runtime, int8 quantized I/O) natively: every artifact within tolerance (the
+    x86 row beside the Arm ones)."""
+    for name in ARTIFACTS:
+        artifact = fixture_artifacts / name
+        examples = examples_format.read(artifact)
+        side = json.loads(artifact.with_suffix(".json").read_text())
+        run = arm.run_on_host(artifact, side["backend"], arm.example_inputs(examples, side))
+        result = arm.row("x86-64 (host)", False, None, run, examples)
+        assert result["status"] == "passed", (name, result)
+        if "tflite_int8" in name:
+            assert run.report["runtime"]["input_dtype"] == "int8" and run.report["runtime"]["xnnpack_whole_graph"]
+
+
 @pytest.mark.parametrize("name", ARTIFACTS)
 def test_fixture_passes_on_arm_cores(fixture_artifacts, name, capsys):
     root = arm_root()
