@@ -58,10 +58,12 @@ swift-chroot: sysdeps
 	@if [ "$$(id -u)" = 0 ]; then ios_demo/ci/swift_chroot.sh setup; \
 	else echo "not root: no Swift chroot, so tests/test_ios_core.py is skipped (sudo make swift-chroot to add it)"; fi
 
-# A Debian 12 arm64 root with the aarch64 builds of the host's runtimes (onnxruntime, ai-edge-litert, numpy: the same
-# versions as .venv) and qemu 10, for `emo-verify ARTIFACT --arm CPU` (tools/arm_root.sh): ~/.cache/emo-mobile/arm64-root,
-# made once per machine (about 6 minutes and 640 MB) and reused by every clone; redone when a version changes
-ARM_PINS = $(filter onnxruntime==% ai-edge-litert==%,$(PINS)) numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')
+# A Debian 12 arm64 root with the aarch64 builds of the host's runtimes (onnxruntime, ai-edge-litert, numpy: the
+# versions in .venv) and qemu 10, for `emo-verify ARTIFACT --arm CPU` (tools/arm_root.sh), in
+# ~/.cache/emo-mobile/arm64-root: made once per machine (453 MB; 5 min of CPU, 27 min on 2 busy shared cores) and
+# reused by every clone; its venv is redone when a version changes
+ARM_PINS = $(filter onnxruntime==% ai-edge-litert==%,$(PINS)) \
+           numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')
 
 arm-root: venv sysdeps
 	@if [ "$$(id -u)" = 0 ]; then tools/arm_root.sh setup $(BIN)/pip $(ARM_PINS); \

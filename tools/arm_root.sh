@@ -99,7 +99,8 @@ fetch_qemu() {
     set -- -o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null \
         -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir" -o Dir::State::Status=/dev/null \
         -o Debug::NoLocking=1 -o APT::Sandbox::User=root
-    apt-get "$@" -q update >"$apt_dir/apt.log" 2>&1 || die "apt-get update of $SUITE-backports failed; see $apt_dir/apt.log"
+    apt-get "$@" -q update >"$apt_dir/apt.log" 2>&1 \
+        || die "apt-get update of $SUITE-backports failed; see $apt_dir/apt.log"
     version="$(apt-cache "$@" show qemu-user 2>/dev/null | sed -n 's/^Version: //p' | head -n 1)"
     case "$version" in
         *:10.*|*:1[1-9].*) ;;
@@ -146,7 +147,8 @@ make_venv() {
             /usr/bin/python3 -m venv /opt/emo/venv
             /opt/emo/venv/bin/pip install --disable-pip-version-check -q --no-index --find-links /opt/emo/wheels \"\$@\"
         " sh "$@"
-    ' sh "$ROOT" "$@" >>"$CACHE/arm64-pip.log" 2>&1 || die "pip install inside the root failed; see $CACHE/arm64-pip.log"
+    ' sh "$ROOT" "$@" >>"$CACHE/arm64-pip.log" 2>&1 \
+        || die "pip install inside the root failed; see $CACHE/arm64-pip.log"
     rm -rf "$ROOT/opt/emo/wheels"
 }
 
@@ -157,7 +159,8 @@ smoke_test() {
         set -e
         mount -t proc proc "$1/proc"
         mount -t sysfs -o ro sysfs "$1/sys"
-        exec env -i PATH=/usr/bin:/bin HOME=/tmp "$(command -v chroot)" "$1" /opt/emo/qemu/qemu-aarch64 -cpu cortex-a53 \
+        exec env -i PATH=/usr/bin:/bin HOME=/tmp "$(command -v chroot)" "$1" \
+            /opt/emo/qemu/qemu-aarch64 -cpu cortex-a53 \
             /opt/emo/venv/bin/python -c "
 import numpy, onnxruntime, ai_edge_litert.interpreter
 features = [l for l in open(\"/proc/cpuinfo\") if l.startswith(\"Features\")]
