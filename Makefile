@@ -19,7 +19,8 @@ PINS := torch==2.13.0 onnx==1.23.2 onnxruntime==1.32.0 onnxruntime-qnn==2.7.0 on
         hypothesis==6.170.17 mediapipe==1.2.3 jsonschema==4.26.0
 
 # Debian packages the tests and the demo use (installed only where missing; CI runs as root on a fresh Debian 12).
-DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java debootstrap dataset-fashion-mnist
+DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java debootstrap dataset-fashion-mnist \
+        qemu-user-static binfmt-support
 
 # The web demo's npm packages (onnxruntime-web, @litertjs/core, playwright-core), exactly as package-lock.json pins
 # them; `npm ci` runs again only when the lockfile changes. Browsers are never downloaded: the tests and
@@ -27,7 +28,7 @@ DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java d
 WEB := web_demo
 WEB_STAMP := $(WEB)/node_modules/.npm-installed
 
-.PHONY: venv sysdeps web-deps swift-chroot demo test lint clean fixture
+.PHONY: venv sysdeps web-deps swift-chroot arm-root demo test lint clean fixture
 
 venv: $(STAMP)
 
@@ -57,6 +58,17 @@ swift-chroot: sysdeps
 	@if [ "$$(id -u)" = 0 ]; then ios_demo/ci/swift_chroot.sh setup; \
 	else echo "not root: no Swift chroot, so tests/test_ios_core.py is skipped (sudo make swift-chroot to add it)"; fi
 
+# A Debian 12 arm64 root with the aarch64 builds of the host's runtimes (onnxruntime, ai-edge-litert, numpy: the
+# versions in .venv) and qemu 10, for `emo-verify ARTIFACT --arm CPU` (tools/arm_root.sh), in
+# ~/.cache/emo-mobile/arm64-root: made once per machine (453 MB; 5 min of CPU, 27 min on 2 busy shared cores) and
+# reused by every clone; its venv is redone when a version changes
+ARM_PINS = $(filter onnxruntime==% ai-edge-litert==%,$(PINS)) \
+           numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')
+
+arm-root: venv sysdeps
+	@if [ "$$(id -u)" = 0 ]; then tools/arm_root.sh setup $(BIN)/pip $(ARM_PINS); \
+	else echo "not root: no Arm root, so tests/test_arm.py is skipped (sudo make arm-root to add it)"; fi
+
 demo: venv sysdeps web-deps
 	$(BIN)/emo-export --model emo_1m $(if $(WEIGHTS),--weights $(WEIGHTS)) --format all --out $(OUT)
 	$(BIN)/emo-verify $(OUT)/emo_1m_onnx_fp32.onnx
@@ -79,6 +91,7 @@ demo: venv sysdeps web-deps
 	else echo "web demo: $(BIN)/python -m emo.web_demo serve $(OUT)  (prints the page's URL)"; fi
 
 test: venv sysdeps web-deps swift-chroot
+	@$(MAKE) --no-print-directory arm-root || echo "no Arm root (see above): tests/test_arm.py skips its emulated runs"
 	$(BIN)/ruff check emo export runtime_bench tests
 	$(BIN)/pytest -q
 

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 an artifact failed its parity check or a converter failed (recorded, with a log);
 2 bad input (one line on stderr, nothing written); 3 (emo-verify) the artifact's runtime cannot run on this host,
-so nothing was checked (e.g. a Core ML-delegated .pte on Linux).
+so nothing was checked (e.g. a Core ML-delegated .pte on Linux, or a .pte with --arm).
 """
 
 from __future__ import annotations
@@ -163,7 +163,14 @@ def verify_main(argv: list[str] | None = None) -> int:
     p = Parser(prog="emo-verify", description="Re-check an artifact against the PyTorch model of its sidecar.")
     p.add_argument("artifact", help="an exported artifact with its sidecar JSON next to it")
     p.add_argument("--weights", help="checkpoint to compare with (default: the sidecar's path, sha256-checked)")
+    p.add_argument("--arm", metavar="CPU[,CPU...]|all",
+                   help="instead: the bundled examples in the aarch64 build of the artifact's runtime, under qemu on "
+                   "these Arm CPU models (e.g. cortex-a53,cortex-a76,cortex-a710; needs root and `sudo make arm-root`)")
     args = p.parse_args(argv)
+    if args.arm is not None:
+        if args.weights is not None:
+            raise EMOError("--weights does not apply to --arm: the bundled examples hold PyTorch's outputs; drop it")
+        return _verify_arm(Path(args.artifact), args.arm)
     parity, side, notes = verify(Path(args.artifact), args.weights)
     for note in notes:
         print(f"note: {note}")
@@ -176,6 +183,24 @@ def verify_main(argv: list[str] | None = None) -> int:
     if parity.status.startswith("skipped"):
         return EXIT_NOT_CHECKED
     return 0 if parity.passed else EXIT_FAILED
+
+
+def _verify_arm(artifact: Path, cpus_text: str) -> int:
+    from emo.export import arm
+
+    cpus = arm.parse_cpus(cpus_text)
+    try:
+        result = arm.check(artifact, cpus)
+    except arm.NotOnArmError as e:
+        print(f"emo-verify: {e}", file=sys.stderr)
+        return EXIT_NOT_CHECKED
+    side, emulator = result.side, result.rows[0]["emulator"]
+    print(f"{artifact.name}: {side['variant']} {side['backend']} {side['precision']}, bundled examples vs PyTorch, "
+          f"tolerance {result.tolerance}; Arm rows emulated by "
+          f"{emulator}, {arm.THREADS} thread (no latency: emulated time says nothing about a phone)")
+    print(_format_table(arm.table_rows(result), arm.TABLE_HEADER))
+    print(f"recorded in {artifact.with_suffix('.json').name} as arm_parity")
+    return 0 if result.passed else EXIT_FAILED
 
 
 # ---------------------------------------------------------------------------------------------------- emo-predict
