@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emo.contract import examples as examples_format
 from emo.errors import EMOError
-from emo.runtime_bench import examples as examples_format
 
 DEFAULT_ROOT = Path.home() / ".cache" / "emo-mobile" / "arm64-root"
 STAMP = ".emo-arm-ready"
@@ -313,16 +313,14 @@ def check(artifact: Path, cpus: list[str], root_path: Path | None = None, record
 
 def _record(artifact: Path, rows: list[dict]) -> None:
     """Merge ``rows`` into the sidecar's ``arm_parity`` (one row per CPU model, in ``CPU_MODELS`` order), atomically."""
-    from emo.export.pipeline import write_json_atomic
-    from emo.runtime_bench.sidecar import sidecar_path
+    from emo.contract import sidecar
 
-    path = sidecar_path(artifact)
-    data = json.loads(path.read_text(encoding="utf-8"))  # validated by read_sidecar moments ago
+    data = sidecar.read(artifact).data  # read and validated again: it may have changed during the emulated runs
     kept = {r["cpu"]: r for r in data.get("arm_parity") or [] if isinstance(r, dict) and "cpu" in r}
     kept.update({r["cpu"]: r for r in rows})
     order = list(CPU_MODELS)
     data["arm_parity"] = sorted(kept.values(), key=lambda r: order.index(r["cpu"]) if r["cpu"] in order else 99)
-    write_json_atomic(path, data)
+    sidecar.write(sidecar.sidecar_path(artifact), data)  # validated as every reader will read it, then atomic
 
 
 def _fmt(value, spec: str) -> str:

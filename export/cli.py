@@ -198,7 +198,7 @@ def _verify_arm(artifact: Path, cpus_text: str) -> int:
     print(f"{artifact.name}: {side['variant']} {side['backend']} {side['precision']}, bundled examples vs PyTorch, "
           f"tolerance {result.tolerance}; Arm rows emulated by "
           f"{emulator}, {arm.THREADS} thread (no latency: emulated time says nothing about a phone)")
-    print(_format_table(arm.table_rows(result), arm.TABLE_HEADER))
+    print(format_table(arm.table_rows(result), arm.TABLE_HEADER))
     print(f"recorded in {artifact.with_suffix('.json').name} as arm_parity")
     return 0 if result.passed else EXIT_FAILED
 
