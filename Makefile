@@ -28,7 +28,13 @@ DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java d
 WEB := web_demo
 WEB_STAMP := $(WEB)/node_modules/.npm-installed
 
-.PHONY: venv sysdeps web-deps swift-chroot arm-root demo test lint clean fixture
+# JetBrains' Kotlin compiler at the Kotlin version of android_demo's Gradle build (npm's kotlin-compiler: the kotlinc
+# distribution, 86 MB, runs on Debian's Java 17), exactly as android_demo/ci/kotlinc/package-lock.json pins it.
+# tests/test_android_core.py compiles the core with it as well as with Debian's kotlinc 1.3.
+KOTLINC_GRADLE := android_demo/ci/kotlinc
+KOTLINC_GRADLE_STAMP := $(KOTLINC_GRADLE)/node_modules/.npm-installed
+
+.PHONY: venv sysdeps web-deps kotlinc-gradle swift-chroot arm-root demo test lint clean fixture
 
 venv: $(STAMP)
 
@@ -43,6 +49,12 @@ web-deps: $(WEB_STAMP)
 $(WEB_STAMP): $(WEB)/package-lock.json $(WEB)/package.json
 	cd $(WEB) && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --ignore-scripts
 	touch $(WEB_STAMP)
+
+kotlinc-gradle: $(KOTLINC_GRADLE_STAMP)
+
+$(KOTLINC_GRADLE_STAMP): $(KOTLINC_GRADLE)/package-lock.json $(KOTLINC_GRADLE)/package.json
+	cd $(KOTLINC_GRADLE) && npm ci --no-audit --no-fund --ignore-scripts
+	touch $(KOTLINC_GRADLE_STAMP)
 
 sysdeps:
 	@missing="$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
@@ -90,7 +102,7 @@ demo: venv sysdeps web-deps
 	@if [ -t 0 ]; then $(BIN)/python -m emo.web_demo serve $(OUT); \
 	else echo "web demo: $(BIN)/python -m emo.web_demo serve $(OUT)  (prints the page's URL)"; fi
 
-test: venv sysdeps web-deps swift-chroot
+test: venv sysdeps web-deps kotlinc-gradle swift-chroot
 	@$(MAKE) --no-print-directory arm-root || echo "no Arm root (see above): tests/test_arm.py skips its emulated runs"
 	$(BIN)/ruff check emo export runtime_bench tests
 	$(BIN)/pytest -q
@@ -114,4 +126,4 @@ lint: venv
 	$(BIN)/ruff check emo export runtime_bench tests
 
 clean:
-	rm -rf $(VENV) out .pytest_cache $(WEB)/node_modules
+	rm -rf $(VENV) out .pytest_cache $(WEB)/node_modules $(KOTLINC_GRADLE)/node_modules
