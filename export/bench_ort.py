@@ -7,9 +7,9 @@ Exports the ``.onnx`` and one ``.ort`` per style with ``emo-export``'s own pipel
 right after export), then times them interleaved with ``bench_deploy.measure``'s settled turns (untimed runs while
 the previous session's threads stop spinning, then timed runs). Besides the ``.onnx`` as this host's CPU EP loads
 it, the ``.onnx`` is also run with ORT's NchwcTransformer disabled: the graph a phone's CPU EP builds from it (NCHWc
-exists on x86 only), which is what the default ``.ort`` is meant to match. Prints medians, ratios, node counts and
-the largest logit difference between the ``.ort`` files and the ``.onnx`` they come from. Nothing is written
-outside a temporary folder.
+exists on x86 only), which is what the default ``.ort`` is meant to match; fp32 also times the basic-level ``.ort``
+every export wrote before issue 24. Prints medians, ratios, node counts and the largest logit difference between
+the ``.ort`` files and the ``.onnx`` they come from. Nothing is written outside a temporary folder.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from emo.export.bench_deploy import add_timing_arguments, measure, timing_argume
 from emo.export.output import captured_output
 from emo.export.pipeline import ExportOptions, export_all, prepare_run
 
-ONNX, ONNX_NO_NCHWC = ".onnx", ".onnx, NCHWc off"
+ONNX, ONNX_NO_NCHWC, BASIC = ".onnx", ".onnx, NCHWc off", ".ort basic (before issue 24)"
 
 
 def onnx_session_without_nchwc(path: Path, threads: int):
@@ -45,6 +45,18 @@ def onnx_session_without_nchwc(path: Path, threads: int):
                                    disabled_optimizers=["NchwcTransformer"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
+
+
+def save_basic_ort(onnx_path: Path, path: Path) -> Path:
+    """The ``.ort`` every fp32 export wrote before issue 24: basic optimisations only, nothing saved for runtime."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(path)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +108,13 @@ def _run(args, styles: list[str]) -> int:
                    ("ort", ONNX_NO_NCHWC, args.size): onnx_session_without_nchwc(artifacts[ONNX][0], args.threads)}
         runners.update({("ort", f".ort {s}", args.size): onnx_module.load(artifacts[f".ort {s}"][0],
                                                                            threads=args.threads) for s in styles})
+        if args.precision == "fp32":
+            from emo.export.ort import ort_ops
+
+            basic = save_basic_ort(artifacts[ONNX][0], Path(tmp) / "basic.ort")
+            runners[("ort", BASIC, args.size)] = onnx_module.load(basic, threads=args.threads)
+            artifacts[BASIC] = (basic, {"backend_info": {"ort_nodes": sum(ort_ops(basic).values()),
+                                                         "ort_nchwc_nodes": 0}})
         x = {args.size: np.random.default_rng(0).random((1, 3, args.size, args.size), dtype=np.float32)}
         logits = {key[1]: run(x[args.size]) for key, run in runners.items()}
         times = measure(runners, x, args.rounds, args.warmup, args.per_turn, args.settle)
@@ -110,13 +129,13 @@ def _run(args, styles: list[str]) -> int:
           "max logit diff vs .onnx / NCHWc off |")
     print("|---|---|---|---|---|---|---|---|")
     for name in [key[1] for key in runners]:
-        info = artifacts[name][1]["backend_info"] if name.startswith(".ort") else {}
+        info = artifacts[name][1]["backend_info"] if name.startswith(".ort") else {}  # the .onnx: not counted
         diffs = [float(np.abs(logits[name] - logits[other]).max()) for other in (ONNX, ONNX_NO_NCHWC)]
         print(f"| {name} | {median[name]:.2f} | {p90[name]:.2f} | {median[name] / median[ONNX]:.2f} | "
               f"{median[name] / median[ONNX_NO_NCHWC]:.2f} | {info.get('ort_nodes', '-')} | "
               f"{info.get('ort_nchwc_nodes', '-')} | {diffs[0]:.1e} / {diffs[1]:.1e} |")
     for name, (_, side) in artifacts.items():
-        if name.startswith(".ort"):
+        if name.startswith(".ort") and name != BASIC:
             info = side["backend_info"]
             print(f"\n{name}: {info['ort_optimization_level']}; suits {', '.join(info['ort_suits'])}\n  ops: "
                   f"{info['ort_ops']}")

@@ -4,9 +4,15 @@ Core ML only runs on macOS and iOS, yet most exports are made on Linux. This int
 ``.mlpackage`` (the ``Model`` protobuf and the weight blob file), executes the main function op by op and returns
 its outputs, so an export can be checked where it is made.
 
-- Every op is computed in float32 (float64 for reductions where it matters) and its result is rounded to the
-  dtype the program declares for that output: an fp16 program is thus executed with fp16 rounding at op
-  boundaries, approximately what the GPU and the Neural Engine do (they may keep wider accumulators inside an op).
+- Rounding model: every op computes from its inputs in float32 or wider and rounds its result once, to the dtype
+  the program declares for that output; nothing is rounded inside an op. conv, linear and matmul accumulate in
+  float32; elementwise +, -, *, / of fp16 values are computed in float32 (which rounds to the fp16 value the exact
+  result rounds to: 24 bits >= 2 x 11 + 2); activations, softmax, normalisations, reductions and pooling in
+  float64. So an fp16 program (compute precision fp16) is rounded to fp16 at every op boundary, as on the GPU and
+  the Neural Engine, and an op of fp16 tensors in an fp32 program accumulates in float32 and rounds once, as Core
+  ML's CPU path does.
+- Loading compiles the program once (constants read, ``constexpr_*`` folded, conv weights prepared as float32
+  matrices); ``run_batch`` runs a stack of inputs at once, each item bit-identical to ``run`` on it alone.
 - An op, or a parameter value, it does not implement raises ``MILUnsupportedError`` (a ``MILInterpreterError``)
   naming it; nothing is skipped or approximated. The ops' semantics are checked against coremltools' own per-op
   tests (``tests/test_mil_coremltools_ops.py``).
@@ -717,8 +723,9 @@ def _classify(probabilities, classes):
 
 
 def _binary(fn: Callable) -> Callable:
-    """An elementwise op of two tensors in float32 (exact before the one rounding for +, -, *, / of fp16
-    values: float32 holds their exact result closely enough that rounding it to fp16 is rounding the exact one)."""
+    """An elementwise op of two tensors in float32. For +, -, *, / of fp16 values that is one rounding: float32
+    has more than twice fp16's precision (24 >= 2 x 11 + 2 bits), so its result rounds to the fp16 value the exact
+    result rounds to."""
     return lambda x, y: fn(_f32(x), _f32(y))
 
 

@@ -36,14 +36,16 @@ DEPLOY_TARGET = onnx_backend.DEPLOY_TARGET
 
 STYLES: dict[str, dict] = {
     "cpu": {"level": "ORT_ENABLE_ALL", "disabled": ["NchwcTransformer"], "save_runtime": False,
-            "optimization": "fixed: every optimisation but the x86-only NchwcTransformer, applied before saving",
+            "optimization": "all but NchwcTransformer (fixed style): every optimisation but the x86-only NCHWc "
+                             "layout, applied before saving",
             "suits": ["CPUExecutionProvider (any CPU: ARM phones, x86)"]},
     "cpu-x86": {"level": "ORT_ENABLE_ALL", "disabled": None, "save_runtime": False,
-                "optimization": "fixed: every optimisation, the NCHWc layout included, applied before saving",
+                "optimization": "all (fixed style): every optimisation, the NCHWc layout included, applied before "
+                                 "saving",
                 "suits": ["CPUExecutionProvider on x86-64 only (com.microsoft.nchwc ops: does not load on ARM)"]},
     "mobile-ep": {"level": "ORT_ENABLE_BASIC", "disabled": None, "save_runtime": True,
-                  "optimization": "runtime: basic optimisations applied (plain ONNX ops), extended ones saved as "
-                                  "records that ORT replays at load on the nodes left to the CPU EP",
+                  "optimization": "basic (runtime style): basic optimisations applied (plain ONNX ops), extended ones "
+                                  "saved as records that ORT replays at load on the nodes left to the CPU EP",
                   "suits": ["NnapiExecutionProvider", "CoreMLExecutionProvider", "XnnpackExecutionProvider",
                             "CPUExecutionProvider (slower: unfused where the records do not apply)"]},
 }
