@@ -160,6 +160,28 @@ def test_fp16_tensors_in_an_fp32_program_accumulate_in_fp32_and_round_once(tmp_p
     np.testing.assert_array_equal(out.reshape(-1), np.full(3, 1 + 2.0 ** -9, np.float16))
 
 
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "real_div"])
+def test_elementwise_ops_of_fp16_tensors_round_the_exact_result_once(tmp_path, op):
+    """x op y of fp16 tensors in an fp32 program is the exact result (float64 holds it) rounded once to fp16, for
+    every one of 4,096 random pairs over fp16's whole range."""
+    from coremltools.converters.mil.mil import types
+
+    rng = np.random.default_rng(3)
+    bits = rng.integers(0, 1 << 16, size=(2, 64, 64), dtype=np.uint16)
+    x, y = (b.view(np.float16) for b in bits)
+    finite = np.isfinite(x) & np.isfinite(y) & (y != 0)
+    x, y = np.where(finite, x, np.float16(1)), np.where(finite, y, np.float16(3))
+    ys = np.ascontiguousarray(y)
+    program = _program(tmp_path, lambda mb, inp: getattr(mb, op)(x=inp, y=ys), (64, 64), types.fp16,
+                       ct.precision.FLOAT32)
+    with np.errstate(over="ignore"):
+        exact = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "real_div": np.divide}[op](
+            x.astype(np.float64), y.astype(np.float64)).astype(np.float16)
+    out = np.asarray(next(iter(program.run({"x": x}).values())))
+    assert out.dtype == np.float16
+    np.testing.assert_array_equal(out, exact)
+
+
 def test_an_fp16_program_rounds_at_every_op_boundary(tmp_path):
     """The GPU/ANE model (and what our Core ML fp16 parity relies on): (x + 2048) - 2048 with x = 0.5 is 0 in an
     fp16 program (2048.5 is not an fp16 value; the add's result rounds to 2048 before the sub), 0.5 in fp32."""
