@@ -251,7 +251,7 @@ class MILProgram:
                 last_use[name] = index
         keep = set(self.block.outputs)
         for index, step in enumerate(self._steps):
-            step.frees = [n for n in step.input_names() if last_use.get(n) == index and n not in keep]
+            step.frees = [n for n in dict.fromkeys(step.input_names()) if last_use[n] == index and n not in keep]
 
     # --------------------------------------------------------------------------------------------- run
     def run(self, feeds: dict[str, np.ndarray], observe: Callable[[str, object], None] | None = None

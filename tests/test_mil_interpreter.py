@@ -251,6 +251,17 @@ def test_run_batch_equals_run_item_by_item_exactly(tmp_path, precision):
     assert np.isfinite(single).all() and np.ptp(single) > 0  # a real computation, not a constant
 
 
+def test_a_value_used_twice_by_its_last_op_is_freed_once(tmp_path):
+    """x * x where that mul is x's last use (freeing x after it must not trip over the second binding)."""
+    from coremltools.converters.mil.mil import types
+
+    program = _program(tmp_path, lambda mb, x: mb.mul(x=mb.relu(x=x), y=mb.relu(x=x)), (1, 3), types.fp32,
+                       ct.precision.FLOAT32)
+    assert [op.type for op in program.block.operations if op.type != "const"].count("relu") == 1  # one value, twice
+    x = np.array([[-1.0, 2.0, 3.0]], np.float32)
+    np.testing.assert_array_equal(next(iter(program.run({"x": x}).values())), [[0.0, 4.0, 9.0]])
+
+
 def test_run_batch_observes_stacked_values_and_refuses_ragged_stacks(tmp_path):
     from coremltools.converters.mil.mil import types
 
