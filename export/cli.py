@@ -69,6 +69,9 @@ def _export_parser() -> argparse.ArgumentParser:
                    help="coreml: classifier outputs (classLabel + probabilities) for VNCoreMLRequest")
     p.add_argument("--min-target", help="coreml: minimum deployment target, iOS15..iOS18 or macOS12..macOS15 "
                    "(default iOS17)")
+    p.add_argument("--ort-style", choices=("cpu", "cpu-x86", "mobile-ep"),
+                   help="ort: cpu (default) = the fused graph for the CPU EP on any CPU; cpu-x86 = plus the NCHWc "
+                   "layout (x86-64 only); mobile-ep = plain ONNX ops for NNAPI/Core ML/XNNPACK EPs")
     p.add_argument("--labels", help="class names, one per line (default: ImageNet-1k for 1000 classes)")
     p.add_argument("--out", required=True, help="output folder")
     return p
@@ -94,7 +97,8 @@ def export_main(argv: list[str] | None = None) -> int:
         raise EMOError("--out is empty; name an output folder")
     flags = [flag for flag, given in (("--dynamic-batch", args.dynamic_batch), ("--nhwc", args.nhwc),
                                       ("--image-input", args.image_input), ("--classifier", args.classifier),
-                                      ("--min-target", args.min_target is not None)) if given]
+                                      ("--min-target", args.min_target is not None),
+                                      ("--ort-style", args.ort_style is not None)) if given]
     check_options(backends, precision=args.precision, flags=flags)
     if args.min_target is not None:
         from emo.export.coreml import check_target
@@ -131,7 +135,8 @@ def export_main(argv: list[str] | None = None) -> int:
                             precision=args.precision, labels=labels,
                             labels_source=labels_source,
                             backend_options={"nhwc": args.nhwc, "image_input": args.image_input,
-                                             "classifier": args.classifier, "min_target": args.min_target},
+                                             "classifier": args.classifier, "min_target": args.min_target,
+                                             "ort_style": args.ort_style},
                             calibration=args.calibration, calibration_count=args.calibration_count)
     if len(backends) == 1:  # a missing converter is bad input here; under several formats it is a recorded failure
         backends[0].load_module()
