@@ -1,6 +1,6 @@
 """``emo-eval`` of a Core ML artifact through the MIL interpreter: before (a git revision) vs now, side by side.
 
-``python -m emo.export.bench_mil ARTIFACT.mlpackage --data DIR [--limit 100] [--rounds 2] [--before REV]
+``python tools/bench_mil.py ARTIFACT.mlpackage --data DIR [--limit 100] [--rounds 2] [--before REV]
 [--weights CKPT]``
 
 The interpreter and the Core ML loader of revision ``--before`` (default: main before issue 24 made the interpreter
@@ -98,7 +98,7 @@ def parity(artifact: Path, weights: str) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emo.export.bench_mil", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python tools/bench_mil.py", description=__doc__.splitlines()[0])
     parser.add_argument("artifact", help="a Core ML .mlpackage with its sidecar")
     parser.add_argument("--data", required=True, help="ImageFolder, as emo-eval takes it")
     parser.add_argument("--limit", type=int, default=100, help="images per run (default 100)")
