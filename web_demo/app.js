@@ -442,7 +442,7 @@ function liveResult(frame) {
   return { logits: Array.from(frame.logits), top5: topK(frame.logits, state.side, 5),
            ms: { first: frame.ms.total, median: frame.ms.total, runs: [], preprocess: frame.ms.preprocess,
                  inference: frame.ms.inference, total: frame.ms.total },
-           input: frame.input, where: frame.where };
+           input: frame.input, where: frame.where, scope: frame.scope };
 }
 
 function showLive(frame, stats) {
@@ -480,6 +480,7 @@ async function registerServiceWorker() {
   const hadController = Boolean(navigator.serviceWorker.controller);
   navigator.serviceWorker.addEventListener('controllerchange', () => {
     if (hadController) setOfflineNote('A new version of the page was installed: reload to use it.');
+    else keepEarlyFetches();  // the first visit: what the page fetched before the worker ran
   });
   offline.registration = await navigator.serviceWorker.register(`sw.js?v=${encodeURIComponent(offline.version)}`,
                                                                 { updateViaCache: 'none' });
@@ -497,16 +498,22 @@ async function offlineReady(timeoutMs = 60000) {
     if (performance.now() > deadline) throw new DemoError('the service worker did not take control of the page');
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  await keepRuntimeFiles();
+  await keepEarlyFetches();
   return offlineStatus();
 }
 
-/** The runtimes' files this page fetched before the worker controlled it, fetched again through it (so kept). */
-async function keepRuntimeFiles() {
-  const used = performance.getEntriesByType('resource').map((e) => e.name)
-    .filter((url) => new URL(url).origin === location.origin && new URL(url).pathname.includes('/node_modules/'));
-  await Promise.all([...new Set(used)].map((url) => fetch(url).then((r) => r.arrayBuffer()).catch(() => null)));
+/** The runtimes' files and the model list this page fetched before the worker controlled it (a first visit),
+ * fetched again through the worker, which keeps them. */
+function keepEarlyFetches() {
+  const scope = new URL('./', location.href).pathname;
+  const used = performance.getEntriesByType('resource').map((e) => new URL(e.name)).filter((url) =>
+    url.origin === location.origin && (url.pathname.startsWith(`${scope}node_modules/`) ||
+                                       url.pathname === `${scope}models/index.json`));
+  early ??= Promise.all([...new Set(used.map((u) => u.href))].map(
+    (url) => fetch(url).then((r) => r.arrayBuffer()).catch(() => null)));
+  return early;
 }
+let early = null;
 
 async function offlineStatus() {
   const keys = globalThis.caches ? await caches.keys() : [];

@@ -19,7 +19,8 @@ export class Camera {
     this.pending = new Map();
     this.nextId = 1;
     this.busy = false;
-    this.stats = { frames: 0, classified: 0, dropped: 0 };
+    this.stats = { frames: 0, classified: 0, dropped: 0, maxInFlight: 0 };
+    this.inFlight = 0;
     this.latencies = [];
   }
 
@@ -36,7 +37,7 @@ export class Camera {
     this.video.hidden = false;
     await this.video.play();
     await this.firstFrame();
-    this.stats = { frames: 0, classified: 0, dropped: 0 };
+    this.stats = { frames: 0, classified: 0, dropped: 0, maxInFlight: 0 };
     this.latencies = [];
     this.video.requestVideoFrameCallback(this.onFrame);
     return this.describe();
@@ -113,7 +114,8 @@ export class Camera {
       ms.inference = performance.now() - begin;
     }
     ms.total = performance.now() - start;
-    return { logits, ms, input: reply.input, where: this.model.where };
+    return { logits, ms, input: reply.input, where: this.model.where,
+             scope: { preprocess: reply.scope, inference: reply.logits ? reply.scope : 'Window' } };
   }
 
   onFrame = () => {
@@ -123,6 +125,7 @@ export class Camera {
       this.stats.dropped++;  // the model is still on the previous frame: skip this one
     } else if (this.model) {
       this.busy = true;
+      this.stats.maxInFlight = Math.max(this.stats.maxInFlight, ++this.inFlight);  // stays 1: frames never queue
       this.classifyFrame()
         .then((result) => {
           this.stats.classified++;
@@ -132,7 +135,7 @@ export class Camera {
           this.onResult(result, { ...this.stats });
         })
         .catch((e) => { if (this.running) this.onError(e); })
-        .finally(() => { this.busy = false; });
+        .finally(() => { this.inFlight--; this.busy = false; });
     }
     this.video.requestVideoFrameCallback(this.onFrame);
   };

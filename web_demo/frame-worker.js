@@ -39,16 +39,17 @@ async function handle(message) {
       ctx.drawImage(bitmap, 0, 0);
       const pixels = ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
       const input = { width: bitmap.width, height: bitmap.height };
+      const scope = self.constructor.name;  // DedicatedWorkerGlobalScope: where this ran, for the page to show
       bitmap.close();
       const x = preprocess(pixels, input.width, input.height, side, contract);
       const preprocessMs = performance.now() - start;
       if (!model) {
-        reply(id, { x, input, ms: { preprocess: preprocessMs } }, [x.buffer]);
+        reply(id, { x, input, scope, ms: { preprocess: preprocessMs } }, [x.buffer]);
         return;
       }
       const begin = performance.now();
       const logits = await model.run(x);
-      reply(id, { logits, input, ms: { preprocess: preprocessMs, inference: performance.now() - begin } },
+      reply(id, { logits, input, scope, ms: { preprocess: preprocessMs, inference: performance.now() - begin } },
             [logits.buffer]);
     } else if (op === 'close') {
       await release();
