@@ -245,7 +245,7 @@ def run_browser(artifact: Artifact, browser: Browser, settings: Settings) -> Ben
     url = "models/" + urllib.parse.quote(artifact.path.name, safe="")
     with DemoServer(models=artifact.path.parent) as server:
         try:
-            browser.open(server.url)
+            browser.open(server.url + "?offline=off")  # no service worker caching in the background while timing
             backend = settings.backend or "wasm"
             loaded = browser.call("load", url, {"threads": settings.threads, "backend": backend})
             if loaded.get("sha256") != artifact.sidecar.get("sha256"):

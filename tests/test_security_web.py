@@ -158,6 +158,27 @@ def test_symlinks_fifos_devices_and_folders_are_404_without_blocking(tmp_path):
             assert time.monotonic() - started < 4, name  # answered, not stuck on the FIFO
 
 
+def test_model_subfolders_are_served_one_level_deep_and_never_through_a_link(tmp_path):
+    """`make demo` serves DIR/fashion_mnist/: a visible subfolder's files are served and listed (one level only);
+    a hidden or temporary subfolder, a symlinked one, a deeper one and a Core ML package's insides are not."""
+    models = tmp_path / "models"
+    for sub in ("sub", ".hidden", "x.tmp-12", "sub/deeper", "m.mlpackage"):
+        (models / sub).mkdir(parents=True)
+        tiny_onnx(models / sub / "t.onnx")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "t.json").write_bytes(SECRET)
+    os.symlink(tmp_path / "outside", models / "link")
+    with DemoServer(models=models) as server:
+        port = port_of(server)
+        assert get(port, "/models/sub/t.json")[0] == 200 and get(port, "/models/sub/t.onnx")[0] == 200
+        for path in ("/models/.hidden/t.json", "/models/x.tmp-12/t.json", "/models/sub/deeper/t.json",
+                     "/models/m.mlpackage/t.json", "/models/link/t.json", "/models/sub/%2e%2e/link/t.json"):
+            status, _, body = get(port, path)
+            assert status == 404 and SECRET not in body, path
+        index = json.loads(get(port, "/models/index.json")[2])
+    assert [a["name"] for a in index["artifacts"]] == ["sub/t.onnx"], index
+
+
 # ------------------------------------------------------------------ 2. inert types from data roots; CSP + nosniff
 def test_data_roots_serve_only_inert_types_and_every_response_has_csp_and_nosniff(tmp_path):
     models = tmp_path / "models"

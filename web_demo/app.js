@@ -465,6 +465,10 @@ function setOfflineNote(text) {
 
 /** Register sw.js?v=VERSION (the server's hash of the app shell): a new version installs a new worker. */
 async function registerServiceWorker() {
+  if (params.get('offline') === 'off') {  // emo-bench: no caching in the background while it times
+    setOfflineNote('Offline use is off for this visit (?offline=off).');
+    return;
+  }
   if (!('serviceWorker' in navigator)) {
     setOfflineNote('Offline use needs a secure context (https, or this computer\'s localhost).');
     return;
@@ -491,6 +495,7 @@ async function registerServiceWorker() {
 /** Resolves when a service worker controls the page (models loaded from then on are kept): {version, caches}. */
 async function offlineReady(timeoutMs = 60000) {
   if (!('serviceWorker' in navigator)) throw new DemoError('no service worker: the page is not in a secure context');
+  if (params.get('offline') === 'off') throw new DemoError('offline use is off for this visit (?offline=off)');
   await registration;
   await navigator.serviceWorker.ready;
   const deadline = performance.now() + timeoutMs;
