@@ -138,33 +138,19 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], name: str, pa
         raise EMOError(f"{path} does not load into {name}: {str(e).splitlines()[0]}") from None
 
 
-def training_metadata(path: str | Path) -> dict:
-    """What ``emo-train`` stores next to the weights: ``classes`` (label names, head order) and ``input`` (size,
-    mean/std, crop fraction). Empty for the authors' and other checkpoints. Class names that could not be labels (a
-    newline, a terminal escape, blank, too long: ``emo.contract.text``) are not used; ``classes_problem`` says why, so
-    that a tool that needs them refuses the checkpoint with that reason instead of shifting every later label."""
-    from emo.contract.text import label_problem
+def trained_metadata(obj: Mapping, path: str | Path) -> tuple[list[str] | None, tuple[int, int] | None]:
+    """``classes`` and ``input.size`` of a checkpoint dict, each None when absent; a malformed one is refused with
+    the field named (a list of 1e8 names, a non-string, a size of 10**6 pixels), never ignored or trusted."""
+    from emo.data import check_class_names
 
-    obj = read_checkpoint(path)
-    if not isinstance(obj, Mapping):
-        return {}
-    meta = {}
     classes = obj.get("classes")
-    if isinstance(classes, list | tuple) and classes:
-        problems = [(i, c, label_problem(c)) for i, c in enumerate(classes[:100_001])]
-        bad = next(((i, c, why) for i, c, why in problems if why), None)
-        if len(classes) > 100_000:
-            meta["classes_problem"] = f"holds {len(classes)} class names (at most 100000)"
-        elif bad:
-            meta["classes_problem"] = f"class name {bad[0]} ({str(bad[1])[:40]!r}) {bad[2]}"
-        else:
-            meta["classes"] = tuple(classes)
+    if classes is not None:
+        classes = list(check_class_names(classes, f"{path}: field 'classes'"))
     contract = obj.get("input")
+    if contract is None:
+        return classes, None
     size = contract.get("size") if isinstance(contract, Mapping) else None
-    if (isinstance(size, list | tuple) and len(size) == 2
+    if not (isinstance(size, list | tuple) and len(size) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 4096 for v in size)):
-        meta["input_size"] = (int(size[0]), int(size[1]))
-    crop = contract.get("crop_pct") if isinstance(contract, Mapping) else None
-    if isinstance(crop, int | float) and not isinstance(crop, bool) and 0 < crop <= 1:
-        meta["crop_pct"] = float(crop)
-    return meta
+        raise EMOError(f"{path}: field 'input.size' must be [height, width], integers 32..4096, not {str(size)[:60]}")
+    return classes, (int(size[0]), int(size[1]))

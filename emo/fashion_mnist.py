@@ -119,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
             raise EMOError(f"--size {args.size} is out of range (28..1024)")
         if args.val < 0 or args.val % len(CLASSES) or args.val > 30000:
             raise EMOError(f"--val {args.val} must be a multiple of 10 in 0..30000 (balanced over the 10 classes)")
+        if args.test_per_class is not None and not 1 <= args.test_per_class <= 1000:
+            raise EMOError(f"--test-per-class {args.test_per_class} is out of range; use 1..1000 (the test split "
+                           "has 1,000 images of each class)")
+        if not 0 <= args.seed <= 2**63 - 1:
+            raise EMOError(f"--seed {args.seed} is out of range; use 0..{2**63 - 1}")
         out = Path(args.out)
         busy = [s for s in splits if (out / s).exists()]
         if busy:

@@ -117,14 +117,14 @@ def export_main(argv: list[str] | None = None) -> int:
     labels = read_labels_file(args.labels) if args.labels else None
     labels_source = str(Path(args.labels).resolve()) if args.labels else None
     if args.weights is not None:  # an emo-train checkpoint carries its class names and input size
-        from emo.checkpoint import training_metadata
-        trained = training_metadata(args.weights)
-        if labels is None and "classes_problem" in trained:
-            raise EMOError(f"checkpoint {Path(args.weights).name} {trained['classes_problem']}: its class names "
-                           "cannot be labels; pass --labels FILE with one name per class")
-        if labels is None and "classes" in trained:
-            labels, labels_source = trained["classes"], f"checkpoint {Path(args.weights).name} (emo-train classes)"
-        size = size or trained.get("input_size")
+        from emo.checkpoint import read_checkpoint, trained_metadata
+
+        obj = read_checkpoint(args.weights)
+        if isinstance(obj, dict):  # malformed metadata is refused with the field named, never ignored or trusted
+            classes, trained_size = trained_metadata(obj, args.weights)
+            if labels is None and classes is not None:
+                labels, labels_source = tuple(classes), f"checkpoint {Path(args.weights).name} (emo-train classes)"
+            size = size or trained_size
     size = size or (224, 224)
     options = ExportOptions(variant=args.model, weights=args.weights, ema=args.ema, input_size=size,
                             batch=args.batch, dynamic_batch=args.dynamic_batch, normalize=not args.no_normalize,

@@ -51,14 +51,29 @@ def _ms(us: float | None) -> float | None:
     return None if us is None else us / 1000.0
 
 
+JOB_TIMEOUT_S = 3600  # a compile or profile job; AI Hub itself fails jobs that take longer than its own limit
+
+
+def _finished(job, what: str) -> None:
+    """Wait for an AI Hub job at most ``JOB_TIMEOUT_S`` (qai-hub raises TimeoutError, which fails the row); a job
+    that finished without success fails the row with AI Hub's own message."""
+    status = job.wait(timeout=JOB_TIMEOUT_S)
+    if not getattr(status, "success", False):
+        raise BenchError(f"the AI Hub {what} job {getattr(job, 'job_id', '?')} failed: "
+                         f"{getattr(status, 'message', None) or getattr(status, 'code', '?')}")
+
+
 def run_aihub(artifact: Artifact, device_name: str, settings: Settings, hub=None) -> BenchResult:
     hub = hub or import_hub()
     device = hub.Device(device_name)
     model = str(artifact.path)
     if artifact.backend == "onnx":  # AI Hub compiles ONNX for the device's ONNX Runtime first; .tflite runs as is
-        model = hub.submit_compile_job(model=model, device=device, options="--target_runtime onnx").get_target_model()
+        compile_job = hub.submit_compile_job(model=model, device=device, options="--target_runtime onnx")
+        _finished(compile_job, "compile")
+        model = compile_job.get_target_model()
     iterations = settings.iters or 100
     job = hub.submit_profile_job(model=model, device=device, options=f"--max_profiler_iterations {iterations}")
+    _finished(job, "profile")
     profile = job.download_profile()
     return map_profile(profile, artifact, device_name, settings, getattr(job, "job_id", "?"))
 

@@ -1,13 +1,16 @@
 """android_demo/core (pure Kotlin) compiled with Debian's kotlinc 1.3 and its JUnit suites run on the JVM against real
-exported artifacts and their bundled examples: preprocessing bit-exact with emo.preprocess, top-5, agreement, sidecar
-errors (CoreTest); the benchmark request, the model catalog, the run loop and its result file, int8 I/O against what
-LiteRT computed on the host, and the accelerator report from a real ONNX Runtime profile (AppCoreTest). Also static
-checks of the Android app's sources that need no SDK: API levels against minSdk, the benchmark activity's theme."""
+exported artifacts and their bundled examples: preprocessing bit-exact with emo.preprocess, top-5, agreement
+(CoreTest); the benchmark request, the model catalog, the run loop and its result file, int8 I/O against what LiteRT
+computed on the host, and the accelerator report from a real ONNX Runtime profile (AppCoreTest); the sidecar and
+examples readers against the contract's conformance vectors, Python's readings and mutants judged by Python, the
+vocabulary and the parity policy (ContractTest). Also static checks of the Android app's sources that need no SDK:
+API levels against minSdk, the benchmark activity's theme."""
 
 import base64
 import json
 import re
 
+import conformance_data
 import jvm
 import numpy as np
 import pytest
@@ -87,14 +90,18 @@ def junit(mobile_artifacts, sample_pixels, int8_tflite, ort_profile, tmp_path_fa
     if why:
         pytest.fail(why)  # CI installs them (make sysdeps): a missing toolchain is a failure, not a skip
     out = tmp_path_factory.mktemp("junit-out")
+    conformance = conformance_data.write(tmp_path_factory.mktemp("conformance"))
     classes = jvm.compiled_core()
     properties = {"emo.artifacts": mobile_artifacts, "emo.pixels": sample_pixels, "emo.out": out,
-                  "emo.int8": int8_tflite[0], "emo.ortprofile": ort_profile}
-    runs = [jvm.run_junit(classes, f"org.emomobile.core.{name}", properties) for name in ("CoreTest", "AppCoreTest")]
-    return runs, out
+                  "emo.int8": int8_tflite[0], "emo.ortprofile": ort_profile, "emo.contract": conformance_data.CONTRACT,
+                  "emo.conformance": conformance}
+    runs = [jvm.run_junit(classes, f"org.emomobile.core.{name}", properties)
+            for name in ("CoreTest", "AppCoreTest", "ContractTest")]
+    return runs, out, conformance
 
 
-@pytest.mark.parametrize(("index", "minimum"), [(0, 8), (1, 10)], ids=["CoreTest", "AppCoreTest"])
+@pytest.mark.parametrize(("index", "minimum"), [(0, 7), (1, 10), (2, 8)],
+                         ids=["CoreTest", "AppCoreTest", "ContractTest"])
 def test_junit_suite_passes(junit, index, minimum):
     proc = junit[0][index]
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
@@ -102,11 +109,17 @@ def test_junit_suite_passes(junit, index, minimum):
     assert ran and int(ran.group(1)) >= minimum, proc.stdout[-2000:]
 
 
+def test_kotlin_checked_every_conformance_case(junit):
+    """The Kotlin readers went through every case of both cases.json files and every mutant, and agreed (a case
+    added to a cases.json is picked up without code)."""
+    conformance_data.assert_every_case_checked(junit[0][2].stdout, junit[2])
+
+
 @pytest.mark.parametrize("name", ["app-bench-android-ok.json", "app-bench-android-int8.json",
                                   "app-bench-android-failed.json"])
 def test_kotlin_results_are_the_schema_and_map_to_rows(junit, tmp_path, name):
     """What the Kotlin core writes is a valid app-bench/1 document, and emo-bench's one mapper reads it."""
-    _, out = junit
+    out = junit[1]
     data = json.loads((out / name).read_text())
     app_result_contract.validate(data, name, "android")  # the JSON Schema the reader uses
     row = android.map_app_result(data, Artifact(tmp_path / "m.tflite", None), {"target": "adb"}, {"threads": 4})
@@ -119,7 +132,7 @@ def test_kotlin_results_are_the_schema_and_map_to_rows(junit, tmp_path, name):
 
 def test_int8_self_test_on_the_phone_equals_the_hosts(junit, int8_tflite):
     """The int8 run's parity written by the Kotlin core is the one computed here with LiteRT on the same bytes."""
-    _, out = junit
+    out = junit[1]
     data = json.loads((out / "app-bench-android-int8.json").read_text())
     host = int8_tflite[1]
     assert data["io"] == {"input": "int8", "output": "int8"}

@@ -162,6 +162,10 @@ class FakeJob:
     def get_target_model(self):
         return "compiled-target-model"
 
+    def wait(self, timeout=None):
+        self.log.append(("wait", {"timeout": timeout}))
+        return type("JobStatus", (), {"success": True, "message": None})()
+
     def download_profile(self):
         return {"execution_summary": {"estimated_inference_time": 1800, "all_inference_times": [2000, 1800, 2200],
                                       "first_load_time": 1_374_293, "warm_load_time": 277_823,
@@ -190,7 +194,7 @@ def test_aihub_profile_mapping():
                       {"variant": "emo_1m", "backend": "tflite", "precision": "fp32", "sha256": "ef" * 32})
     row = aihub.run_aihub(tflite, "Samsung Galaxy S24", SETTINGS, hub)
     assert hub.log == [("profile", {"model": "/a/emo_1m_tflite_fp32.tflite", "device": "device<Samsung Galaxy S24>",
-                                    "options": "--max_profiler_iterations 20"})]
+                                    "options": "--max_profiler_iterations 20"}), ("wait", {"timeout": 3600})]
     assert row.status == "ok" and row.latencies_ms == [2.0, 1.8, 2.2] and row.summary["median"] == 2.0
     assert row.load_ms == pytest.approx(277.823) and row.peak_memory_mb == 3.0
     assert row.device == {"target": "aihub", "model": "Samsung Galaxy S24", "job": "jq1"}
@@ -201,13 +205,13 @@ def test_aihub_compiles_onnx_first_and_refuses_others():
     onnx = Artifact(Path("/a/m.onnx"), {"variant": "emo_1m", "backend": "onnx",
                                                               "precision": "fp32"})
     aihub.run_aihub(onnx, "Pixel 8", SETTINGS, hub)
-    assert [kind for kind, _ in hub.log] == ["compile", "profile"]
-    assert hub.log[0][1]["options"] == "--target_runtime onnx" and hub.log[1][1]["model"] == "compiled-target-model"
+    assert [kind for kind, _ in hub.log] == ["compile", "wait", "profile", "wait"]  # every job waited on, bounded
+    assert hub.log[0][1]["options"] == "--target_runtime onnx" and hub.log[2][1]["model"] == "compiled-target-model"
     target = aihub.AiHubTarget.__new__(aihub.AiHubTarget)  # the target's check, without a token
     target.settings, target.hub, target.device_name = SETTINGS, hub, "Pixel 8"
     (row,) = execute(target, Run([ARTIFACT], "x", lambda usable: [target.run(usable[0])]))
     assert row.status == "failed: AI Hub profiles tflite and onnx artifacts here, not coreml"
-    assert row.device == {"target": "aihub", "model": "Pixel 8"} and len(hub.log) == 2  # nothing submitted
+    assert row.device == {"target": "aihub", "model": "Pixel 8"} and len(hub.log) == 4  # nothing more submitted
 
 
 def test_aihub_without_client_or_token(tmp_path, capsys, monkeypatch):
@@ -220,3 +224,24 @@ def test_aihub_without_client_or_token(tmp_path, capsys, monkeypatch):
     assert main([str(tmp_path), "--device", "aihub:Pixel 8", "--out", str(tmp_path / "r.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "needs your API token: run `qai-hub configure --api_token TOKEN`" in err and err.count("\n") == 1
+
+
+def test_aihub_jobs_are_waited_on_with_a_timeout_and_failures_fail_the_row(tmp_path):
+    """A compile job AI Hub failed (or a wait that timed out) fails the row with the reason; the run goes on."""
+    class FailedJob(FakeJob):
+        def wait(self, timeout=None):
+            return type("JobStatus", (), {"success": False, "message": "unsupported op Erf"})()
+
+    class SlowJob(FakeJob):
+        def wait(self, timeout=None):
+            raise TimeoutError(f"job did not finish in {timeout} s")
+
+    onnx = Artifact(Path("/a/m.onnx"), {"variant": "emo_1m", "backend": "onnx", "precision": "fp32"})
+    for job, reason in ((FailedJob, "the AI Hub compile job jq1 failed: unsupported op Erf"),
+                        (SlowJob, "job did not finish in 3600 s")):
+        hub = FakeHub()
+        hub.submit_compile_job = lambda job=job, hub=hub, **kw: job(hub.log)
+        target = aihub.AiHubTarget.__new__(aihub.AiHubTarget)
+        target.settings, target.hub, target.device_name = SETTINGS, hub, "Pixel 8"
+        (row,) = execute(target, Run([onnx], "x", lambda usable: [target.run(usable[0])]))
+        assert row.status == f"failed: {reason}"

@@ -1,5 +1,7 @@
 """Preprocessing (the authors' eval transform), class names, sample photos."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,48 @@ def test_labels_file_with_a_blank_line_in_the_middle_is_refused(tmp_path):
     (tmp_path / "bad.txt").write_text("cat\n\ndog\n")
     with pytest.raises(emo.EMOError, match="blank line at line 2"):
         read_labels_file(tmp_path / "bad.txt")
+
+
+@pytest.mark.parametrize(("name", "pattern"), [
+    ("a\nb", "contains the control character U+000A"),
+    ("red\x1b[31m", "contains the control character U+001B"),
+    ("a\u2028b", "U+2028"),                     # str.splitlines() splits here: one label would become two
+    ("a\x1cb", "U+001C"),                       # and here
+    ("abc\u202ecod.exe", "U+202E (a bidirectional control"),  # right-to-left override: displays as other text
+    ("a\udcffb", "U+DCFF (not valid Unicode text"),    # a folder name of undecodable bytes
+    ("", "is blank"),
+    ("  ", "is blank"),
+    (" cat", "begins or ends with whitespace"),
+    ("x" * 257, "is longer than 256 characters"),
+    (3, "is not a string"),
+])
+def test_class_names_that_cannot_be_one_label_line_are_refused(name, pattern):
+    from emo.data import check_class_name
+
+    with pytest.raises(emo.EMOError, match=re.escape(pattern)):
+        check_class_name(name)
+
+
+def test_class_names_of_the_real_world_pass():
+    from emo.contract.text import label_problem
+    from emo.data import check_class_name, check_class_names
+
+    for name in ("T-shirt/top", "0_t-shirt_top", "crème brûlée", "犬", "👩‍🔬 scientist", "x" * 256):
+        check_class_name(name)
+        assert label_problem(name) is None  # what emo-train accepts, every sidecar reader accepts
+    assert check_class_names(list(imagenet_labels()), "ImageNet") == imagenet_labels()  # names repeat there: allowed
+    with pytest.raises(emo.EMOError, match="holds 100001 class names"):
+        check_class_names(["a"] * 100_001, "a checkpoint's classes")
+
+
+def test_labels_file_lines_end_at_newline_only(tmp_path):
+    from emo.data import read_labels_file
+
+    (tmp_path / "crlf.txt").write_bytes(b"cat\r\ndog\r\n")
+    assert read_labels_file(tmp_path / "crlf.txt") == ("cat", "dog")
+    (tmp_path / "sep.txt").write_text("cat\u2028dog\nbird\n", encoding="utf-8")  # two lines, not three
+    with pytest.raises(emo.EMOError, match=re.escape("line 1: 'cat\\u2028dog' contains the control character U+2028")):
+        read_labels_file(tmp_path / "sep.txt")
+    (tmp_path / "esc.txt").write_text("cat\ndog\x1b[2J\n", encoding="utf-8")
+    with pytest.raises(emo.EMOError, match="line 2: 'dog.*U\\+001B"):
+        read_labels_file(tmp_path / "esc.txt")

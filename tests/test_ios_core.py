@@ -1,9 +1,10 @@
 """ios_demo/EMOCore (Swift package) built and tested with `swift test` (Swift 6 from Debian 13's swiftlang, in the
 chroot that ios_demo/ci/swift_chroot.sh sets up once per machine) against real exported artifacts and their bundled
-examples: preprocessing, top-5, agreement, sidecar errors (EMOCoreTests); the launch arguments, the catalog, the run
-loop and its result file, the Core ML classifier's keys, the accelerator report (AppCoreTests). Foundation and XCTest
-only: Core ML, Vision and SwiftUI do not exist on Linux (the app target is Xcode's). Also static checks of the app's
-sources and project that need no Apple SDK."""
+examples: preprocessing, top-5, agreement (EMOCoreTests); the launch arguments, the catalog, the run loop and its
+result file, the Core ML classifier's keys, the accelerator report (AppCoreTests); the sidecar and examples readers
+against the contract's conformance vectors, Python's readings and mutants judged by Python, the vocabulary and the
+parity policy (ContractTests). Foundation and XCTest only: Core ML, Vision and SwiftUI do not exist on Linux (the app
+target is Xcode's). Also static checks of the app's sources and project that need no Apple SDK."""
 
 import json
 import os
@@ -12,6 +13,7 @@ import re
 import shutil
 import subprocess
 
+import conformance_data
 import pytest
 from mobile_artifacts import sidecars
 
@@ -31,6 +33,10 @@ def swift_test(mobile_artifacts, sample_pixels, tmp_path_factory):
     data = tmp_path_factory.mktemp("swift-data")
     shutil.copytree(mobile_artifacts, data / "artifacts")
     shutil.copytree(sample_pixels, data / "pixels")
+    # the contract's own files (the chroot sees nothing of the host), and what Python reads of them
+    shutil.copytree(conformance_data.CONFORMANCE, data / "contract" / "conformance")
+    shutil.copy(conformance_data.CONTRACT / "vocabulary.json", data / "contract" / "vocabulary.json")
+    conformance_data.write(data / "conformance")
     from emo.export.coreml import classifier_labels  # the keys the exporter gives Core ML's ClassifierConfig
 
     labels = json.loads(sidecars(mobile_artifacts)[0].read_text())["labels"]["names"]
@@ -45,7 +51,14 @@ def test_swift_test_passes(swift_test):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
     ran = [int(n) for n in re.findall(r"Executed (\d+) tests?, with 0 failures", output)]
-    assert ran and max(ran) >= 10, output[-3000:]  # the last line counts both suites
+    assert ran and max(ran) >= 17, output[-3000:]  # the last line counts every suite
+
+
+def test_swift_checked_every_conformance_case(swift_test):
+    """The Swift readers went through every case of both cases.json files and every mutant, and agreed (a case
+    added to a cases.json is picked up without code)."""
+    proc, data = swift_test
+    conformance_data.assert_every_case_checked(proc.stdout + proc.stderr, data / "conformance")
 
 
 @pytest.mark.parametrize("name", ["app-bench-ios-ok.json", "app-bench-ios-failed.json"])

@@ -90,3 +90,25 @@ def test_interrupted_export_leaves_nothing_half_written(out, sig, code, word):
     assert proc.returncode == code, err
     assert "Traceback" not in err and word in err.strip().splitlines()[-1]
     assert snapshot(out) == before  # the temporary artifact (and anything beside it) was removed
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda c: c["classes"].__setitem__(3, "dress\nshirt"), "field 'classes'"),   # would shift labels.txt
+    (lambda c: c["classes"].__setitem__(0, "\x1b[31mred"), "field 'classes'"),     # a terminal escape
+    (lambda c: c.update(classes=list(range(10))), "field 'classes'"),               # not names
+    (lambda c: c["input"].update(size=[10**6, 10**6]), "field 'input.size'"),        # a million pixels a side
+])
+def test_checkpoint_metadata_is_checked_like_a_sidecar(tmp_path, out, change, message):
+    """An emo-train checkpoint's class names and input size become the artifact's labels and shape: malformed ones
+    are refused with the field named, never used or silently ignored."""
+    import torch
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "emo_1m_fashion_mnist.pth"
+    checkpoint = torch.load(fixture, weights_only=True)
+    change(checkpoint)
+    bad = tmp_path / "bad.pth"
+    torch.save(checkpoint, bad)
+    before = snapshot(out)
+    proc = run_tool("emo-export", "--model", "emo_1m", "--weights", bad, "--format", "onnx", "--out", out)
+    assert_one_line_error(proc, 2, message)
+    assert snapshot(out) == before

@@ -233,7 +233,7 @@ def test_train_refuses_bad_data(tmp_path, layout, message):
 
 @pytest.mark.parametrize("args, message", [
     (["--crop-scale", "0.5"], "--crop-scale '0.5' is not MIN,MAX"),
-    (["--epochs", "0"], "--epochs 0 must be at least 1"),
+    (["--epochs", "0"], "argument --epochs: 0 is out of range; use an integer in 1..10000"),
     (["--model", "emo_9m"], "unknown model 'emo_9m'"),
     (["--weights", "nope.pth"], "--weights nope.pth: checkpoint not found"),
     (["--device", "cuda:7"], "--device cuda:7"),
@@ -257,7 +257,7 @@ def test_eval_refuses_bad_input(tiny, tmp_path, capsys):
     assert eval_main([str(FIXTURE), "--data", str(SUBSET)]) == 2
     assert "name its variant with --model" in capsys.readouterr().err
     assert eval_main([str(FIXTURE), "--model", "emo_1m", "--data", str(tiny / "val")]) == 2
-    assert "is not one of the model's classes" in capsys.readouterr().err
+    assert "3 of the 3 class folders of" in capsys.readouterr().err  # never mapped by position
     assert eval_main([str(FIXTURE), "--model", "emo_1m", "--data", str(tmp_path / "none")]) == 2
     assert "data folder not found" in capsys.readouterr().err
     assert eval_main([str(tmp_path / "x.onnx"), "--data", str(SUBSET)]) == 2
@@ -278,4 +278,6 @@ def test_fashion_mnist_importer(tmp_path):
     assert committed == picked.tolist()
     assert fm.main(["--out", str(tmp_path), "--splits", "test"]) == 2  # test/ exists: refused, nothing replaced
     assert fm.main(["--out", str(tmp_path / "x"), "--root", str(tmp_path / "nothing")]) == 2
+    assert fm.main(["--out", str(tmp_path / "y"), "--splits", "test", "--test-per-class", "-1"]) == 2  # a traceback
+    assert fm.main(["--out", str(tmp_path / "y"), "--splits", "test", "--seed", "-1"]) == 2            # before
     assert not (tmp_path / "x" / "train").exists()

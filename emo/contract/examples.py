@@ -82,7 +82,7 @@ def _fail(where: str, field: str, reason: str, message: str) -> ExamplesError:
 
 def decode_tensor(record: dict, field: str, where: str) -> np.ndarray:
     """The float32 array of a tensor record that passed the schema (sizes are checked here)."""
-    shape = record["shape"]
+    shape = record["shape"] = [int(d) for d in record["shape"]]  # 3.0 passed the schema as the integer 3
     count = math.prod(shape)
     if count > MAX_TENSOR_ELEMENTS:
         raise _fail(where, f"{field}.shape", "range", f"must have at most {MAX_TENSOR_ELEMENTS} elements, not {shape}")

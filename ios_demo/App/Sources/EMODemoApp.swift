@@ -95,7 +95,7 @@ final class ModelHolder: ObservableObject {
             let start = DispatchTime.now().uptimeNanoseconds
             let output = try session.run(input)
             let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
-            return Texts.predictions(Classify.predictions(output, sidecar: session.sidecar), millis: ms, ran: ran)
+            return try Texts.predictions(Classify.predictions(output, sidecar: session.sidecar), millis: ms, ran: ran)
         } catch {
             return "prediction failed: \(Benchmark.reason(error))"
         }

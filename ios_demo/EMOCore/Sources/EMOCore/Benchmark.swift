@@ -18,7 +18,8 @@ public struct CatalogModel {
 /// `{stem}.json` in a folder listing is a model; its examples are `{stem}.examples.json` or the name the sidecar
 /// gives. Decided from names alone, so XCTest covers what the app lists.
 public enum ModelCatalog {
-    public static let suffixes = [".mlpackage", ".mlmodelc"]
+    /// The contract's formats the iOS app runs (`ios` in emo/contract/vocabulary.json), then Xcode's compiled form.
+    public static let suffixes = Vocabulary.formats.filter { $0.ios }.map { $0.suffix } + [".mlmodelc"]
 
     public static func discover(_ names: [String]) -> (entries: [CatalogEntry], skipped: [String]) {
         let present = Set(names)
@@ -52,6 +53,9 @@ public enum ModelCatalog {
             let set = try ExampleSet.parse(try read(name), where: name)
             guard set.examples[0].input.count == sidecar.inputSize else {
                 throw ModelContractError("\(name) holds inputs of \(set.examples[0].input.count) values, \(entry.sidecar) says \(sidecar.inputSize); re-export the artifact")
+            }
+            guard set.examples[0].output.count == sidecar.numClasses else {
+                throw ModelContractError("\(name) holds outputs of \(set.examples[0].output.count) values, \(entry.sidecar) says \(sidecar.numClasses) classes; re-export the artifact")
             }
             examples = set
         }

@@ -23,7 +23,11 @@ public enum Classify {
         return Array(order.prefix(k))
     }
 
-    public static func predictions(_ output: [Float], sidecar: Sidecar, k: Int = 5) -> [Prediction] {
+    /// Top-k with names and probabilities; `output` is logits or probabilities as the sidecar's output kind says.
+    public static func predictions(_ output: [Float], sidecar: Sidecar, k: Int = 5) throws -> [Prediction] {
+        guard output.count == sidecar.numClasses else {
+            throw ModelContractError("the model returned \(output.count) scores, the sidecar says \(sidecar.numClasses); re-export the artifact")
+        }
         let probabilities = sidecar.outputKind == "probabilities" ? output : softmax(output)
         return topK(output, k).map { Prediction(index: $0, label: sidecar.label($0), score: output[$0], probability: probabilities[$0]) }
     }

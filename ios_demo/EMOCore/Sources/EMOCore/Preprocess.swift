@@ -1,11 +1,10 @@
 import Foundation
 
 /// The authors' eval transform (`emo.preprocess`), exactly, on an upright RGBA8 buffer (what a `CGContext` with
-/// `premultipliedLast` draws an opaque photo into): resize the shorter side to `Int(max(H, W) / 0.875)` with Pillow's
-/// bicubic (bit-exact, see `Resample`), centre-crop H x W, scale to [0, 1], lay out as the sidecar says, normalise
-/// only when the graph does not.
+/// `premultipliedLast` draws an opaque photo into): resize the shorter side to `Int(max(H, W) / crop_pct)` (the
+/// sidecar's `input.preprocessing.crop_pct`, 0.875 when absent) with Pillow's bicubic (bit-exact, see `Resample`),
+/// centre-crop H x W, scale to [0, 1], lay out as the sidecar says, normalise only when the graph does not.
 public struct Preprocessor {
-    public static let cropPct = 0.875
     public let sidecar: Sidecar
 
     public init(sidecar: Sidecar) { self.sidecar = sidecar }
@@ -18,17 +17,19 @@ public struct Preprocessor {
     /// Resized and centre-cropped interleaved RGB bytes (sidecar height x width).
     public func crop(rgba: [UInt8], width: Int, height: Int, bytesPerRow: Int? = nil) -> [UInt8] {
         Preprocessor.resizeAndCrop(rgba: rgba, width: width, height: height, bytesPerRow: bytesPerRow ?? width * 4,
-                                   outH: sidecar.height, outW: sidecar.width)
+                                   outH: sidecar.height, outW: sidecar.width, cropPct: sidecar.preprocessing.cropPct)
     }
 
     /// (width, height) after the shorter-side resize, as `emo.data.to_unit_array` computes it.
-    public static func resizedSize(width: Int, height: Int, outH: Int, outW: Int) -> (Int, Int) {
+    public static func resizedSize(width: Int, height: Int, outH: Int, outW: Int, cropPct: Double) -> (Int, Int) {
+        precondition(cropPct > 0 && cropPct <= 1, "the crop fraction must be in (0, 1], not \(cropPct)")
         let short = Int(Double(max(outH, outW)) / cropPct)
         if width <= height { return (short, Int(Double(short * height) / Double(width))) }
         return (Int(Double(short * width) / Double(height)), short)
     }
 
-    public static func resizeAndCrop(rgba: [UInt8], width: Int, height: Int, bytesPerRow: Int, outH: Int, outW: Int) -> [UInt8] {
+    public static func resizeAndCrop(rgba: [UInt8], width: Int, height: Int, bytesPerRow: Int, outH: Int, outW: Int,
+                                     cropPct: Double) -> [UInt8] {
         precondition(width > 0 && height > 0, "the image is empty (\(width)x\(height) pixels)")
         precondition(rgba.count >= bytesPerRow * (height - 1) + width * 4, "the RGBA buffer is too small")
         var rgb = [UInt8](repeating: 0, count: width * height * 3)
@@ -38,7 +39,7 @@ public struct Preprocessor {
                 rgb[o] = rgba[p]; rgb[o + 1] = rgba[p + 1]; rgb[o + 2] = rgba[p + 2]
             }
         }
-        let (nw, nh) = resizedSize(width: width, height: height, outH: outH, outW: outW)
+        let (nw, nh) = resizedSize(width: width, height: height, outH: outH, outW: outW, cropPct: cropPct)
         let resized = (nw == width && nh == height) ? rgb : Resample.bicubic(rgb, inW: width, inH: height, outW: nw, outH: nh)
         // Python's round() rounds half to even
         let top = Int((Double(nh - outH) / 2.0).rounded(.toNearestOrEven))

@@ -41,7 +41,7 @@ class BenchmarkActivity : Activity() {
         }
         Thread({
             val context = BenchmarkContext(folder.absolutePath, folder.list()?.toList() ?: emptyList(),
-                { File(folder, it).readText() }, AndroidEngineLoader(cacheDir), ElapsedRealtime,
+                { File(folder, it).readBytes() }, AndroidEngineLoader(cacheDir), ElapsedRealtime,
                 { DeviceInfo.peakMemoryMb(File("/proc/self/status").readText()) }, device(), BuildConfig.VERSION_NAME)
             val result = Benchmark.run(extras, context)
             try {

@@ -112,7 +112,7 @@ class MainActivity : ComponentActivity() {
             skipped += catalog.skipped
             for (entry in catalog.entries) {
                 try {
-                    found += ModelCatalog.open(entry, listing) { File(dir, it).readText() }
+                    found += ModelCatalog.open(entry, listing) { File(dir, it).readBytes() }
                 } catch (e: Exception) {
                     skipped += "${entry.artifact}: ${Benchmark.reason(e)}"
                 }

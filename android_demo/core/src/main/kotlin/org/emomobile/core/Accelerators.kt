@@ -42,8 +42,11 @@ object Runtimes {
     const val LITERT = "litert"
     const val ONNXRUNTIME = "onnxruntime"
 
-    /** By suffix, not by the sidecar's backend name: an AOT-compiled NPU `.tflite` is still LiteRT's. */
-    private val BY_SUFFIX = mapOf(".tflite" to LITERT, ".onnx" to ONNXRUNTIME, ".ort" to ONNXRUNTIME)
+    /** By suffix, not by the sidecar's backend name: an AOT-compiled NPU `.tflite` is still LiteRT's. The formats the
+     * Android app runs are the contract's (`android` in emo/contract/vocabulary.json), their runtime family its. */
+    private val BY_SUFFIX: Map<String, String> = LinkedHashMap<String, String>().also { table ->
+        for (format in Vocabulary.FORMATS) if (format.android) table[format.suffix] = format.runtime
+    }
     private val OFFERED = mapOf(LITERT to listOf("cpu", "gpu", "npu"), ONNXRUNTIME to listOf("cpu", "xnnpack", "nnapi"))
     private val REFUSED = mapOf(
         "qnn" to "onnxruntime-android has no QNN execution provider (that is onnxruntime-android-qnn, without " +

@@ -45,8 +45,8 @@ object ModelCatalog {
             ?: throw ModelContractException(listing.skipped.firstOrNull { it.startsWith("$artifact:") } ?: "no $artifact")
     }
 
-    /** Read an entry's sidecar and examples through [read] (file name -> text); [names] is the folder listing. */
-    fun open(entry: CatalogEntry, names: Collection<String>, read: (String) -> String): CatalogModel {
+    /** Read an entry's sidecar and examples through [read] (file name -> bytes); [names] is the folder listing. */
+    fun open(entry: CatalogEntry, names: Collection<String>, read: (String) -> ByteArray): CatalogModel {
         val sidecar = Sidecar.parse(read(entry.sidecar), entry.sidecar)
         val named = sidecar.examplesFile
         val examplesName = entry.examples ?: (if (named != null && named in names) named else null)
@@ -54,6 +54,10 @@ object ModelCatalog {
         if (examples != null && examples.examples[0].input.size != sidecar.inputSize) {
             throw ModelContractException("$examplesName holds inputs of ${examples.examples[0].input.size} values, " +
                 "${entry.sidecar} says ${sidecar.inputSize}; re-export the artifact")
+        }
+        if (examples != null && examples.examples[0].output.size != sidecar.numClasses) {
+            throw ModelContractException("$examplesName holds outputs of ${examples.examples[0].output.size} values, " +
+                "${entry.sidecar} says ${sidecar.numClasses} classes; re-export the artifact")
         }
         return CatalogModel(entry, sidecar, examples)
     }
@@ -65,8 +69,8 @@ class BenchmarkContext(
     val folder: String,
     /** The names of the files in it. */
     val listing: List<String>,
-    /** A file of the folder, by name, as text. */
-    val read: (String) -> String,
+    /** A file of the folder, by name, as bytes (the readers check its size and its UTF-8). */
+    val read: (String) -> ByteArray,
     val loader: EngineLoader,
     val clock: Clock,
     /** The process's peak memory so far, in MB (`VmHWM`), or null. */

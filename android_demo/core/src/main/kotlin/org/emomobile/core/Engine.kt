@@ -65,6 +65,12 @@ class ModelSession(val sidecar: Sidecar, val engine: Engine) : Closeable {
     private val batch = Math.max(sidecar.batch, 1)
 
     init {
+        for (spec in listOf(sidecar.inputSpec, sidecar.outputSpec)) {
+            if (spec.dtype !in TensorSpec.APP_DTYPES) {
+                throw ModelContractException("the sidecar gives the model ${spec.dtype} tensors; the app runs " +
+                    "${TensorSpec.APP_DTYPES.joinToString()} artifacts (export tflite --precision int8)")
+            }
+        }
         if (sidecar.inputSpec.quantized != sidecar.outputSpec.quantized) {
             throw ModelContractException("the sidecar gives the model ${sidecar.inputSpec.dtype} input and " +
                 "${sidecar.outputSpec.dtype} output; the app runs float32 or full-integer (int8 in and out) artifacts")

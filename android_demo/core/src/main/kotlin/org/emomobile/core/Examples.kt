@@ -1,8 +1,5 @@
 package org.emomobile.core
 
-import org.json.JSONException
-import org.json.JSONObject
-
 /** One bundled example: the photo it came from, the exact input tensor (batch 1), PyTorch's output and top-5. */
 class Example(
     val source: String,
@@ -83,73 +80,178 @@ class ExampleSet(
 
     companion object {
         const val SCHEMA = "emo-mobile/examples/1"
+        const val MAX_BYTES = 256 shl 20
+        const val MAX_TENSOR_ELEMENTS = 1L shl 28
+        const val FIX = "re-export the artifact with emo-export"
+        val ENCODINGS = listOf("u8", "f32le")
+        val TOLERANCE_NAMES = listOf("max_abs_diff", "cosine", "top1_agreement", "top5_agreement")
 
-        fun parse(text: String, where: String = "examples file"): ExampleSet {
-            val root = try {
-                JSONObject(text)
-            } catch (e: JSONException) {
-                throw ModelContractException("$where is not a JSON object: ${e.message}")
-            }
-            if (root.optString("schema") != SCHEMA) {
-                throw ModelContractException("$where: 'schema' must be '$SCHEMA', not '${root.optString("schema").take(40)}'; re-export the artifact")
-            }
-            val f = Fields(root, where)
-            val tol = f.obj("tolerance")
-            val tolerance = LinkedHashMap<String, Double>()
-            for (key in tol.keys()) tolerance[key] = tol.getDouble(key)
-            val list = root.optJSONArray("examples")
-            if (list == null || list.length() == 0) throw ModelContractException("$where: 'examples' must be a non-empty list")
-            val examples = ArrayList<Example>()
-            for (i in 0 until list.length()) {
-                val e = list.optJSONObject(i) ?: throw ModelContractException("$where: examples[$i] must be an object")
-                val input = Fields(e, "$where: examples[$i]").obj("input")
-                val top = e.optJSONArray("top5") ?: throw ModelContractException("$where: examples[$i].top5 must be a list")
-                examples.add(Example(
-                    source = e.optString("source"),
-                    inputShape = shapeOf(input, "$where: examples[$i].input"),
-                    input = decode(input, "$where: examples[$i].input"),
-                    output = decode(Fields(e, "$where: examples[$i]").obj("output"), "$where: examples[$i].output"),
-                    top5 = IntArray(top.length()) { top.getJSONObject(it).getInt("index") },
-                    top5Labels = (0 until top.length()).map { top.getJSONObject(it).optString("label") }
-                ))
-            }
-            val output = root.optJSONObject("output")
-            return ExampleSet(f.string("artifact"), f.string("precision"), output?.optString("kind", "logits") ?: "logits",
-                tolerance, examples)
-        }
+        /**
+         * The parity policy (`emo.contract.examples.TOLERANCES`): the tolerances each precision needs, and their
+         * bounds; an examples file may be stricter, never looser. A JUnit test compares it with Python's.
+         */
+        val TOLERANCES: Map<String, Map<String, Double>> = linkedMapOf(
+            "fp32" to linkedMapOf("max_abs_diff" to 1e-4),
+            "fp16" to linkedMapOf("top1_agreement" to 0.99, "cosine" to 0.999),
+            "int8" to linkedMapOf("top1_agreement" to 0.87, "cosine" to 0.99),
+            "w8a16" to linkedMapOf("top1_agreement" to 0.87, "cosine" to 0.995)
+        )
 
-        private fun shapeOf(record: JSONObject, where: String): IntArray {
-            val shape = record.optJSONArray("shape") ?: throw ModelContractException("$where.shape must be a list")
-            return IntArray(shape.length()) {
-                val d = shape.opt(it)
-                if (d !is Int || d < 1) throw ModelContractException("$where.shape must hold positive integers")
-                d
-            }
-        }
+        /** Tolerance names that bound from above; the others bound from below. */
+        val UPPER_BOUNDS = listOf("max_abs_diff")
 
-        /** A tensor record -> its float32 elements (row-major). */
-        fun decode(record: JSONObject, where: String): FloatArray {
-            val count = shapeOf(record, where).fold(1L) { acc, d -> acc * d }
-            val bytes = Base64.decode(record.optString("data"), where)
-            return when (record.optString("encoding")) {
-                "u8" -> {
-                    val divisor = record.optInt("divisor", 0)
-                    if (divisor != 1 && divisor != 255) throw ModelContractException("$where.divisor must be 1 or 255")
-                    if (bytes.size.toLong() != count) throw ModelContractException("$where.data holds ${bytes.size} bytes, the shape needs $count")
-                    val d = divisor.toFloat()
-                    FloatArray(bytes.size) { (bytes[it].toInt() and 0xff).toFloat() / d }
-                }
-                "f32le" -> {
-                    if (bytes.size.toLong() != count * 4) throw ModelContractException("$where.data holds ${bytes.size} bytes, the shape needs ${count * 4}")
-                    FloatArray(count.toInt()) {
-                        val b = it * 4
-                        val bits = (bytes[b].toInt() and 0xff) or ((bytes[b + 1].toInt() and 0xff) shl 8) or
-                            ((bytes[b + 2].toInt() and 0xff) shl 16) or ((bytes[b + 3].toInt() and 0xff) shl 24)
-                        java.lang.Float.intBitsToFloat(bits)
+        fun parse(text: String, where: String = "examples file"): ExampleSet =
+            validate(BoundedJson.parse(text, "examples file $where"), where)
+
+        /** Parse and check an examples file's bytes (UTF-8, at most [MAX_BYTES]). */
+        fun parse(bytes: ByteArray, where: String = "examples file"): ExampleSet =
+            validate(BoundedJson.parse(bytes, "examples file $where", MAX_BYTES, FIX), where)
+
+        /**
+         * The examples of a parsed document, or a [ContractException] naming the first wrong field: the schema
+         * (`emo/contract/schemas/examples.schema.json`, `schema` first: a file of another kind is refused whole), the
+         * tolerance policy, then each tensor's sizes and bytes, and outputs of one size (its x-rules).
+         */
+        @Suppress("UNCHECKED_CAST")
+        fun validate(document: Any?, where: String): ExampleSet {
+            val c = Check("examples file $where", FIX)
+            val root = c.root(document)
+            if (!root.containsKey("schema")) throw c.missing("schema", "schema")
+            if (root["schema"] != SCHEMA) throw c.wrong("schema", "schema", "'$SCHEMA'", root["schema"])
+            c.require(root, "", listOf("schema", "precision", "tolerance", "examples"))
+            for ((key, value) in root) {
+                when (key) {
+                    "artifact" -> c.string(key, value, 0, 255, "the artifact's file name")
+                    "artifact_sha256" -> c.sha256(key, value)
+                    "precision" -> c.enumOf(key, value, Vocabulary.PRECISIONS)
+                    "tolerance" -> {
+                        val expected = "one of the tolerance names ${TOLERANCE_NAMES.joinToString()}"
+                        val tolerance = c.obj(key, value, expected)
+                        val unknown = tolerance.keys.filter { it !in TOLERANCE_NAMES }.sorted()
+                        if (unknown.isNotEmpty()) throw c.wrong("tolerance.${unknown[0]}", "enum", expected, unknown[0])
+                        if (tolerance.isEmpty()) throw c.wrong("tolerance", "length", expected, tolerance)
+                        for ((name, bound) in tolerance) {
+                            if (name == "max_abs_diff") c.number("tolerance.$name", bound, 0.0, 1e6, "a number in 0..1e6")
+                            else c.number("tolerance.$name", bound, 0.0, 1.0, "a number in 0..1")
+                        }
+                    }
+                    "examples" -> c.array(key, value, 1, 16, "a list of 1..16 examples").forEachIndexed { i, e ->
+                        checkExample(c, "examples[$i]", e)
                     }
                 }
-                else -> throw ModelContractException("$where.encoding must be u8 or f32le, not '${record.optString("encoding").take(20)}'")
             }
+            val precision = root["precision"] as String?
+            val tolerance = LinkedHashMap<String, Double>()
+            for ((name, bound) in root["tolerance"] as Map<String, Any?>) tolerance[name] = bound as Double
+            for ((name, bound) in TOLERANCES[precision] ?: emptyMap<String, Double>()) {
+                val value = tolerance[name] ?: throw c.fail("tolerance.$name", "required",
+                    "is missing (the $precision policy needs it)")
+                val upper = name in UPPER_BOUNDS
+                if (if (upper) value > bound else value < bound) {
+                    throw c.fail("tolerance.$name", "range", "must not be looser than the $precision policy " +
+                        "(${if (upper) "<=" else ">="} $bound), not $value")
+                }
+            }
+            val examples = ArrayList<Example>()
+            for ((i, item) in (root["examples"] as List<Any?>).withIndex()) {
+                val e = item as Map<String, Any?>
+                val input = e["input"] as Map<String, Any?>
+                val decodedInput = decodeChecked(c, "examples[$i].input", input)
+                val output = decodeChecked(c, "examples[$i].output", e["output"] as Map<String, Any?>)
+                if (examples.isNotEmpty() && output.size != examples[0].output.size) {
+                    throw c.fail("examples[$i].output.shape", "mismatch", "must have ${examples[0].output.size} " +
+                        "elements like examples[0].output")
+                }
+                val top = e["top5"] as List<Any?>
+                examples.add(Example(
+                    source = e["source"] as String? ?: "",
+                    inputShape = (input["shape"] as List<Any?>).map { (it as Double).toInt() }.toIntArray(),
+                    input = decodedInput,
+                    output = output,
+                    top5 = top.map { ((it as Map<String, Any?>)["index"] as Double).toInt() }.toIntArray(),
+                    top5Labels = top.map { (it as Map<String, Any?>)["label"] as? String ?: "" }
+                ))
+            }
+            val kind = (root["output"] as? Map<String, Any?>)?.get("kind") as? String
+            return ExampleSet(root["artifact"] as String? ?: "", precision ?: "",
+                if (kind in Vocabulary.OUTPUT_KINDS) kind!! else "logits", tolerance, examples)
+        }
+
+        private fun checkExample(c: Check, path: String, value: Any?) {
+            val example = c.obj(path, value)
+            c.require(example, path, listOf("input", "output", "top5"))
+            for ((key, v) in example) {
+                when (key) {
+                    "source" -> c.string("$path.source", v, 0, 255, "a string")
+                    "input", "output" -> checkTensor(c, "$path.$key", v)
+                    "top5" -> c.array("$path.top5", v, 0, 5, "a list of at most 5 classes").forEachIndexed { k, item ->
+                        val entry = c.obj("$path.top5[$k]", item, "an object with an 'index'")
+                        c.require(entry, "$path.top5[$k]", listOf("index"))
+                        c.integer("$path.top5[$k].index", entry["index"], 0.0, 99999.0, "a class index")
+                    }
+                }
+            }
+        }
+
+        /** A tensor record as the schema's `$defs.tensor` says (sizes and bytes are checked when decoding). */
+        private fun checkTensor(c: Check, path: String, value: Any?) {
+            val record = c.obj(path, value, "a tensor record (shape, encoding, data)")
+            c.require(record, path, listOf("shape", "encoding", "data"))
+            if (record["encoding"] == "u8" && !record.containsKey("divisor")) throw c.missing("$path.divisor")
+            for ((key, v) in record) {
+                val field = "$path.$key"
+                when (key) {
+                    "shape" -> c.array(field, v, 1, 8, "a list of 1..8 positive sizes").forEachIndexed { k, d ->
+                        c.integer("$field[$k]", d, 1.0, MAX_TENSOR_ELEMENTS.toDouble(), "a positive size")
+                    }
+                    "dtype" -> c.enumOf(field, v, listOf("float32"), "'float32'")
+                    "encoding" -> c.enumOf(field, v, ENCODINGS)
+                    "divisor" -> if (!(v is Double && (v == 1.0 || v == 255.0))) throw c.wrong(field, "enum", "1 or 255", v)
+                    "data" -> c.string(field, v, 0, 1431655768, "base64 text") { Check.isBase64(it) }
+                }
+            }
+        }
+
+        /** A tensor record -> its float32 elements (row-major), after the element-count and byte-count rules. */
+        @Suppress("UNCHECKED_CAST")
+        private fun decodeChecked(c: Check, path: String, record: Map<String, Any?>): FloatArray {
+            val shape = (record["shape"] as List<Any?>).map { (it as Double).toLong() }
+            var count = 1L
+            for (d in shape) {
+                count *= d
+                if (count > MAX_TENSOR_ELEMENTS) {
+                    throw c.fail("$path.shape", "range", "must have at most $MAX_TENSOR_ELEMENTS elements, not $shape")
+                }
+            }
+            val u8 = record["encoding"] == "u8"
+            val bytes = count * (if (u8) 1 else 4)
+            val data = record["data"] as String
+            val needs = "must hold $bytes bytes for shape $shape in ${record["encoding"]}"
+            if (data.length.toLong() != 4 * ((bytes + 2) / 3)) throw c.fail("$path.data", "length", needs)
+            val raw = try {
+                Base64.decode(data, path)
+            } catch (e: ModelContractException) {
+                throw c.fail("$path.data", "format", "must be base64 text")
+            }
+            if (raw.size.toLong() != bytes) throw c.fail("$path.data", "length", "$needs, not ${raw.size}")
+            if (u8) {
+                val d = (record["divisor"] as Double).toFloat()
+                return FloatArray(raw.size) { (raw[it].toInt() and 0xff).toFloat() / d }
+            }
+            return FloatArray(count.toInt()) {
+                val b = it * 4
+                val bits = (raw[b].toInt() and 0xff) or ((raw[b + 1].toInt() and 0xff) shl 8) or
+                    ((raw[b + 2].toInt() and 0xff) shl 16) or ((raw[b + 3].toInt() and 0xff) shl 24)
+                java.lang.Float.intBitsToFloat(bits)
+            }
+        }
+
+        /** A tensor record (a parsed JSON object, as in an examples file) -> its float32 elements, checked. */
+        fun decode(record: Any?, where: String): FloatArray {
+            val c = Check(where, FIX)
+            checkTensor(c, "tensor", record)
+            @Suppress("UNCHECKED_CAST")
+            return decodeChecked(c, "tensor", record as Map<String, Any?>)
         }
     }
 }

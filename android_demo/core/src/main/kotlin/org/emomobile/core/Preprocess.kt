@@ -2,9 +2,10 @@ package org.emomobile.core
 
 /**
  * The authors' eval transform (`emo.preprocess`), exactly, from an upright ARGB image (Android's
- * `Bitmap.getPixels` order: `0xAARRGGBB`, row-major): resize the shorter side to `int(max(H, W) / 0.875)` with
- * Pillow's bicubic (bit-exact, see [Resample]), centre-crop H x W, scale to [0, 1], then lay the tensor out as the
- * sidecar says (NCHW or NHWC), normalising with the sidecar's mean/std only when the graph does not.
+ * `Bitmap.getPixels` order: `0xAARRGGBB`, row-major): resize the shorter side to `int(max(H, W) / crop_pct)` (the
+ * sidecar's `input.preprocessing.crop_pct`, 0.875 when absent) with Pillow's bicubic (bit-exact, see [Resample]),
+ * centre-crop H x W, scale to [0, 1], then lay the tensor out as the sidecar says (NCHW or NHWC), normalising with the
+ * sidecar's mean/std only when the graph does not.
  */
 class Preprocessor(private val sidecar: Sidecar) {
 
@@ -13,14 +14,14 @@ class Preprocessor(private val sidecar: Sidecar) {
         layout(crop(argb, width, height), sidecar)
 
     /** The resized and centre-cropped 8-bit RGB pixels (interleaved, [Sidecar.height] x [Sidecar.width]). */
-    fun crop(argb: IntArray, width: Int, height: Int): IntArray = resizeAndCrop(argb, width, height, sidecar.height, sidecar.width)
+    fun crop(argb: IntArray, width: Int, height: Int): IntArray =
+        resizeAndCrop(argb, width, height, sidecar.height, sidecar.width, sidecar.preprocessing.cropPct)
 
     companion object {
-        const val CROP_PCT = 0.875
-
         /** (width, height) after the shorter-side resize, as `emo.data.to_unit_array` computes it. */
-        fun resizedSize(width: Int, height: Int, outH: Int, outW: Int): IntArray {
-            val short = (Math.max(outH, outW) / CROP_PCT).toInt()
+        fun resizedSize(width: Int, height: Int, outH: Int, outW: Int, cropPct: Double): IntArray {
+            require(cropPct > 0.0 && cropPct <= 1.0) { "the crop fraction must be in (0, 1], not $cropPct" }
+            val short = (Math.max(outH, outW) / cropPct).toInt()
             return if (width <= height) {
                 intArrayOf(short, (short.toLong() * height).toDouble().div(width).toInt())
             } else {
@@ -28,7 +29,7 @@ class Preprocessor(private val sidecar: Sidecar) {
             }
         }
 
-        fun resizeAndCrop(argb: IntArray, width: Int, height: Int, outH: Int, outW: Int): IntArray {
+        fun resizeAndCrop(argb: IntArray, width: Int, height: Int, outH: Int, outW: Int, cropPct: Double): IntArray {
             require(width > 0 && height > 0) { "the image is empty (${width}x$height pixels)" }
             require(argb.size == width * height) { "expected ${width * height} ARGB pixels, got ${argb.size}" }
             val rgb = IntArray(width * height * 3)
@@ -38,7 +39,7 @@ class Preprocessor(private val sidecar: Sidecar) {
                 rgb[i * 3 + 1] = (p shr 8) and 0xff
                 rgb[i * 3 + 2] = p and 0xff
             }
-            val size = resizedSize(width, height, outH, outW)
+            val size = resizedSize(width, height, outH, outW, cropPct)
             val nw = size[0]
             val nh = size[1]
             val resized = if (nw == width && nh == height) rgb else Resample.bicubic(rgb, width, height, nw, nh)

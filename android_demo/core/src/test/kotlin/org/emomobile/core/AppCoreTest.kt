@@ -84,7 +84,8 @@ class AppCoreTest {
 
     private fun context(files: Map<String, String>, loader: EngineLoader, memory: Double? = 91.5) = BenchmarkContext(
         "/sdcard/Android/data/org.emomobile.demo/files/emo-bench", files.keys.toList(),
-        { name -> files[name] ?: throw java.io.FileNotFoundException(name) }, loader, StepClock(2_000_000),
+        { name -> (files[name] ?: throw java.io.FileNotFoundException(name)).toByteArray(Charsets.UTF_8) }, loader,
+        StepClock(2_000_000),
         { memory }, pixel, "0.2.0")
 
     private fun floatExport(suffix: String): Pair<File, File> {
@@ -161,7 +162,8 @@ class AppCoreTest {
             // the core quantizes the stored tensor to the very bytes emo.export.tflite fed the interpreter
             assertArrayEquals("example $i", input, Quantization.quantize(set.examples[i].input, sidecar.inputSpec))
             val output = Base64.decode(record.getString("output_int8"))
-            val hostFloats = ExampleSet.decode(record.getJSONObject("output_dequantized"), "reference")
+            val hostFloats = ExampleSet.decode(BoundedJson.parse(record.getJSONObject("output_dequantized").toString(),
+                "reference"), "reference")
             assertArrayEquals(hostFloats, Quantization.dequantize(output, sidecar.outputSpec), 0f)
             table[input.toList()] = output
         }
@@ -285,7 +287,7 @@ class AppCoreTest {
         refused(mapOf("model" to "m.tflite", "iters" to "0"), "the extra 'iters' must be an integer in [1, 100000], not '0'")
         refused(mapOf("model" to "m.tflite", "threads" to "four"), "the extra 'threads' must be an integer in [1, 64], not 'four'")
         refused(mapOf("model" to "m.tflite", "iter" to "3"), "unknown extra iter; the app reads model, accelerator, threads, warmup, iters, output")
-        refused(mapOf("model" to "m.pte"), "m.pte is not an artifact the Android app runs (.tflite, .onnx, .ort); export tflite, onnx or ort")
+        refused(mapOf("model" to "m.pte"), "m.pte is not an artifact the Android app runs (.onnx, .ort, .tflite); export tflite, onnx or ort")
         assertEquals("r1.json", BenchmarkRequest.outputOf(mapOf("output" to "r1.json")))
         assertEquals("result.json", BenchmarkRequest.outputOf(mapOf("output" to "/sdcard/evil.json")))
         assertEquals("result.json", BenchmarkRequest.outputOf(mapOf("output" to "notjson.txt")))
@@ -321,7 +323,7 @@ class AppCoreTest {
         val (dir, artifact) = floatExport(".onnx")
         val stem = artifact.name.substringBeforeLast('.')
         val names = listOf(artifact.name, "$stem.json", "$stem.examples.json")
-        val model = ModelCatalog.open(CatalogEntry(artifact.name, "$stem.json", null), names) { File(dir, it).readText() }
+        val model = ModelCatalog.open(CatalogEntry(artifact.name, "$stem.json", null), names) { File(dir, it).readBytes() }
         assertEquals(3, model.examples!!.examples.size)
     }
 
