@@ -574,33 +574,39 @@ def test_page_bounds_threads_shapes_and_json_depth(page, tmp_path):
 
 
 def test_labels_and_names_with_markup_and_escapes_are_shown_inertly(page, tmp_path):
-    """Markup and bidi overrides (which the contract allows in a class name or a checkpoint path) are shown as text;
-    terminal escapes (which it refuses) fail the load with the contract's field, and the message shows them inertly."""
+    """Markup (which the contract allows in a class name) and a bidi override (allowed in a checkpoint path) are shown
+    as text; terminal escapes and bidi controls in a class name (which it refuses) fail the load with the contract's
+    field, and the message shows them inertly."""
     from emo.runtime_bench.browser import PageError
 
     browser, _, _ = page
-    hostile = ["<img src=x onerror=\"window.pwned=1\">", "\u202eevil\u202c", "<b onmouseover=window.pwned=2>v</b>"]
+    hostile = ["<img src=x onerror=\"window.pwned=1\">", "&lt;evil&gt;", "<b onmouseover=window.pwned=2>v</b>"]
     served = tmp_path / "hostile"
     served.mkdir()
     tiny_onnx(served / "h.onnx", labels=hostile,
               weights={"path": "<i onmouseover=window.pwned=3>x<\u202e.pth", "sha256": "1" * 64})
     tiny_onnx(served / "esc.onnx", labels=["ok", "\x1b[31mred\x1b[0m\x07", "fine"])
+    tiny_onnx(served / "bidi.onnx", labels=["ok", "fine", "\u202eevil\u202c"])
     with DemoServer(models=served, samples=SAMPLES) as server:
         browser.open(server.url)
         options = browser.evaluate("[...document.getElementById('model-list').options].map(o => o.textContent)")
-        assert options[1].startswith("esc.onnx — sidecar esc.json: field 'labels.names[1]' must be class names")
-        assert "\x1b" not in options[1] and "\x07" not in options[1]
-        assert options[2] == "h.onnx — emo_1m, fp32, 32x32, weights <i onmouseover=window.pwned=3>x<\ufffd.pth@11111111"
+        assert options[1].startswith("bidi.onnx — sidecar bidi.json: field 'labels.names[2]' must be class names")
+        assert options[2].startswith("esc.onnx — sidecar esc.json: field 'labels.names[1]' must be class names")
+        assert "\x1b" not in options[2] and "\x07" not in options[2]
+        # the server's list drops control and bidi characters (emo.contract.text.printable), the page shows U+FFFD
+        assert options[3] == "h.onnx — emo_1m, fp32, 32x32, weights <i onmouseover=window.pwned=3>x<.pth@11111111"
         with pytest.raises(PageError) as caught:
             browser.call("load", "models/esc.onnx")
         assert "field 'labels.names[1]' must be class names of 1..256 characters" in str(caught.value)
         assert "\x1b" not in _error(browser) and "\\u001b[31mred" in _error(browser)
+        with pytest.raises(PageError, match=r"field 'labels.names\[2\]' must be class names"):
+            browser.call("load", "models/bidi.onnx")
+        assert "\u202e" not in _error(browser)
         browser.call("load", "models/h.onnx")
         result = browser.call("classify", "samples/cat.jpg", {"runs": 1})
     assert sorted(t["label"] for t in result["top5"]) == sorted(hostile)  # the hook returns the data as it is
     shown = browser.evaluate("[...document.querySelectorAll('#top5 tbody td:nth-child(2)')].map(c => c.textContent)")
-    assert sorted(shown) == sorted(["<img src=x onerror=\"window.pwned=1\">", "\ufffdevil\ufffd",
-                                    "<b onmouseover=window.pwned=2>v</b>"])
+    assert sorted(shown) == sorted(hostile)  # as text
     assert browser.evaluate("document.querySelectorAll('#top5 img, #top5 b, #model-info i, #model-info img').length") \
         == 0
     assert browser.evaluate("window.pwned === undefined")
