@@ -58,7 +58,10 @@ class DriverExitedError(RuntimeError):
 
 
 class Browser:
-    """Headless Chromium behind ``web_demo/driver.mjs``: ``open(url)``, ``call(fn, *args)``, ``screenshot(path)``.
+    """Headless Chromium behind ``web_demo/driver.mjs``: ``open(url)``, ``call(fn, *args)``, ``screenshot(path)``;
+    for the tests also ``new_context`` (a phone's viewport and touch), ``set_offline``, ``reload``, ``tap``, ``cdp``.
+    ``webgpu`` starts Chromium with WebGPU on, ``fake_camera`` with a fake camera playing a .y4m file, ``persistent``
+    with a normal (not incognito) temporary profile.
 
     Every call waits at most ``call_timeout_s`` (default ``CALL_TIMEOUT_S``): a page that never answers (a model
     whose loop never ends holds the page's thread) raises ``BrowserTimeoutError`` after the driver and its Chromium

@@ -161,10 +161,9 @@ def describe_sidecar(raw: bytes | None, name: str = "sidecar") -> dict:
         side = contract_sidecar.loads(raw, name)
     except jsonio.ContractError as e:
         return {"note": text.printable(str(e).split("; ")[0], 160)}
-    out = {"variant": side.variant, "backend": side.backend, "precision": side.precision,
-           "input": f"{side.input.height}x{side.input.width}", "classes": side.num_classes,
-           "weights": text.printable(side.weights_id, 80), "trained": not side.weights.get("random_init", False)}
-    return out
+    return {"variant": side.variant, "backend": side.backend, "precision": side.precision,
+            "input": f"{side.input.height}x{side.input.width}", "classes": side.num_classes,
+            "weights": text.printable(side.weights_id, 80), "trained": not side.weights.get("random_init", False)}
 
 
 def _visible(name: str) -> bool:

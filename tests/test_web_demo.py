@@ -181,6 +181,38 @@ def test_no_vocabulary_is_restated_in_the_page():
         assert not restated, (source.name, restated)
 
 
+def test_page_names_where_other_formats_run(tmp_path):
+    """Every format of the vocabulary the browser does not run gets its own line (from its runtime family), a QNN
+    artifact included although its suffix is .onnx (its sidecar says so)."""
+    need_browser_tools()
+    (tmp_path / "contract.json").write_text(json.dumps(contract_document()))
+    side = json.loads((CONFORMANCE / "sidecar" / "good" / "fixture_onnx_fp32.json").read_text())
+    others = {f.name: f for f in vocabulary.FORMATS.values() if not f.browser}
+    script = tmp_path / "where.mjs"
+    script.write_text(f"""
+import fs from 'node:fs';
+import {{ runtimeFor, checkArtifactMatches }} from {json.dumps((WEB_DEMO / 'core.js').as_uri())};
+const contract = JSON.parse(fs.readFileSync({json.dumps(str(tmp_path / 'contract.json'))}, 'utf8'));
+const out = {{}};
+for (const [name, suffix] of {json.dumps([[n, f.suffix] for n, f in others.items()])}) {{
+  try {{
+    const side = {{ ...{json.dumps(side)}, backend: name }};
+    if (runtimeFor('m' + suffix, contract)) checkArtifactMatches(side, 'm' + suffix, new ArrayBuffer(1), '', contract);
+    out[name] = null;
+  }} catch (e) {{ out[name] = e.message; }}
+}}
+process.stdout.write(JSON.stringify(out));
+""")
+    proc = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    where = json.loads(proc.stdout)
+    assert where.keys() == others.keys()
+    for name, message in where.items():
+        assert message and message.endswith("The browser runs .onnx, .ort and .tflite artifacts."), (name, message)
+        assert " does not run in a browser" not in message, (name, message)  # each family has its own line
+    assert "a QNN artifact runs on a Snapdragon NPU" in where["qnn"]
+
+
 def test_the_server_gives_the_page_the_contract():
     """/contract.json: emo.contract's vocabulary.json, schemas, parity policy and limits; inert JSON."""
     from emo.contract import examples, schema

@@ -156,8 +156,7 @@ function pattern(source) {
         out += c;
       }
     }
-    // Python's '$' also matches before a final newline; the contract means the end of the text (README), and so does
-    // every other reader: see the report in the closing note of issue 21 when Python's differs
+    // the schemas end their patterns with $(?!\n) (Python's $ also matches before a final newline); here $ is the end
     patterns.set(source, new RegExp(out, 'u'));
   }
   return patterns.get(source);

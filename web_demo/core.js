@@ -46,8 +46,9 @@ export function browserSuffixes(contract) {
   return [...new Set(browserFormats(contract).map((f) => f.suffix))];
 }
 
-function spoken(items) {
-  return items.length > 1 ? `${items.slice(0, -1).join(', ')} and ${items[items.length - 1]}` : items.join('');
+function spoken(items, conjunction = 'and') {
+  return items.length > 1 ? `${items.slice(0, -1).join(', ')} ${conjunction} ${items[items.length - 1]}`
+    : items.join('');
 }
 
 /** The browser format of an artifact name ({name, suffix, runtime, ...}), or a DemoError saying where such a file
@@ -57,13 +58,15 @@ export function runtimeFor(name, contract) {
   const formats = contract.vocabulary.formats.filter((f) => f.suffix === suffix);
   const here = formats.find((f) => f.browser);
   if (here) return here;
-  const runs = spoken(browserSuffixes(contract));
-  if (formats.length) {
-    throw new DemoError(`${baseName(name)}: ${ELSEWHERE[formats[0].runtime] ?? `a ${formats[0].name} artifact does ` +
-      'not run in a browser'}. The browser runs ${runs} artifacts.`);
-  }
+  if (formats.length) throw elsewhere(name, formats[0], contract);
+  const runs = spoken(browserSuffixes(contract), 'or');
   throw new DemoError(`${baseName(name)} is not an artifact this page can run: use an ${runs} file exported by ` +
     'emo-export, with its .json sidecar.');
+}
+
+function elsewhere(name, format, contract) {
+  return new DemoError(`${baseName(name)}: ${ELSEWHERE[format.runtime] ?? `a ${format.name} artifact does not run ` +
+    'in a browser'}. The browser runs ${spoken(browserSuffixes(contract))} artifacts.`);
 }
 
 export function baseName(name) {
@@ -157,6 +160,8 @@ export function checkSidecar(raw, where, contract) {
 export function checkArtifactMatches(side, name, bytes, sha256hex, contract) {
   const suffix = suffixOf(name);
   const expected = browserFormats(contract).filter((f) => f.suffix === suffix).map((f) => f.name);
+  const described = formatNamed(contract, side.backend);
+  if (!described.browser && described.suffix === suffix) throw elsewhere(name, described, contract);  // a QNN .onnx
   if (!expected.includes(side.backend)) {
     throw new DemoError(`${baseName(name)}: the sidecar describes a '${side.backend}' artifact, not a ${suffix} file; ` +
       'the sidecar does not belong to this file (load the .json that emo-export wrote next to it)');
@@ -170,13 +175,6 @@ export function checkArtifactMatches(side, name, bytes, sha256hex, contract) {
       `${side.sha256.slice(0, 12)}…: the file changed since export or the sidecar belongs to another file; re-export it`);
   }
 }
-
-/** The examples file a sidecar names ({stem}.examples.json), or null. */
-export function examplesName(side) {
-  return typeof side.examples === 'string' ? side.examples : null;
-}
-
-export { formatNamed, labelOf };
 
 // ---------------------------------------------------------------- Pillow's bicubic resize, bit for bit
 // emo.preprocess resizes with PIL.Image.resize(..., BICUBIC) on 8-bit RGB. A canvas resize uses other filters and
