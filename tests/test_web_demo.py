@@ -325,7 +325,7 @@ def test_bad_artifacts_show_a_clear_message(demo, tmp_path):
     shutil.copy(out / "emo_1m_xnnpack_fp32.pte", bad / "emo_1m_xnnpack_fp32.pte")
     cases = {
         "truncated_onnx_fp32.onnx": "the file is truncated or is not the exported artifact",
-        "damaged_tflite_fp32.tflite": "LiteRT.js could not load it",
+        "damaged_tflite_fp32.tflite": "LiteRT.js (wasm) could not load it",
         "swapped_tflite_fp32.tflite": "the sidecar describes a 'onnx' artifact, not a .tflite file",
         "lonely_ort_fp32.ort": "every artifact needs the .json sidecar",
         "emo_1m_coreml_fp16.mlpackage": "a Core ML package runs on Apple devices only",

@@ -594,13 +594,11 @@ function optionsWanted(options) {
 
 async function showGpu() {
   const gpu = await gpuAdapter();
-  const option = $('backend').querySelector('option[value="webgpu"]');
   if (gpu.adapter) {
     $('gpu-note').textContent = `WebGPU adapter: ${gpu.adapter.vendor} ${gpu.adapter.architecture}` +
       (gpu.adapter.fallback ? ' (a software adapter: slow, but it checks the WebGPU path)' : '');
   } else {
-    option.textContent = 'WebGPU (not here: falls back to WebAssembly)';
-    $('gpu-note').textContent = `No WebGPU: ${gpu.reason}.`;
+    $('gpu-note').textContent = `No WebGPU: ${gpu.reason} (WebGPU falls back to WebAssembly).`;
   }
   return gpu;
 }
