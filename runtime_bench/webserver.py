@@ -78,7 +78,7 @@ MAX_LISTED = 1000         # artifacts in index.json (and images)
 MAX_FOLDERS = 100         # subfolders of the model folder that are looked into
 MAX_SIDECAR_BYTES = contract_sidecar.MAX_SIDECAR_BYTES
 TEMPORARY = re.compile(r"\.tmp-\d+")  # emo-export's temporaries (hidden as well: .NAME.tmp-PID.SUFFIX)
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+CONTROL = text.CONTROL  # names with control or bidi characters are neither listed nor served
 
 # The page needs its own scripts, WebAssembly compilation ('wasm-unsafe-eval'; never 'unsafe-eval'), workers from
 # itself (the service worker, the camera's frame worker) or blob: (the runtimes' pthreads), its own fetches (WebGPU
