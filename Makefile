@@ -21,7 +21,8 @@ PINS := torch==2.13.0 onnx==1.23.2 onnxruntime==1.32.0 onnxruntime-qnn==2.7.0 on
         hypothesis==6.170.17 mediapipe==1.2.3 jsonschema==4.26.0
 
 # Debian packages the tests and the demo use (installed only where missing; CI runs as root on a fresh Debian 12).
-DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java debootstrap dataset-fashion-mnist
+DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java debootstrap dataset-fashion-mnist \
+        qemu-user-static binfmt-support
 
 # The web demo's npm packages (onnxruntime-web, @litertjs/core, playwright-core), exactly as package-lock.json pins
 # them; `npm ci` runs again only when the lockfile changes. Browsers are never downloaded: the tests and
@@ -29,7 +30,13 @@ DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java d
 WEB := web_demo
 WEB_STAMP := $(WEB)/node_modules/.npm-installed
 
-.PHONY: venv sysdeps web-deps swift-chroot demo test lint clean fixture
+# JetBrains' Kotlin compiler at the Kotlin version of android_demo's Gradle build (npm's kotlin-compiler: the kotlinc
+# distribution, 86 MB, runs on Debian's Java 17), exactly as android_demo/ci/kotlinc/package-lock.json pins it.
+# tests/test_android_core.py compiles the core with it as well as with Debian's kotlinc 1.3.
+KOTLINC_GRADLE := android_demo/ci/kotlinc
+KOTLINC_GRADLE_STAMP := $(KOTLINC_GRADLE)/node_modules/.npm-installed
+
+.PHONY: venv sysdeps web-deps kotlinc-gradle swift-chroot arm-root demo test lint clean fixture
 
 venv: $(STAMP)
 
@@ -45,6 +52,12 @@ $(WEB_STAMP): $(WEB)/package-lock.json $(WEB)/package.json
 	cd $(WEB) && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --ignore-scripts
 	touch $(WEB_STAMP)
 
+kotlinc-gradle: $(KOTLINC_GRADLE_STAMP)
+
+$(KOTLINC_GRADLE_STAMP): $(KOTLINC_GRADLE)/package-lock.json $(KOTLINC_GRADLE)/package.json
+	cd $(KOTLINC_GRADLE) && npm ci --no-audit --no-fund --ignore-scripts
+	touch $(KOTLINC_GRADLE_STAMP)
+
 sysdeps:
 	@missing="$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
 	if [ -n "$$missing" ]; then \
@@ -58,6 +71,17 @@ sysdeps:
 swift-chroot: sysdeps
 	@if [ "$$(id -u)" = 0 ]; then ios_demo/ci/swift_chroot.sh setup; \
 	else echo "not root: no Swift chroot, so tests/test_ios_core.py is skipped (sudo make swift-chroot to add it)"; fi
+
+# A Debian 12 arm64 root with the aarch64 builds of the host's runtimes (onnxruntime, ai-edge-litert, numpy: the
+# versions in .venv) and qemu 10, for `emo-verify ARTIFACT --arm CPU` (tools/arm_root.sh), in
+# ~/.cache/emo-mobile/arm64-root: made once per machine (453 MB; 5 min of CPU, 27 min on 2 busy shared cores) and
+# reused by every clone; its venv is redone when a version changes
+ARM_PINS = $(filter onnxruntime==% ai-edge-litert==%,$(PINS)) \
+           numpy==$$($(BIN)/python -c 'import numpy; print(numpy.__version__)')
+
+arm-root: venv sysdeps
+	@if [ "$$(id -u)" = 0 ]; then tools/arm_root.sh setup $(BIN)/pip $(ARM_PINS); \
+	else echo "not root: no Arm root, so tests/test_arm.py is skipped (sudo make arm-root to add it)"; fi
 
 demo: venv sysdeps web-deps
 	$(BIN)/emo-export --model emo_1m $(if $(WEIGHTS),--weights $(WEIGHTS)) --format all --out $(OUT)
@@ -82,7 +106,8 @@ demo: venv sysdeps web-deps
 	@if [ -t 0 ]; then $(BIN)/python -m emo.web_demo serve $(OUT); \
 	else echo "web demo: $(BIN)/python -m emo.web_demo serve $(OUT)  (prints the page's URL)"; fi
 
-test: venv sysdeps web-deps swift-chroot
+test: venv sysdeps web-deps kotlinc-gradle swift-chroot
+	@$(MAKE) --no-print-directory arm-root || echo "no Arm root (see above): tests/test_arm.py skips its emulated runs"
 	$(BIN)/ruff check emo export runtime_bench tests
 	$(BIN)/pytest -q
 
@@ -105,4 +130,4 @@ lint: venv
 	$(BIN)/ruff check emo export runtime_bench tests
 
 clean:
-	rm -rf $(VENV) out .pytest_cache $(WEB)/node_modules
+	rm -rf $(VENV) out .pytest_cache $(WEB)/node_modules $(KOTLINC_GRADLE)/node_modules

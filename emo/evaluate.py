@@ -11,6 +11,9 @@ Class folders meet a model's outputs by exact class name, never silently by posi
 names and a folder matches none of them, emo-eval refuses and names them. ``--class-map FILE`` maps folders to
 classes explicitly, ``--by-order`` maps sorted folder i to output i; the report states the mapping in its header
 and in the JSON (``class_mapping``). Only a model without class names is mapped by order unasked, and said so.
+
+Under ``torchrun`` (``emo.distributed``) each process decodes and runs a contiguous share of the images; the logits
+and labels are gathered in the original order, so rank 0 prints (and writes) the same report as one process.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emo import distributed
 from emo.checkpoint import trained_metadata
 from emo.cli_common import one_line_errors
 from emo.data import MAX_CLASSES, check_class_name
+from emo.distributed import Group
 from emo.errors import EMOError, first_line
-from emo.train import ImageSet, eval_view, integer_option, predict, scan_image_folder
+from emo.train import ImageSet, eval_view, integer_option, number_option, predict, scan_image_folder
 
 CHUNK = 256  # images converted to float32 at a time (10k images at 224 would be 6 GB at once)
 
@@ -340,12 +345,40 @@ def balanced_order(labels: np.ndarray) -> np.ndarray:
     return np.lexsort((labels, rank))
 
 
-def evaluate(candidates: list[Candidate], data: Path, limit: int | None, workers: int, log=print) -> dict:
+@dataclass
+class Decoded:
+    """The images at one input size: this process's share (all of them in one process), and every process's labels
+    and unreadable files, in the order of the report."""
+
+    mine: ImageSet
+    labels: np.ndarray
+    skipped: list[str]
+
+
+def decode_share(picked: list[tuple[Path, int]], classes: list[str], size: tuple[int, int], workers: int,
+                 group: Group) -> Decoded:
+    """Each process decodes a contiguous share of ``picked`` (rank order is list order)."""
+    from emo.train import decode
+
+    n, k = len(picked), group.world_size
+    share = picked[group.rank * n // k:(group.rank + 1) * n // k]
+    mine = decode([p for p, _ in share], [c for _, c in share], classes, lambda im: eval_view(im, size),
+                  workers=workers)
+    return Decoded(mine, group.gather_rows(mine.labels).numpy(), group.gather_texts(mine.skipped, limit=10**6))
+
+
+def evaluate(candidates: list[Candidate], data: Path, limit: int | None, workers: int, log=print,
+             group: Group | None = None) -> dict:
+    """Run every candidate on the images of ``data`` and score it; under torchrun (``group``) every process runs
+    its share and every process gets every logit, in order, so the report is the same on all (rank 0 prints it)."""
+    group = group or Group()
     classes, samples = scan_image_folder(data, min_classes=1)
     labels_all = np.array([c for _, c in samples])
     order = balanced_order(labels_all)[:limit] if limit else np.arange(len(samples))
     picked = [samples[i] for i in order]
-    cache: dict[tuple[int, int], ImageSet] = {}
+    if len(picked) < group.world_size:
+        raise EMOError(f"{data}: {len(picked)} images for {group.world_size} processes; start at most {len(picked)}")
+    cache: dict[tuple[int, int], Decoded] = {}
     first = first_keys = None
     for cand in candidates:
         row = cand.result
@@ -355,31 +388,35 @@ def evaluate(candidates: list[Candidate], data: Path, limit: int | None, workers
             continue
         if cand.size not in cache:
             t0 = time.monotonic()
-            from emo.train import decode
-            cache[cand.size] = decode([p for p, _ in picked], [c for _, c in picked], classes,
-                                      lambda im, s=cand.size: eval_view(im, s), workers=workers)
-            log(f"decoded {len(cache[cand.size])} images of {data} at {cand.size[0]}x{cand.size[1]} "
-                f"in {time.monotonic() - t0:.1f}s" + (f" ({len(cache[cand.size].skipped)} unreadable, skipped)"
-                                                      if cache[cand.size].skipped else ""))
-        images = cache[cand.size]
+            cache[cand.size] = decoded = decode_share(picked, classes, cand.size, workers, group)
+            log(f"decoded {len(decoded.labels)} images of {data} at {cand.size[0]}x{cand.size[1]} "
+                f"in {group.largest(time.monotonic() - t0):.1f}s"
+                + (f" ({len(decoded.skipped)} unreadable, skipped)" if decoded.skipped else "")
+                + (f" ({group.world_size} processes)" if group.active else ""))
+        decoded = cache[cand.size]
         t0 = time.monotonic()
         try:
-            logits = np.asarray(cand.run(images), dtype=np.float64)
+            logits, failure = np.asarray(cand.run(decoded.mine), dtype=np.float64), ""
         except RuntimeError as e:
-            row["status"] = f"failed: {first_line(e, 300)}"
+            logits, failure = None, f"failed: {first_line(e, 300)}"
+        failures = [f for f in group.gather_texts([failure]) if f]  # a row fails on every process or on none
+        if failures:
+            row["status"] = failures[0]
             continue
-        row["seconds"] = round(time.monotonic() - t0, 2)
+        row["seconds"] = round(group.largest(time.monotonic() - t0), 2)
+        logits = group.gather_rows(torch.from_numpy(logits)).numpy()
         mapping = cand.mapping or class_mapping(classes, cand.classes, logits.shape[1], str(data))
         if logits.ndim != 2 or logits.shape[1] != (cand.outputs or logits.shape[1]) or \
                 max(mapping.outputs) >= logits.shape[1]:
             row["status"] = (f"failed: {cand.runtime} returned outputs of shape {list(logits.shape)}; the model has "
                              f"{cand.outputs or len(cand.classes or []) or '?'} classes")
             continue
-        row.update(metrics(logits, images.labels.numpy(), mapping.outputs, classes))
+        row.update(metrics(logits, decoded.labels, mapping.outputs, classes))
         row["class_mapping"] = {"mode": mapping.mode, "outputs": dict(zip(classes, mapping.outputs, strict=True)),
                                 **({"source": mapping.source} if mapping.source else {})}
         row["status"] = "ok"
-        log(f"{cand.name} ({cand.runtime}): top-1 {row['top1']:.2f}% on {len(images)} images in {row['seconds']:.1f}s")
+        log(f"{cand.name} ({cand.runtime}): top-1 {row['top1']:.2f}% on {len(decoded.labels)} images in "
+            f"{row['seconds']:.1f}s")
         keys = predicted_classes(row["predictions"], mapping, classes, cand.classes)
         if first is None:
             first, first_keys = row, keys
@@ -388,7 +425,7 @@ def evaluate(candidates: list[Candidate], data: Path, limit: int | None, workers
             row["agreement_with_first"] = round(float(np.mean([a == b for a, b in zip(keys, first_keys, strict=True)]))
                                                 * 100, 3)
     decoded = next(iter(cache.values()), None)
-    return {"data": str(data), "classes": classes, "num_images": len(decoded) if decoded else 0,
+    return {"data": str(data), "classes": classes, "num_images": len(decoded.labels) if decoded else 0,
             "unreadable": decoded.skipped if decoded else [], "limit": limit,
             "rows": [c.result for c in candidates]}
 
@@ -452,10 +489,11 @@ def _percent(value: float | None) -> str:
 
 
 def eval_main(argv: list[str] | None = None) -> int:
-    from emo.cli_common import Parser, parse_input_size
+    from emo.cli_common import Parser
 
     p = Parser(prog="emo-eval", description="Accuracy (top-1/top-5, per class, confusion matrix) of a checkpoint "
-                "and of exported artifacts in their own runtimes, on a labelled ImageFolder.")
+                "and of exported artifacts in their own runtimes, on a labelled ImageFolder. Under torchrun the "
+                "images are shared out over its processes and rank 0 prints the report.")
     p.add_argument("models", nargs="+", help="a checkpoint (with --model) and/or exported artifacts (sidecar next "
                    "to them); the first is the baseline of the difference column")
     p.add_argument("--model", help="variant of the checkpoint(s): emo_1m | emo_2m | emo_5m | emo_6m")
@@ -472,7 +510,15 @@ def eval_main(argv: list[str] | None = None) -> int:
                    "{\"folder\": \"class name\" or output index} or folder<TAB>class lines (default: by exact name)")
     p.add_argument("--by-order", action="store_true", help="map sorted class folder i to output i, whatever the "
                    "names (the report says so)")
-    args = p.parse_intermixed_args(argv)  # checkpoint --model NAME artifact ... in any order
+    p.add_argument("--dist-timeout", type=number_option("--dist-timeout", 0, 86_400, lo_open=True), default=1800,
+                   help="under torchrun: seconds a process waits for the others (default 1800)")
+    args = distributed.quiet_unless_main(p).parse_intermixed_args(argv)  # checkpoint --model NAME artifact ...
+    return distributed.run("emo-eval", lambda group, device: _eval(args, group), timeout_s=args.dist_timeout)
+
+
+def _eval(args, group: Group) -> int:
+    from emo.cli_common import parse_input_size
+
     if args.class_map and args.by_order:
         raise EMOError("--class-map and --by-order exclude each other: choose one way to map the class folders")
     size = parse_input_size(args.input_size) if args.input_size else None
@@ -497,11 +543,14 @@ def eval_main(argv: list[str] | None = None) -> int:
             cand.mapping = class_mapping(folders, cand.classes, cand.outputs, str(data), class_map=class_map,
                                          class_map_source=args.class_map, by_order=args.by_order)
     out = Path(args.out) if args.out else None
-    if out is not None:  # created only once every input has been accepted
+    if out is not None and group.is_main:  # created only once every input has been accepted
         from emo.cli_common import check_out_dir
         check_out_dir(out)
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    report = evaluate(candidates, data, args.limit, args.workers, log)
+    report = evaluate(candidates, data, args.limit, args.workers, log if group.is_main else lambda s: None, group)
+    failed = [r for r in report["rows"] if r.get("status", "").startswith("failed")]
+    if not group.is_main:
+        return 1 if failed else 0
     report["class_mapping"] = "class_map" if class_map else "by_order" if args.by_order else "by_name"
     if class_map:
         report["class_map_file"] = args.class_map
@@ -521,7 +570,6 @@ def eval_main(argv: list[str] | None = None) -> int:
             plotted = any("confusion_png" in r for r in report["rows"])
             print(f"wrote {out / 'eval.json'}"
                   + ("" if plotted else " (no PNG: matplotlib missing, pip install 'emo-mobile[bench]')"))
-    failed = [r for r in report["rows"] if r.get("status", "").startswith("failed")]
     return 1 if failed else 0
 
 

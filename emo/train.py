@@ -1,8 +1,9 @@
 """``emo-train``: fine-tune EMO on your own classes (or train it from scratch), the authors' recipe at small scale.
 
-Read top to bottom: the data (an ImageFolder decoded once into a uint8 tensor), the augmentation (RandomResizedCrop
-and flip, done on the whole batch on the training device), the schedule (AdamW, linear warm-up then cosine), the
-EMA of the weights, one epoch, the checkpoints, and ``fit``, the loop that ties them together. ``main`` is the CLI.
+Read top to bottom: the data (an ImageFolder decoded once into a uint8 tensor), the order (which images each process
+holds and in which order it sees them), the augmentation (RandomResizedCrop and flip, done on the whole batch on the
+training device), the schedule (AdamW, linear warm-up then cosine), the EMA of the weights, one epoch, the
+checkpoints, and ``fit``, the loop that ties them together. ``main`` is the CLI.
 
 Images are decoded once: each training image is resized (bicubic, shorter side to ``size / 0.875``) and
 center-cropped to a square, each validation image goes through the eval transform of ``emo.preprocess``
@@ -19,6 +20,11 @@ and renamed, with SIGINT/SIGTERM held back until the rename is done; a write tha
 temporary file and keeps the previous checkpoint. A non-finite loss stops the run before any checkpoint can hold
 NaN weights. One run at a time per output folder (an exclusive lock on ``OUT/.lock``). A resume checkpoint is input
 like any other file: every field is checked before it is used.
+
+Under ``torchrun`` (``emo.distributed``) the same loop trains with DistributedDataParallel: each process decodes and
+trains on its own shard, ``--batch-size`` is per process and a step is one update on the global batch (all
+processes' batches), so the schedule, ``step`` in a checkpoint and ``--resume`` count global steps. Only rank 0
+writes (checkpoints, log, plot) and holds the lock; validation is sharded and its counts summed.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emo import distributed
 from emo.cli_common import one_line_errors
 from emo.data import (
     CROP_PCT,
@@ -54,12 +61,14 @@ from emo.data import (
     load_image,
     to_unit_array,
 )
+from emo.distributed import Group, PeersLost
 from emo.errors import EMOError, Terminated
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 MAX_EPOCHS = 10_000
 MAX_SEED = 2**63 - 1
+MAX_WORLD_SIZE = 65_536
 
 
 class TrainingStopped(Exception):  # noqa: N818 - a state, like KeyboardInterrupt
@@ -120,12 +129,18 @@ def eval_view(image, size: tuple[int, int]) -> np.ndarray:
 
 @dataclass
 class ImageSet:
-    """Decoded images (N, C, H, W) uint8 (C is 1 when every image is grayscale), labels, and what was skipped."""
+    """Decoded images (N, C, H, W) uint8 (C is 1 when every image is grayscale), labels, and what was skipped.
+
+    ``index`` is each row's position in the list that was decoded (unreadable files leave gaps); a process's shard
+    of an ImageFolder sets it to the file's index in the folder's sorted list and ``space`` to the number of files.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
     skipped: list[str] = field(default_factory=list)
+    index: torch.Tensor | None = None
+    space: int | None = None                      # None: the rows are the whole set (one process)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -157,31 +172,73 @@ def decode(images, labels: list[int], classes: list[str], view, *, workers: int 
     gray = bool((array[..., 0] == array[..., 1]).all() and (array[..., 0] == array[..., 2]).all())
     array = array[..., :1] if gray else array
     tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
-    return ImageSet(tensor, torch.tensor([labels[i] for i in kept], dtype=torch.int64), list(classes), skipped)
+    return ImageSet(tensor, torch.tensor([labels[i] for i in kept], dtype=torch.int64), list(classes), skipped,
+                    index=torch.tensor(kept, dtype=torch.int64))
 
 
 def load_image_folder(root: str | Path, view, *, workers: int = 2, classes: list[str] | None = None,
-                      min_classes: int = 2) -> ImageSet:
-    """Scan and decode an ImageFolder; ``classes`` (the training classes) must match the folder's."""
+                      min_classes: int = 2, part=None, group: Group | None = None) -> ImageSet:
+    """Scan and decode an ImageFolder; ``classes`` (the training classes) must match the folder's.
+
+    ``part(n_files)`` picks the files this process decodes (its shard under torchrun); ``group`` then checks that
+    every class is readable in the union of the shards and gathers what was skipped."""
     found, samples = scan_image_folder(root, min_classes=min_classes)
     if classes is not None and found != list(classes):
         missing = sorted(set(found) - set(classes)) or sorted(set(classes) - set(found))
         raise EMOError(f"the class folders of {root} differ from the model's classes (e.g. {missing[0]!r}); "
                        "validation and test sets need the same class folders as the training set")
-    images = decode([p for p, _ in samples], [c for _, c in samples], found, view, workers=workers)
-    check_every_class_readable(images, samples, root)
+    rows = None if part is None else part(len(samples))
+    picked = samples if rows is None else [samples[i] for i in rows.tolist()]
+    images = decode([p for p, _ in picked], [c for _, c in picked], found, view, workers=workers)
+    if rows is not None:
+        images.index, images.space = rows[images.index], len(samples)
+    group = group or Group()
+    present = group.total(torch.bincount(images.labels, minlength=len(found)).tolist())
+    images.skipped = group.gather_texts(images.skipped, limit=10_000)
+    check_every_class_readable(images, samples, root, {c for c, n in enumerate(present) if n})
     return images
 
 
-def check_every_class_readable(images: ImageSet, samples: list[tuple[Path, int]], root: Path) -> None:
-    """A class whose every file was skipped as unreadable would train (or validate) on nothing: refuse it."""
-    present = set(images.labels.unique().tolist())
+def check_every_class_readable(images: ImageSet, samples: list[tuple[Path, int]], root: Path,
+                               present: set[int] | None = None) -> None:
+    """A class whose every file was skipped as unreadable would train (or validate) on nothing: refuse it.
+    ``present``: the classes with a readable image in any process's shard (default: in ``images``)."""
+    present = set(images.labels.unique().tolist()) if present is None else present
     for index, name in enumerate(images.classes):
         if index not in present:
             first = next(str(path) for path, c in samples if c == index)
             reason = next((s for s in images.skipped if first in s), f"{first} is not a readable image")
             raise EMOError(f"class {name!r} of {root} has no readable image ({reason}); replace the file(s) or "
                            "remove the class folder")
+
+
+# ------------------------------------------------------------------------------------------------------ the order
+def shard(space: int, rank: int, world_size: int, batch_size: int, seed: int) -> torch.Tensor:
+    """The files (indices into the sorted list of ``space`` files) that process ``rank`` decodes and trains on.
+
+    Dealt from the first epoch's order: global batch i is positions ``i*G .. (i+1)*G`` of it (``G = world_size *
+    batch_size``) and process r takes the r-th slice of ``batch_size``, so the first epoch is, batch for batch and
+    crop for crop, one process's first epoch at batch size G. The tail (fewer than G files) is dealt round-robin:
+    the shards are disjoint and their union is the data set. One process: every file."""
+    perm = torch.randperm(space, generator=torch.Generator().manual_seed(_seed(seed, 1009, 0)))
+    g = world_size * batch_size
+    full = space // g * g
+    position = torch.arange(space)
+    owner = torch.where(position < full, position % g // batch_size, (position - full) % world_size)
+    return perm[owner == rank].sort().values
+
+
+def epoch_order(images: ImageSet, seed: int, epoch: int) -> torch.Tensor:
+    """The rows of ``images`` in the order of this epoch: the epoch's seeded permutation of the whole set (the same
+    on every process), restricted to the rows this process holds. One process: the permutation itself."""
+    g = torch.Generator().manual_seed(_seed(seed, 1009, epoch))
+    if images.space is None:
+        return torch.randperm(len(images), generator=g)
+    perm = torch.randperm(images.space, generator=g)
+    row = torch.full((images.space,), -1, dtype=torch.int64)
+    row[images.index] = torch.arange(len(images))
+    order = row[perm]
+    return order[order >= 0]
 
 
 # ------------------------------------------------------------------------------------------------ augmentation
@@ -195,21 +252,25 @@ def to_model_input(batch: torch.Tensor) -> torch.Tensor:
 
 def random_resized_crop(batch: torch.Tensor, size: tuple[int, int], generator: torch.Generator,
                         scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                        flip: bool = True) -> torch.Tensor:
+                        flip: bool = True, part: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """RandomResizedCrop (area fraction in ``scale``, aspect in ``ratio``) + horizontal flip, for a whole batch.
 
     The random numbers come from ``generator`` on the CPU, so a seed gives the same crops on every device; the
-    crops are one ``grid_sample`` (bilinear) on the batch's device.
+    crops are one ``grid_sample`` (bilinear) on the batch's device. ``part=(r, k)``: the batch is slice r of a
+    global batch k times its size (process r of k): the numbers are drawn for the global batch and this slice takes
+    its own, so each image gets the crop it would get in one process with the global batch.
     """
     n = batch.shape[0]
-    area = torch.empty(n).uniform_(scale[0], scale[1], generator=generator)
-    log_ratio = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    r, k = part
+    mine = slice(r * n, (r + 1) * n)
+    area = torch.empty(n * k).uniform_(scale[0], scale[1], generator=generator)[mine]
+    log_ratio = torch.empty(n * k).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)[mine]
     aspect = torch.exp(log_ratio)
     w = torch.sqrt(area * aspect).clamp(max=1.0)  # fractions of the source side
     h = torch.sqrt(area / aspect).clamp(max=1.0)
-    cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - w)
-    cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - h)
-    sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
+    cx = (torch.rand(n * k, generator=generator)[mine] * 2 - 1) * (1 - w)
+    cy = (torch.rand(n * k, generator=generator)[mine] * 2 - 1) * (1 - h)
+    sign = torch.where(torch.rand(n * k, generator=generator)[mine] < 0.5, -1.0, 1.0) if flip else torch.ones(n)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * sign, cx, h, cy
     theta = theta.to(batch.device)
@@ -309,6 +370,8 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float | None = None
     classes: list[str] = field(default_factory=list)
+    sync_bn: bool = False                # under torchrun: BatchNorm statistics of the global batch
+    check_replicas: bool = False         # under torchrun: compare the processes' parameters after every step
 
     def input_contract(self) -> dict:
         return {"size": list(self.input_size), "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
@@ -409,6 +472,15 @@ def deferred_signals() -> Iterator[None]:
 
 
 @contextmanager
+def recording_stops(group: Group) -> Iterator[None]:
+    """Under torchrun, for ``fit``: SIGINT/SIGTERM are recorded in ``group.stops`` and the processes agree on them
+    at the next step boundary (``Group.check_stop``), so that all stop after the same step. Raising at once would
+    stop one process in the middle of a collective while the others wait in it."""
+    with _on_stop_signals(lambda signum, frame: group.stops.append(signum)):
+        yield
+
+
+@contextmanager
 def stop_on_first_signal() -> Iterator[None]:
     """For the CLI's run: the first SIGINT/SIGTERM stops training (KeyboardInterrupt / ``Terminated``); the ones
     after it (a user pressing Ctrl-C three times) are ignored while the interrupted state is saved and reported."""
@@ -470,11 +542,14 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _meta(config: TrainConfig, epoch: int, step: int) -> dict:
+def _meta(config: TrainConfig, epoch: int, step: int, world_size: int = 1) -> dict:
+    """What every checkpoint records besides its tensors. ``step`` counts updates on the global batch of
+    ``world_size`` processes x ``batch_size``, which ``--resume`` needs again (with any number of processes)."""
     meta = asdict(config)
     meta["input_size"], meta["crop_scale"] = list(config.input_size), list(config.crop_scale)
     return {"epoch": epoch, "step": step, "arch": config.model, "classes": list(config.classes),
-            "input": config.input_contract(), "train_config": meta}
+            "input": config.input_contract(), "train_config": meta, "world_size": world_size,
+            "global_batch": world_size * config.batch_size}
 
 
 @contextmanager
@@ -520,26 +595,27 @@ def _is_number(value, lo: float, hi: float) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and lo <= value <= hi
 
 
-def read_resume_state(path: str | Path, config: TrainConfig) -> dict:
+def read_resume_state(path: str | Path, config: TrainConfig, world_size: int = 1) -> dict:
     """A resumable ``last.pth``, read as data (``weights_only``) and checked by ``check_resume_state``."""
     from emo.checkpoint import read_checkpoint
 
-    return check_resume_state(read_checkpoint(path), path, config)
+    return check_resume_state(read_checkpoint(path), path, config, world_size)
 
 
-def check_resume(path: str | Path, config: TrainConfig) -> None:
+def check_resume(path: str | Path, config: TrainConfig, world_size: int = 1) -> None:
     """Every check of a resume checkpoint that needs no data (``fit`` checks the position in the schedule), on a
     CPU copy of the model: a bad checkpoint fails before the images are decoded."""
-    state = read_resume_state(path, config)
+    state = read_resume_state(path, config, world_size)
     model = build_model(config)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
     check_resume_tensors(state, path, model, model, optimizer)
 
 
-def check_resume_state(state, path: str | Path, config: TrainConfig) -> dict:
+def check_resume_state(state, path: str | Path, config: TrainConfig, world_size: int = 1) -> dict:
     """Every field of a resume checkpoint checked as a sidecar is, before anything uses it: the types and ranges
     of ``step``/``epoch``/``best_top1``/``history``, and that it was made by this model, these classes, this input
-    size and batch size. The tensors are checked against the model in ``check_resume_tensors``."""
+    size and global batch (``world_size`` processes x ``--batch-size`` now). The tensors are checked against the
+    model in ``check_resume_tensors``."""
     from emo.checkpoint import trained_metadata
 
     if not isinstance(state, Mapping) or not all(k in state for k in ("net", "net_E", "optimizer", "step")):
@@ -576,9 +652,23 @@ def check_resume_state(state, path: str | Path, config: TrainConfig) -> dict:
         raise _fail(path, "train_config", "an object", recorded)
     if "batch_size" in recorded and not _is_int(recorded["batch_size"], 1, 4096):
         raise _fail(path, "train_config.batch_size", "an integer in 1..4096", recorded["batch_size"])
-    if recorded.get("batch_size", config.batch_size) != config.batch_size:
-        raise EMOError(f"{path} was trained with --batch-size {recorded['batch_size']}; resume with the same "
-                       "--batch-size (its steps count batches of that size)")
+    processes = state.get("world_size", 1)  # checkpoints from before torchrun: one process
+    if not _is_int(processes, 1, MAX_WORLD_SIZE):
+        raise _fail(path, "world_size", f"an integer in 1..{MAX_WORLD_SIZE}", processes)
+    batch = recorded.get("batch_size", config.batch_size)
+    if processes == 1 and world_size == 1 and batch != config.batch_size:
+        raise EMOError(f"{path} was trained with --batch-size {batch}; resume with the same --batch-size (its steps "
+                       "count batches of that size)")
+    global_batch = state.get("global_batch", processes * batch)
+    if not (_is_int(global_batch, 1, 4096 * MAX_WORLD_SIZE) and global_batch == processes * batch):
+        raise _fail(path, "global_batch", f"world_size x train_config.batch_size ({processes} x {batch})",
+                    global_batch)
+    if global_batch != world_size * config.batch_size:
+        fix = (f"--batch-size {global_batch // world_size}" if global_batch % world_size == 0 else
+               f"a number of processes that divides {global_batch}")
+        raise EMOError(f"{path} was trained with a global batch of {global_batch} ({processes} process"
+                       f"{'es' if processes > 1 else ''} x {batch}) and its steps count batches of that size; with "
+                       f"{world_size} process{'es' if world_size > 1 else ''} resume with {fix}")
     return dict(state)
 
 
@@ -692,6 +782,16 @@ class NonFiniteWatch:
         return None if first < 0 else first
 
 
+def check_replicas(group: Group, model: nn.Module, step: int) -> int:
+    """``--check-replicas``: every process's parameters are bit-identical to rank 0's after ``step`` (1), or the run
+    stops naming the ranks that differ."""
+    differ = group.replicas_differ(model)
+    if differ:
+        raise TrainingStopped(f"the parameters of rank(s) {differ} differ from rank 0's after step {step} "
+                              "(--check-replicas)")
+    return 1
+
+
 def _all_finite(*models: nn.Module) -> bool:
     tensors = [v for m in models for v in m.state_dict().values() if v.is_floating_point()]
     return bool(torch.stack([t.isfinite().all() for t in tensors]).all())
@@ -713,29 +813,42 @@ def _seed(seed: int, factor: int, offset: int) -> int:
 
 
 def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, device: torch.device, *,
-        resume: str | None = None, progress=sys.stderr, log=print) -> dict:
+        resume: str | None = None, progress=sys.stderr, log=print, group: Group | None = None) -> dict:
     """Train; returns the summary. Writes ``last.pth`` every epoch (and on Ctrl-C), ``best.pth`` when validation
     improves (the last epoch when there is no validation set), ``log.jsonl`` and ``curves.png``.
 
     Stops with ``TrainingStopped`` at a non-finite loss (no checkpoint is written after it) or when a checkpoint
-    cannot be written; the message says which checkpoint is intact and how to go on."""
-    out.mkdir(parents=True, exist_ok=True)
+    cannot be written; the message says which checkpoint is intact and how to go on.
+
+    Under torchrun (``group``) every process runs this loop on its shard (``train``, ``val``) with the model in
+    DistributedDataParallel: the loss is averaged over processes every step (the log and the NaN watch see the
+    global batch's), a stop signal is agreed on at a step boundary, and rank 0 alone writes and logs."""
+    group = group or Group()
+    if not group.is_main:
+        progress, log = None, lambda s: None
+    else:
+        out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     model = build_model(config, log).to(device)
     model = model.to(memory_format=MEMORY_FORMAT)
+    if config.sync_bn and group.active:
+        model = distributed.synchronise_batchnorm(model, device)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.999),
                                   fused=device.type == "cuda")  # one kernel for the whole step on a GPU
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     ema = EMA(model, config.ema_decay)
-    steps_per_epoch = len(train) // config.batch_size
+    fewest = group.smallest(len(train))  # every process takes as many steps as the one with the fewest images
+    steps_per_epoch = fewest // config.batch_size
     if steps_per_epoch < 1:
         raise EMOError(f"the training set has {len(train)} images, fewer than one batch of {config.batch_size}; "
-                       "lower --batch-size")
+                       "lower --batch-size" if not group.active else
+                       f"a process holds {fewest} training images, fewer than one batch of {config.batch_size}; "
+                       "lower --batch-size or start fewer processes")
     step, best, history = 0, -1.0, []
     log_path = out / "log.jsonl"
     saved = None  # (path, step) of the checkpoint a stopped run continues from
     if resume:
-        state = read_resume_state(resume, config)
+        state = read_resume_state(resume, config, group.world_size)
         check_resume_tensors(state, resume, model, ema.model, optimizer)
         check_resume_position(state, resume, steps_per_epoch, config.epochs)
         model.load_state_dict(state["net"])
@@ -746,7 +859,9 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
         history = list(state.get("history", []))
         saved = (Path(resume), step)
         log(f"resumed from {resume} at step {step} (epoch {step // steps_per_epoch + 1}, "
-            f"{step % steps_per_epoch}/{steps_per_epoch} steps into it)")
+            f"{step % steps_per_epoch}/{steps_per_epoch} steps into it)"
+            + (f", written by {state['world_size']} processes" if state.get("world_size", 1) > 1 else ""))
+    net = distributed.wrap(group, model, device)  # DistributedDataParallel under torchrun, else the model itself
     images = train.images.to(device)
     labels = train.labels.to(device)
     warmup = int(config.warmup_epochs * steps_per_epoch)
@@ -768,9 +883,10 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
 
     def snapshot(epoch: int, interrupted: bool = False) -> None:
         nonlocal saved
-        save_atomic({"net": _cpu_state(model), "net_E": _cpu_state(ema.model), "optimizer": optimizer.state_dict(),
-                     "best_top1": best, "history": history, "interrupted": interrupted,
-                     **_meta(config, epoch, step)}, out / "last.pth")
+        if group.is_main:
+            save_atomic({"net": _cpu_state(model), "net_E": _cpu_state(ema.model),
+                         "optimizer": optimizer.state_dict(), "best_top1": best, "history": history,
+                         "interrupted": interrupted, **_meta(config, epoch, step, group.world_size)}, out / "last.pth")
         saved = (out / "last.pth", step)
 
     def going_on() -> str:
@@ -781,37 +897,43 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
     epoch, lr = step // steps_per_epoch, config.lr
     try:
         while epoch < config.epochs:
-            model.train()
+            net.train()
             if config.freeze_backbone:  # frozen BatchNorms keep their statistics
                 for m in model.modules():
-                    if isinstance(m, nn.BatchNorm2d):
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
                         m.eval()
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(_seed(config.seed, 1009, epoch)))
+            order = epoch_order(train, config.seed, epoch)
             first = step - epoch * steps_per_epoch
-            t0, seen, loss_sum, loss_n = time.monotonic(), 0, torch.zeros((), device=device), 0
+            t0, seen, loss_sum, loss_n, checked = time.monotonic(), 0, torch.zeros((), device=device), 0, 0
             for i in range(first, steps_per_epoch):
                 g = torch.Generator().manual_seed(_seed(config.seed, 1_000_003, step))  # resumable at any step
                 index = order[i * config.batch_size:(i + 1) * config.batch_size].to(device)
-                x = random_resized_crop(images[index], config.input_size, g, config.crop_scale, flip=config.flip)
+                x = random_resized_crop(images[index], config.input_size, g, config.crop_scale, flip=config.flip,
+                                        part=(group.rank, group.world_size))
                 x = x.contiguous(memory_format=MEMORY_FORMAT)
                 lr = learning_rate(step, config.epochs * steps_per_epoch, warmup, config.lr, config.min_lr,
                                    config.warmup_lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with _autocast(device):
-                    loss = criterion(model(x).float(), labels[index])
-                watch.record(loss, step)
-                with deferred_signals():  # a step is applied whole (weights, step count, EMA): a resume repeats none
+                for param_group in optimizer.param_groups:
+                    param_group["lr"] = lr
+                with group.guard(), _autocast(device):  # under torchrun a lost process is one line, not a traceback
+                    loss = criterion(net(x).float(), labels[index])
+                    global_loss = group.average(loss)   # the global batch's loss, the same on every process
+                watch.record(global_loss, step)
+                with deferred_signals(), group.guard():  # a step is applied whole (weights, step count, EMA)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss.backward()                      # DistributedDataParallel averages the gradients here
                     optimizer.step()
                     step += 1
                     ema.update(model, step)
-                loss_sum += loss.detach()
+                loss_sum += global_loss.detach()
                 loss_n += 1
-                seen += len(index)
-                if i % check_every == 0 and watch.first_bad_step() is not None:
-                    stop_if_not_finite()
+                seen += len(index) * group.world_size
+                if config.check_replicas and group.active:
+                    checked += check_replicas(group, model, step)
+                if i % check_every == 0:
+                    group.check_stop()  # Ctrl-C on any process: all stop after this step
+                    if watch.first_bad_step() is not None:
+                        stop_if_not_finite()
                 if progress is not None and (i % 10 == 0 or i == steps_per_epoch - 1):
                     _progress(epoch, config.epochs, i + 1, steps_per_epoch, float(loss_sum) / loss_n,
                               seen / max(1e-9, time.monotonic() - t0), progress)
@@ -822,10 +944,17 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
             row = {"epoch": epoch + 1, "step": step, "lr": lr, "train_loss": round(float(loss_sum) / max(1, loss_n), 5),
                    "img_per_s": round(seen / max(1e-9, elapsed), 1), "epoch_s": round(elapsed, 2),
                    "elapsed_s": round(time.monotonic() - started, 2)}
+            digest = {}  # in log.jsonl, not in the checkpoint's history (numbers only)
+            if group.active:
+                row.update(world_size=group.world_size, global_batch=group.world_size * config.batch_size)
+                if config.check_replicas:
+                    row["replicas_identical_steps"] = checked
+                    digest["params_sha256"] = distributed.parameter_digest(model).hex()
+            group.broadcast_buffers(model, ema.model)  # the state validated and saved is rank 0's
             candidate = "ema"
             if val is not None:
-                row["val_top1"] = round(top1(predict(model, val.images, device), val.labels), 3)
-                row["val_top1_ema"] = round(top1(predict(ema.model, val.images, device), val.labels), 3)
+                row["val_top1"] = accuracy(model, val, device, group)
+                row["val_top1_ema"] = accuracy(ema.model, val, device, group)
                 candidate = "ema" if row["val_top1_ema"] >= row["val_top1"] else "raw"
                 score = max(row["val_top1_ema"], row["val_top1"])
             else:
@@ -834,7 +963,7 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
             if config.max_minutes and epoch == 1 and config.epochs > 1:
                 # fit the schedule to the time budget once the first (warm-up) epoch has been timed
                 budget = config.max_minutes * 60 - (time.monotonic() - started)
-                fits = 1 + int(budget // max(1e-9, time.monotonic() - started))
+                fits = group.smallest(1 + int(budget // max(1e-9, time.monotonic() - started)))  # all agree
                 if fits < config.epochs:
                     log(f"--max-minutes {config.max_minutes}: {fits} epochs fit, not {config.epochs}; "
                         f"the cosine schedule now ends at epoch {fits}")
@@ -844,24 +973,39 @@ def fit(config: TrainConfig, train: ImageSet, val: ImageSet | None, out: Path, d
             if score > best:
                 best = score
                 weights = ema.model if candidate == "ema" else model
-                save_atomic({"net": _cpu_state(weights), "net_source": candidate, "best_top1": best,
-                             **_meta(config, epoch, step)}, out / "best.pth")
+                if group.is_main:
+                    save_atomic({"net": _cpu_state(weights), "net_source": candidate, "best_top1": best,
+                                 **_meta(config, epoch, step, group.world_size)}, out / "best.pth")
             snapshot(epoch)
-            _append_line(log_path, json.dumps(row))
-            log(json.dumps(row))
+            if group.is_main:
+                _append_line(log_path, json.dumps({**row, **digest}))
+            log(json.dumps({**row, **digest}))
+        group.check_stop()  # a stop signal during the last epoch's validation or saves
     except KeyboardInterrupt:
         with deferred_signals():  # the state of the interruption is saved whole, whatever else arrives meanwhile
             if progress is not None:
                 progress.write("\n")
-            _save_interrupted(snapshot, epoch, step, watch, model, ema.model, out, log, going_on)
+            # the epoch the saved step is in: a stop after an epoch's last step is at the start of the next one
+            _save_interrupted(snapshot, step // steps_per_epoch, step, watch, model, ema.model, out, log, going_on)
         raise
-    except TrainingStopped as e:
+    except (TrainingStopped, PeersLost) as e:
         if progress is not None:
             progress.write("\n")
         raise TrainingStopped(f"{e}; {going_on()}") from None
-    plot_curves(history, out / "curves.png", log)
+    if group.is_main:
+        plot_curves(history, out / "curves.png", log)
     return {"epochs": config.epochs, "steps": step, "best_val_top1": best if val is not None else None,
             "train_s": round(time.monotonic() - started, 1), "history": history}
+
+
+def accuracy(model: nn.Module, images: ImageSet, device: torch.device, group: Group) -> float:
+    """Validation top-1 (%), rounded as the log shows it; under torchrun over every process's shard (the correct
+    answers are counted on each and summed)."""
+    if not group.active:
+        return round(top1(predict(model, images.images, device), images.labels), 3)
+    correct = int((predict(model, images.images, device).argmax(1) == images.labels).sum())
+    correct, total = group.total([correct, len(images)])
+    return round(correct / total * 100, 3)
 
 
 def _save_interrupted(snapshot, epoch: int, step: int, watch: NonFiniteWatch, model: nn.Module, ema: nn.Module,
@@ -950,9 +1094,10 @@ def integer_option(flag: str, lo: int, hi: int):
 def _parser():
     from emo.cli_common import Parser
 
-    p = Parser(prog="emo-train", description="Fine-tune EMO on your own classes (or train from scratch): AdamW, "
-                "warm-up + cosine, label smoothing, EMA, RandomResizedCrop + flip; checkpoints in the authors' form "
-                "with the class names and the input contract.")
+    p = Parser(
+        prog="emo-train", description="Fine-tune EMO on your own classes (or train from scratch): AdamW, "
+        "warm-up + cosine, label smoothing, EMA, RandomResizedCrop + flip; checkpoints in the authors' form "
+        "with the class names and the input contract. Under torchrun: DistributedDataParallel over its processes.")
     p.add_argument("--model", default="emo_1m", help="emo_1m | emo_2m | emo_5m | emo_6m (default emo_1m)")
     p.add_argument("--weights", help="start from this checkpoint (any form create_model reads; the head is replaced "
                    "unless it was trained on exactly these class names); default: from scratch")
@@ -962,7 +1107,8 @@ def _parser():
                    "is kept as best)")
     p.add_argument("--input-size", default="224", help="N or HxW (default 224)")
     p.add_argument("--epochs", type=integer_option("--epochs", 1, MAX_EPOCHS), default=30)
-    p.add_argument("--batch-size", type=integer_option("--batch-size", 1, 4096), default=128)
+    p.add_argument("--batch-size", type=integer_option("--batch-size", 1, 4096), default=128,
+                   help="images per step and process (under torchrun the global batch is this x the processes)")
     p.add_argument("--lr", type=number_option("--lr", 0, 1, lo_open=True, hi_open=True), default=1e-3,
                    help="peak learning rate, 0 < lr < 1 (default 1e-3)")
     p.add_argument("--min-lr", type=number_option("--min-lr", 0, 1, hi_open=True), default=1e-6,
@@ -986,6 +1132,16 @@ def _parser():
     p.add_argument("--workers", type=integer_option("--workers", 1, 64), default=2,
                    help="image decoding threads (default 2)")
     p.add_argument("--out", required=True, help="output folder: best.pth, last.pth, log.jsonl, curves.png")
+    ddp = p.add_argument_group("under torchrun (several processes; no effect in one)")
+    ddp.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics of the global batch (SyncBatchNorm) "
+                     "instead of each process's own")
+    ddp.add_argument("--dist-backend", choices=distributed.BACKENDS, default="auto",
+                     help="collectives: nccl for CUDA, gloo for the CPU (default auto)")
+    ddp.add_argument("--dist-timeout", type=number_option("--dist-timeout", 0, 86_400, lo_open=True), default=1800,
+                     help="seconds a process waits for the others (a hung process); a process that dies stops the "
+                     "run at once (default 1800)")
+    ddp.add_argument("--check-replicas", action="store_true", help="after every step, compare a SHA-256 of every "
+                     "process's parameters and stop if they differ (a check of the setup; costs a hash per step)")
     return p
 
 
@@ -1011,21 +1167,8 @@ def _config_from_args(args, classes: list[str]) -> TrainConfig:
                        warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
                        label_smoothing=args.label_smoothing, ema_decay=args.ema_decay, crop_scale=(lo, hi),
                        flip=not args.no_flip, freeze_backbone=args.freeze_backbone, seed=args.seed,
-                       max_minutes=args.max_minutes, classes=list(classes))
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise EMOError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EMOError(f"--device {name}: no CUDA GPU is visible to this torch ({torch.__version__}); use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise EMOError(f"--device {name!r}: emo-train runs on cpu or cuda")
-    return device
+                       max_minutes=args.max_minutes, classes=list(classes), sync_bn=args.sync_bn,
+                       check_replicas=args.check_replicas)
 
 
 def check_out_outside_data(out: Path, folders: list[tuple[str, Path]]) -> None:
@@ -1040,7 +1183,13 @@ def check_out_outside_data(out: Path, folders: list[tuple[str, Path]]) -> None:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = distributed.quiet_unless_main(_parser()).parse_args(argv)
+    return distributed.run("emo-train", lambda group, device: _train(args, device, group), device=args.device,
+                           backend=args.dist_backend, timeout_s=args.dist_timeout)
+
+
+def _train(args, device: torch.device, group: Group) -> int:
+    """Check every input, lock ``--out`` (rank 0), then decode and train (``_run``)."""
     train_dir, val_dir = data_folders(args.data, args.val)
     out = Path(args.out)
     check_out_outside_data(out, [("--data", train_dir)] + ([("--val" if args.val else "--data", val_dir)]
@@ -1053,18 +1202,20 @@ def train_main(argv: list[str] | None = None) -> int:
             odd = sorted(set(val_classes) ^ set(classes))
             raise EMOError(f"the class folders of {val_dir} differ from those of {train_dir} (e.g. {odd[0]!r}); "
                            "validation needs the same classes")
-    device = _device(args.device)
     for flag, path in (("--weights", args.weights), ("--resume", args.resume)):
         if path is not None and not Path(path).is_file():
             raise EMOError(f"{flag} {path}: checkpoint not found")
     if args.weights and args.resume:
         raise EMOError("--weights and --resume exclude each other: --resume continues a run, --weights starts one")
     if args.resume:
-        check_resume(args.resume, config)                     # a foreign checkpoint fails now, not after decoding
+        check_resume(args.resume, config, group.world_size)  # a foreign checkpoint fails now, not after decoding
     if args.weights:
         from emo.model import create_model
         create_model(config.model, config.weights)            # a wrong checkpoint fails now, not after decoding
         checkpoint_classes(config.weights)                    # and so does malformed metadata
+    if not group.is_main:  # only rank 0 creates, locks and writes --out
+        group.barrier()    # rank 0 holds the lock (if it failed, this fails at once and rank 0 says why)
+        return _run(args, config, train_dir, val_dir, device, out, group)
     from emo.cli_common import check_out_dir
     created = not out.exists()
     check_out_dir(out)
@@ -1073,45 +1224,73 @@ def train_main(argv: list[str] | None = None) -> int:
             if (out / "last.pth").exists() and not args.resume:
                 raise EMOError(f"{out} already holds a run (last.pth); continue it with --resume "
                                f"{out / 'last.pth'} or choose another --out")
-            return _run(args, config, train_dir, val_dir, device, out)
-    except (EMOError, KeyboardInterrupt):  # bad input found while decoding, Ctrl-C: leave no empty folder behind
+            group.barrier()
+            return _run(args, config, train_dir, val_dir, device, out, group)
+    except (EMOError, KeyboardInterrupt, PeersLost):  # bad input while decoding, Ctrl-C: no empty folder left behind
         if created and [p.name for p in out.iterdir()] in ([], [".lock"]):
             (out / ".lock").unlink(missing_ok=True)
             out.rmdir()
         raise
 
 
-def _run(args, config: TrainConfig, train_dir: Path, val_dir: Path | None, device: torch.device, out: Path) -> int:
-    """Decode, train, report; exit 1 when training had to stop, 130/143 after Ctrl-C/SIGTERM (state saved)."""
+def _run(args, config: TrainConfig, train_dir: Path, val_dir: Path | None, device: torch.device, out: Path,
+         group: Group) -> int:
+    """Decode (each process its shard), train, report; exit 1 when training had to stop, 130/143 after
+    Ctrl-C/SIGTERM (state saved)."""
+    say = print if group.is_main else (lambda *a, **k: None)
     t0 = time.monotonic()
+    train_part = val_part = None
+    if group.active:
+        def train_part(n: int) -> torch.Tensor:
+            if n < group.world_size * config.batch_size:
+                raise EMOError(f"{train_dir} has {n} images, fewer than one global batch of "
+                               f"{group.world_size * config.batch_size} ({group.world_size} processes x "
+                               f"--batch-size {config.batch_size}); lower --batch-size or start fewer processes")
+            return shard(n, group.rank, group.world_size, config.batch_size, config.seed)
+
+        def val_part(n: int) -> torch.Tensor:
+            if n < group.world_size:
+                raise EMOError(f"{val_dir} has {n} images, fewer than the {group.world_size} processes; add images")
+            return torch.arange(n)[group.rank::group.world_size]
+
     train = load_image_folder(train_dir, lambda im: train_view(im, round(max(config.input_size) / CROP_PCT)),
-                              workers=args.workers)
+                              workers=args.workers, part=train_part, group=group)
     val = (load_image_folder(val_dir, lambda im: eval_view(im, config.input_size), workers=args.workers,
-                             classes=config.classes, min_classes=1) if val_dir is not None else None)
-    print(f"{train_dir}: {len(train)} images, {len(config.classes)} classes"
-          + (f"; {val_dir}: {len(val)} images" if val is not None else "; no validation set")
-          + f" (decoded in {time.monotonic() - t0:.1f}s)")
+                             classes=config.classes, min_classes=1, part=val_part, group=group)
+           if val_dir is not None else None)
+    n_train, n_val = group.total([len(train), len(val) if val is not None else 0])
+    say(f"{train_dir}: {n_train:.0f} images, {len(config.classes)} classes"
+        + (f"; {val_dir}: {n_val:.0f} images" if val is not None else "; no validation set")
+        + f" (decoded in {time.monotonic() - t0:.1f}s"
+        + (f", each of {group.world_size} processes its shard)" if group.active else ")"))
     for name, images in (("training", train), ("validation", val)):
-        if images is not None and images.skipped:
+        if group.is_main and images is not None and images.skipped:
             print(f"warning: {len(images.skipped)} unreadable {name} images skipped, e.g. {images.skipped[0]}",
                   file=sys.stderr)
-    print(f"training {config.model} on {device} at {config.input_size[0]}x{config.input_size[1]}, "
-          f"{config.epochs} epochs of {len(train) // config.batch_size} steps"
-          + (f", from {config.weights}" if config.weights else ", from scratch"))
-    with stop_on_first_signal():
+    steps = group.smallest(len(train)) // config.batch_size
+    say(f"training {config.model} on {device} at {config.input_size[0]}x{config.input_size[1]}, "
+        f"{config.epochs} epochs of {steps} steps"
+        + (f", from {config.weights}" if config.weights else ", from scratch")
+        + (f"; {group.world_size} processes ({group.backend}) x batch {config.batch_size} = global batch "
+           f"{group.world_size * config.batch_size}" + (", SyncBatchNorm" if config.sync_bn else "")
+           if group.active else ""))
+    with recording_stops(group) if group.active else stop_on_first_signal():
         try:
-            summary = fit(config, train, val, out, device, resume=args.resume)
+            summary = fit(config, train, val, out, device, resume=args.resume, group=group)
         except TrainingStopped as e:
-            print(f"emo-train: error: {e}", file=sys.stderr)
+            group.speak(f"emo-train: error: {group.tag(str(e))}")
             return EXIT_FAILED
         except KeyboardInterrupt as e:  # fit has saved the state and said where; nothing half-written is left
             terminated = isinstance(e, Terminated)
-            print(f"emo-train: {'terminated' if terminated else 'interrupted'} (no half-written file was left)",
-                  file=sys.stderr)
+            group.speak(f"emo-train: {'terminated' if terminated else 'interrupted'} (no half-written file was left)",
+                        agreed=group.agreed_stop)
             return 143 if terminated else 130
-    print(f"done in {summary['train_s']:.0f}s: best validation top-1 {summary['best_val_top1']}; wrote "
-          f"{out / 'best.pth'}, {out / 'last.pth'}, {out / 'log.jsonl'}")
+    say(f"done in {summary['train_s']:.0f}s: best validation top-1 {summary['best_val_top1']}; wrote "
+        f"{out / 'best.pth'}, {out / 'last.pth'}, {out / 'log.jsonl'}")
     return 0
 
 
 main = one_line_errors(train_main)
+
+if __name__ == "__main__":  # python -m emo.train, and torchrun ... -m emo.train
+    sys.exit(main())

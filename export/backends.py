@@ -55,7 +55,7 @@ BACKENDS: dict[str, Backend] = {
     "onnx": Backend("onnx", "onnx", ".onnx", ("fp32", "int8"), "onnx", "onnx", "onnxruntime (CPU EP)", _ONNX,
                     flags=("--dynamic-batch",)),
     "ort": Backend("ort", "ort", ".ort", ("fp32", "int8"), "onnx", "ort", "onnxruntime (CPU EP, ORT format)", _ONNX,
-                   flags=("--dynamic-batch",)),
+                   flags=("--dynamic-batch", "--ort-style")),
     "coreml": Backend("coreml", "coreml", ".mlpackage", ("fp16", "fp32", "int8"), "coreml", "coreml",
                       "mil-interpreter (numpy)", ("coremltools",),
                       flags=("--image-input", "--classifier", "--min-target")),

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 an artifact failed its parity check or a converter failed (recorded, with a log);
 2 bad input (one line on stderr, nothing written); 3 (emo-verify) the artifact's runtime cannot run on this host,
-so nothing was checked (e.g. a Core ML-delegated .pte on Linux).
+so nothing was checked (e.g. a Core ML-delegated .pte on Linux, or a .pte with --arm).
 """
 
 from __future__ import annotations
@@ -69,6 +69,9 @@ def _export_parser() -> argparse.ArgumentParser:
                    help="coreml: classifier outputs (classLabel + probabilities) for VNCoreMLRequest")
     p.add_argument("--min-target", help="coreml: minimum deployment target, iOS15..iOS18 or macOS12..macOS15 "
                    "(default iOS17)")
+    p.add_argument("--ort-style", choices=("cpu", "cpu-x86", "mobile-ep"),
+                   help="ort: cpu (default) = the fused graph for the CPU EP on any CPU; cpu-x86 = plus the NCHWc "
+                   "layout (x86-64 only); mobile-ep = plain ONNX ops for NNAPI/Core ML/XNNPACK EPs")
     p.add_argument("--labels", help="class names, one per line (default: ImageNet-1k for 1000 classes)")
     p.add_argument("--out", required=True, help="output folder")
     return p
@@ -94,7 +97,8 @@ def export_main(argv: list[str] | None = None) -> int:
         raise EMOError("--out is empty; name an output folder")
     flags = [flag for flag, given in (("--dynamic-batch", args.dynamic_batch), ("--nhwc", args.nhwc),
                                       ("--image-input", args.image_input), ("--classifier", args.classifier),
-                                      ("--min-target", args.min_target is not None)) if given]
+                                      ("--min-target", args.min_target is not None),
+                                      ("--ort-style", args.ort_style is not None)) if given]
     check_options(backends, precision=args.precision, flags=flags)
     if args.min_target is not None:
         from emo.export.coreml import check_target
@@ -131,7 +135,8 @@ def export_main(argv: list[str] | None = None) -> int:
                             precision=args.precision, labels=labels,
                             labels_source=labels_source,
                             backend_options={"nhwc": args.nhwc, "image_input": args.image_input,
-                                             "classifier": args.classifier, "min_target": args.min_target},
+                                             "classifier": args.classifier, "min_target": args.min_target,
+                                             "ort_style": args.ort_style},
                             calibration=args.calibration, calibration_count=args.calibration_count)
     if len(backends) == 1:  # a missing converter is bad input here; under several formats it is a recorded failure
         backends[0].load_module()
@@ -163,7 +168,14 @@ def verify_main(argv: list[str] | None = None) -> int:
     p = Parser(prog="emo-verify", description="Re-check an artifact against the PyTorch model of its sidecar.")
     p.add_argument("artifact", help="an exported artifact with its sidecar JSON next to it")
     p.add_argument("--weights", help="checkpoint to compare with (default: the sidecar's path, sha256-checked)")
+    p.add_argument("--arm", metavar="CPU[,CPU...]|all",
+                   help="instead: the bundled examples in the aarch64 build of the artifact's runtime, under qemu on "
+                   "these Arm CPU models (e.g. cortex-a53,cortex-a76,cortex-a710; needs root and `sudo make arm-root`)")
     args = p.parse_args(argv)
+    if args.arm is not None:
+        if args.weights is not None:
+            raise EMOError("--weights does not apply to --arm: the bundled examples hold PyTorch's outputs; drop it")
+        return _verify_arm(Path(args.artifact), args.arm)
     parity, side, notes = verify(Path(args.artifact), args.weights)
     for note in notes:
         print(f"note: {note}")
@@ -176,6 +188,24 @@ def verify_main(argv: list[str] | None = None) -> int:
     if parity.status.startswith("skipped"):
         return EXIT_NOT_CHECKED
     return 0 if parity.passed else EXIT_FAILED
+
+
+def _verify_arm(artifact: Path, cpus_text: str) -> int:
+    from emo.export import arm
+
+    cpus = arm.parse_cpus(cpus_text)
+    try:
+        result = arm.check(artifact, cpus)
+    except arm.NotOnArmError as e:
+        print(f"emo-verify: {e}", file=sys.stderr)
+        return EXIT_NOT_CHECKED
+    side, emulator = result.side, result.rows[0]["emulator"]
+    print(f"{artifact.name}: {side['variant']} {side['backend']} {side['precision']}, bundled examples vs PyTorch, "
+          f"tolerance {result.tolerance}; Arm rows emulated by "
+          f"{emulator}, {arm.THREADS} thread (no latency: emulated time says nothing about a phone)")
+    print(format_table(arm.table_rows(result), arm.TABLE_HEADER))
+    print(f"recorded in {artifact.with_suffix('.json').name} as arm_parity")
+    return 0 if result.passed else EXIT_FAILED
 
 
 # ---------------------------------------------------------------------------------------------------- emo-predict

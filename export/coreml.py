@@ -336,25 +336,39 @@ def _feed(program_spec_input_is_image: bool, x: np.ndarray) -> np.ndarray:
     return x / PIXEL_SCALE if program_spec_input_is_image else x
 
 
+STACK_BYTES = 256 << 20  # the interpreter runs this much of a stack of images at once (largest tensor x 8)
+
+
 def load(path: Path, threads: int | None = None):
-    """The MIL interpreter on this host. Returns logits, or probabilities for a classifier program."""
+    """The MIL interpreter on this host. Returns logits, or probabilities for a classifier program.
+
+    The runner takes any whole number of the program's batches at once (``stacks_batches``): they run as one
+    stack through ``MILProgram.run_batch`` (each image gets exactly what a batch of its own gives it), in pieces
+    of at most ``STACK_BYTES`` of largest tensor."""
     from emo.export.mil_interpreter import MILProgram
 
     program = MILProgram(path)
     description = program.spec.description
     image_input = description.input[0].type.WhichOneof("Type") == "imageType"
     probs_name = description.predictedProbabilitiesName
+    batch = _batch(description)
+    stack = max(1, STACK_BYTES // (8 * 4 * max(1, program.largest_value_elements())))
 
     def run(x: np.ndarray) -> np.ndarray:
+        if len(x) % batch:
+            raise EMOError(f"{len(x)} images for a program of batch {batch}: give a multiple of {batch}")
+        runs = np.reshape(_feed(image_input, x), (len(x) // batch, batch, *np.shape(x)[1:]))
         rows = []
-        for i in range(0, len(x), _batch(description)):
-            out = program.run({"image": _feed(image_input, x[i:i + _batch(description)])})
+        for i in range(0, len(runs), stack):
+            out = program.run_batch({"image": runs[i:i + stack]})
             if probs_name:
-                rows.append(np.asarray([list(out[probs_name].values())], dtype=np.float32))
+                rows += [list(probabilities.values()) for probabilities in out[probs_name]]
             else:
-                rows.append(np.asarray(out[description.output[0].name], dtype=np.float32))
-        return np.concatenate(rows)
+                rows.append(np.asarray(out[description.output[0].name], np.float32).reshape(-1, *np.shape(
+                    out[description.output[0].name])[2:]))
+        return np.asarray(rows, dtype=np.float32) if probs_name else np.concatenate(rows)
 
+    run.stacks_batches = True
     return run
 
 

@@ -73,7 +73,12 @@ def batches(images: np.ndarray, batch: int) -> list[np.ndarray]:
 
 
 def run_batched(fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch: int) -> np.ndarray:
-    outputs = np.concatenate([np.asarray(fn(chunk)) for chunk in batches(images, batch)])
+    """``fn`` on ``images`` in batches of ``batch``; a runner marked ``stacks_batches`` (the MIL interpreter) takes
+    the padded batches all in one call and runs them as one stack."""
+    chunks = batches(images, batch)
+    if getattr(fn, "stacks_batches", False):
+        chunks = [np.concatenate(chunks)]
+    outputs = np.concatenate([np.asarray(fn(chunk)) for chunk in chunks])
     return outputs[: len(images)].astype(np.float32)
 
 

@@ -4,11 +4,13 @@
 
 ``ios``: the iOS demo app's headless benchmark mode, driven with ``xcrun devicectl`` (contract:
 ios_demo/BENCHMARK_MODE.md). The artifact, its sidecar and its bundled examples are copied into the app's
-``Documents/emo-bench/`` under fixed names (``model.mlpackage``, ``model.json``, ``model.examples.json``), the app
-is launched with ``-emoBenchmark model.mlpackage -emoBenchIterations N -emoBenchWarmup W -emoBenchComputeUnits U
--emoBenchOutput result-TOKEN.json``, and the result file (``emo-mobile/app-bench/1``, the same as Android's) is
-copied back and mapped by ``emo.runtime_bench.app_result``. The token is new for every run, so a result left by an
-earlier run is never read.
+``Documents/emo-bench/`` under names new for every run (``model-TOKEN.mlpackage``, ``model-TOKEN.json``,
+``model-TOKEN.examples.json``), the app is launched with ``-emoBenchmark model-TOKEN.mlpackage -emoBenchIterations N
+-emoBenchWarmup W -emoBenchComputeUnits U -emoBenchOutput result-TOKEN.json``, and the result file
+(``emo-mobile/app-bench/1``, the same as Android's) is copied back and mapped by ``emo.runtime_bench.app_result``.
+``devicectl`` cannot delete files, so fresh names are what keeps runs apart: an examples file or a package left by
+an earlier run is never paired with this artifact, nor a directory copied onto an old one, nor an old result read;
+the app deletes what earlier runs left before it reads the folder.
 """
 
 from __future__ import annotations
@@ -69,14 +71,17 @@ def run_mac(artifact: Artifact, settings: Settings, compute_units: str) -> Bench
 # ------------------------------------------------------------------------------------------------------- ios
 def ios_commands(udid: str, artifact: Artifact, settings: Settings, compute_units: str, token: str) -> dict:
     """The ``xcrun devicectl`` invocations for one run: copy in (artifact, sidecar, examples when present), launch
-    headless, copy the result out. Fixed names inside ``Documents/emo-bench``, as on Android."""
+    headless, copy the result out. Names inside ``Documents/emo-bench`` made of ``token`` (new for every run), never
+    the artifact's own name."""
     if compute_units not in COMPUTE_UNITS:
         raise ValueError(f"compute units {compute_units} are not one of {', '.join(COMPUTE_UNITS)}")
     container = ["--domain-type", "appDataContainer", "--domain-identifier", IOS_BUNDLE_ID]
-    copies = [(artifact.path, f"model{artifact.path.suffix}"), (artifact.path.with_suffix(".json"), "model.json")]
+    stem = f"model-{token}"
+    model = f"{stem}{artifact.path.suffix}"
+    copies = [(artifact.path, model), (artifact.path.with_suffix(".json"), f"{stem}.json")]
     examples = examples_format.examples_path(artifact.path)
     if examples.is_file():
-        copies.append((examples, "model.examples.json"))
+        copies.append((examples, f"{stem}.examples.json"))
     result = f"result-{token}.json"
 
     def copy_to(local: Path, name: str) -> list[str]:
@@ -86,7 +91,7 @@ def ios_commands(udid: str, artifact: Artifact, settings: Settings, compute_unit
     return {
         "copy_in": [copy_to(local, name) for local, name in copies],
         "launch": ["xcrun", "devicectl", "device", "process", "launch", "--device", udid, "--terminate-existing",
-                   IOS_BUNDLE_ID, "-emoBenchmark", f"model{artifact.path.suffix}",
+                   IOS_BUNDLE_ID, "-emoBenchmark", model,
                    "-emoBenchIterations", str(settings.iters or 50), "-emoBenchWarmup", str(settings.warmup),
                    "-emoBenchComputeUnits", compute_units, "-emoBenchOutput", result],
         "copy_out": ["xcrun", "devicectl", "device", "copy", "from", "--device", udid, "--source",

@@ -40,10 +40,12 @@ def test_ios_commands_copy_the_sidecar_and_the_examples(tmp_path):
         return ["xcrun", "devicectl", "device", "copy", "to", "--device", "UDID1", "--source", str(source),
                 "--destination", f"Documents/emo-bench/{name}", *container]
 
-    assert cmds["copy_in"] == [copy(art, "model.mlpackage"), copy(tmp_path / "emo_1m_coreml_fp16.json", "model.json"),
-                               copy(tmp_path / "emo_1m_coreml_fp16.examples.json", "model.examples.json")]
+    # names new for every run: a file of an earlier run (devicectl cannot delete it) never meets this artifact
+    assert cmds["copy_in"] == [copy(art, "model-t0k3n.mlpackage"),
+                               copy(tmp_path / "emo_1m_coreml_fp16.json", "model-t0k3n.json"),
+                               copy(tmp_path / "emo_1m_coreml_fp16.examples.json", "model-t0k3n.examples.json")]
     assert cmds["launch"] == ["xcrun", "devicectl", "device", "process", "launch", "--device", "UDID1",
-                              "--terminate-existing", "org.emomobile.demo", "-emoBenchmark", "model.mlpackage",
+                              "--terminate-existing", "org.emomobile.demo", "-emoBenchmark", "model-t0k3n.mlpackage",
                               "-emoBenchIterations", "20", "-emoBenchWarmup", "3", "-emoBenchComputeUnits",
                               "CPU_AND_NE", "-emoBenchOutput", "result-t0k3n.json"]
     assert cmds["copy_out"] == ["xcrun", "devicectl", "device", "copy", "from", "--device", "UDID1", "--source",
@@ -69,10 +71,11 @@ def fake_devicectl(results: list, issued: list, device_root: Path):
             args = cmd[cmd.index("org.emomobile.demo") + 1:]
             launch = dict(zip(args[::2], args[1::2], strict=True))
             folder = device_root / "Documents/emo-bench"
-            assert (folder / launch["-emoBenchmark"]).exists() and (folder / "model.json").exists()
+            stem = launch["-emoBenchmark"].removesuffix(".mlpackage")
+            assert (folder / launch["-emoBenchmark"]).exists() and (folder / f"{stem}.json").exists()
             result = results.pop(0)
-            if result is not None:
-                examples = (folder / "model.examples.json").exists()
+            if result is not None:  # the app pairs files by stem, as EMOCore's ModelCatalog does
+                examples = (folder / f"{stem}.examples.json").exists()
                 result = dict(result, parity=result.get("parity") if examples else None)
                 issued.append(("will write", folder / launch["-emoBenchOutput"], result))
         elif cmd[3:5] == ["copy", "from"]:
@@ -109,6 +112,21 @@ def test_run_ios_with_a_fake_devicectl(tmp_path):
                           "soc": "A16", "os": "iOS 18.1", "abi": "arm64"}
     assert row.settings["compute_units"] == "ALL" and row.settings["runner"] == "app"
     assert row.parity["status"] == "passed"  # the examples went along, so the app's self-test ran
+
+
+def test_ios_runs_never_meet_an_earlier_runs_files(tmp_path):
+    """devicectl cannot delete files: an artifact without examples benchmarked after one with them is not
+    self-tested against the earlier run's examples (every run copies to names of its own)."""
+    issued, phone = [], tmp_path / "phone"
+    execute = fake_devicectl([IOS_RESULT, IOS_RESULT], issued, phone)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    row = apple.run_ios(_coreml(tmp_path / "a"), "U", SETTINGS, "ALL", execute=execute, poll_seconds=0)
+    assert row.parity["status"] == "passed"
+    row = apple.run_ios(_coreml(tmp_path / "b", examples=False), "U", SETTINGS, "ALL", execute=execute, poll_seconds=0)
+    assert row.ok and row.parity is None
+    launches = [c[c.index("-emoBenchmark") + 1] for c in issued if isinstance(c, list) and "-emoBenchmark" in c]
+    assert len(set(launches)) == 2, launches
 
 
 def test_ios_parity_fails_the_row_as_on_android(tmp_path):
@@ -243,5 +261,5 @@ def test_aihub_jobs_are_waited_on_with_a_timeout_and_failures_fail_the_row(tmp_p
         hub.submit_compile_job = lambda job=job, hub=hub, **kw: job(hub.log)
         target = aihub.AiHubTarget.__new__(aihub.AiHubTarget)
         target.settings, target.hub, target.device_name = SETTINGS, hub, "Pixel 8"
-        (row,) = execute(target, Run([onnx], "x", lambda usable: [target.run(usable[0])]))
+        (row,) = execute(target, Run([onnx], "x", lambda usable, t=target: [t.run(usable[0])]))
         assert row.status == f"failed: {reason}"

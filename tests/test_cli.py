@@ -98,7 +98,7 @@ def test_verify_and_predict_bad_input(tmp_path, capsys):
     (tmp_path / "y.onnx").write_bytes(b"")
     (tmp_path / "y.json").write_text("{not json")
     assert cli.verify_main([str(tmp_path / "y.onnx")]) == 2
-    assert "unreadable sidecar" in capsys.readouterr().err
+    assert "sidecar y.json is not JSON" in capsys.readouterr().err
     assert cli.predict_main([str(tmp_path / "none.jpg"), "--model", "emo_1m"]) == 2
     assert "image not found" in capsys.readouterr().err
     (tmp_path / "bad.jpg").write_bytes(b"GIF89a not really")

@@ -138,3 +138,95 @@ def test_static_batch(tmp_path):
     (result,) = export_all(options, [BACKENDS["ort"]], tmp_path)
     assert result.ok, result.status
     assert json.loads(result.sidecar.read_text())["input"]["shape"] == [3, 3, 64, 64]
+
+
+# ------------------------------------------------------------------------------------------------ ORT styles
+def _ort_export(tmp_path, *extra) -> tuple[int, dict]:
+    out = tmp_path / "out"
+    code = cli.export_main(["--model", "emo_1m", "--format", "ort", "--input-size", "64", "--out", str(out), *extra])
+    side = json.loads((out / "emo_1m_ort_fp32.json").read_text()) if code == 0 else {}
+    return code, side
+
+
+def _optimized_onnx_ops(onnx_path, tmp_path, disabled) -> dict:
+    """The graph ORT's CPU EP builds from an .onnx at load (every optimisation, minus ``disabled``), by op."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+    model = onnx.load(str(tmp_path / "optimized.onnx"))
+    ops: dict[str, int] = {}
+    for node in model.graph.node:
+        key = f"{node.domain}:{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+        ops[key] = ops.get(key, 0) + 1
+    return ops
+
+
+def test_default_ort_is_the_fused_cpu_graph_of_the_onnx(exported, tmp_path):
+    """The default .ort holds the graph ORT's CPU EP builds from the .onnx on an ARM CPU (everything but the x86-only
+    NCHWc layout), op for op, and computes the same logits bit for bit as that graph: no longer the basic graph
+    (2x slower in the CPU EP, issue 24)."""
+    import onnxruntime as ort
+
+    from emo.export.ort import ort_ops
+
+    side = json.loads((exported / "emo_1m_ort_fp32.json").read_text())
+    info = side["backend_info"]
+    assert info["ort_style"] == "cpu" and info["ort_nchwc_nodes"] == 0
+    assert "NchwcTransformer" in info["ort_optimization_level"] and "ARM" in info["ort_suits"][0]
+    ops = dict(ort_ops(exported / "emo_1m_ort_fp32.ort"))
+    assert ops == info["ort_ops"]
+    assert ops == _optimized_onnx_ops(exported / "emo_1m_onnx_fp32.onnx", tmp_path, ["NchwcTransformer"])
+    assert ops["com.microsoft:QuickGelu"] > 0 and ops["com.microsoft:FusedMatMul"] > 0  # fused, not basic
+    x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
+    onnx_session = ort.InferenceSession(str(exported / "emo_1m_onnx_fp32.onnx"), providers=["CPUExecutionProvider"],
+                                        disabled_optimizers=["NchwcTransformer"])
+    ort_session = ort.InferenceSession(str(exported / "emo_1m_ort_fp32.ort"), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(ort_session.run(None, {"image": x})[0], onnx_session.run(None, {"image": x})[0])
+
+
+def test_mobile_ep_style_keeps_plain_onnx_ops(tmp_path):
+    """--ort-style mobile-ep: ORT's "Runtime" style for NNAPI / Core ML / XNNPACK EPs, which take ONNX ops only: no
+    com.microsoft fused op in the file, the style and the EPs it suits in the sidecar, parity checked as usual."""
+    code, side = _ort_export(tmp_path, "--ort-style", "mobile-ep")
+    assert code == 0 and side["parity"]["status"] == "passed"
+    info = side["backend_info"]
+    assert info["ort_style"] == "mobile-ep" and "NnapiExecutionProvider" in info["ort_suits"]
+    assert not [op for op in info["ort_ops"] if ":" in op]
+    assert info["ort_ops"]["Sigmoid"] > 0 and info["ort_ops"]["Transpose"] > 0  # unfused SiLU and k^T
+
+
+@pytest.mark.skipif(__import__("platform").machine().lower() not in ("x86_64", "amd64"),
+                    reason="ORT's NCHWc layout exists on x86-64 only")
+def test_cpu_x86_style_is_the_onnx_graph_of_this_x86_host(tmp_path):
+    """--ort-style cpu-x86 keeps the NCHWc layout: the graph this host's CPU EP builds from the .onnx at load, same
+    logits bit for bit; the sidecar says it loads on x86-64 only."""
+    from emo.export.onnx import load
+
+    code, side = _ort_export(tmp_path, "--ort-style", "cpu-x86")
+    assert code == 0 and side["parity"]["status"] == "passed"
+    info = side["backend_info"]
+    assert info["ort_style"] == "cpu-x86" and info["ort_nchwc_nodes"] > 0 and "x86-64 only" in info["ort_suits"][0]
+    out = tmp_path / "onnx"
+    assert cli.export_main(["--model", "emo_1m", "--format", "onnx", "--input-size", "64", "--out", str(out)]) == 0
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    np.testing.assert_array_equal(load(tmp_path / "out" / "emo_1m_ort_fp32.ort")(x),
+                                  load(out / "emo_1m_onnx_fp32.onnx")(x))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--format", "onnx", "--ort-style", "cpu"], "--ort-style is not available for onnx"),
+    (["--format", "ort", "--ort-style", "nnapi"], "invalid choice: 'nnapi'"),
+])
+def test_bad_ort_style(tmp_path, capsys, args, message):
+    code = cli.export_main(["--model", "emo_1m", "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+def test_ort_style_choices_are_the_backend_styles():
+    from emo.export.ort import STYLES
+
+    action = next(a for a in cli._export_parser()._actions if a.dest == "ort_style")
+    assert tuple(action.choices) == tuple(STYLES)

@@ -41,9 +41,27 @@ def swift_test(mobile_artifacts, sample_pixels, tmp_path_factory):
 
     labels = json.loads(sidecars(mobile_artifacts)[0].read_text())["labels"]["names"]
     (data / "classifier-keys.json").write_text(json.dumps(classifier_labels(tuple(labels))))
+    (data / "orientations.json").write_text(json.dumps(_orientations()))
     proc = subprocess.run(["nice", "-n", "10", str(SCRIPT), "test", str(PACKAGE), str(data)], capture_output=True,
                           text=True, timeout=1200)
     return proc, data
+
+
+def _orientations() -> dict:
+    """A small photo and what Pillow's ImageOps.exif_transpose (emo.data.load_image) makes of it for each EXIF
+    orientation: EMOCore's Orientation must give the same pixels."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    rgb = np.random.default_rng(7).integers(0, 256, (3, 5, 3), dtype=np.uint8)  # 5 wide, 3 high
+    expected = {}
+    for orientation in range(1, 10):  # 9: not an orientation, left as it is
+        image = Image.fromarray(rgb, "RGB")
+        image.getexif()[0x0112] = orientation
+        upright = np.asarray(ImageOps.exif_transpose(image))
+        expected[str(orientation)] = {"width": upright.shape[1], "height": upright.shape[0],
+                                      "rgb": upright.reshape(-1).tolist()}
+    return {"width": 5, "height": 3, "rgb": rgb.reshape(-1).tolist(), "expected": expected}
 
 
 def test_swift_test_passes(swift_test):
@@ -51,7 +69,7 @@ def test_swift_test_passes(swift_test):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
     ran = [int(n) for n in re.findall(r"Executed (\d+) tests?, with 0 failures", output)]
-    assert ran and max(ran) >= 17, output[-3000:]  # the last line counts every suite
+    assert ran and max(ran) >= 24, output[-3000:]  # the last line counts every suite
 
 
 def test_swift_checked_every_conformance_case(swift_test):
@@ -61,9 +79,11 @@ def test_swift_checked_every_conformance_case(swift_test):
     conformance_data.assert_every_case_checked(proc.stdout + proc.stderr, data / "conformance")
 
 
-@pytest.mark.parametrize("name", ["app-bench-ios-ok.json", "app-bench-ios-failed.json"])
+@pytest.mark.parametrize("name", ["app-bench-ios-ok.json", "app-bench-ios-failed.json",
+                                  "app-bench-ios-failed-bounds.json"])
 def test_swift_results_are_the_schema_and_map_to_rows(swift_test, name):
-    """What EMOCore writes is a valid app-bench/1 document, and emo-bench's one mapper reads it (as Android's)."""
+    """What EMOCore writes is a valid app-bench/1 document, and emo-bench's one mapper reads it (as Android's), also
+    for a hand-made request whose values are outside the schema's bounds."""
     from emo.runtime_bench.apple import map_ios_result
     from emo.runtime_bench.results import Artifact
 
@@ -77,6 +97,8 @@ def test_swift_results_are_the_schema_and_map_to_rows(swift_test, name):
         assert row.ok and row.latencies_ms == [2.0] * 5 and row.parity["status"] == "passed"
         assert row.settings["accelerator_used"] == ["ane", "cpu"] and row.settings["accelerator_nodes"] == {
             "ane": 310, "cpu": 4}
+    elif name.endswith("bounds.json"):
+        assert row.status == "failed: -emoBenchmark must be a file name inside Documents/emo-bench, not ''"
     else:
         assert row.status == "failed: model.mlpackage: no sidecar model.json next to it; copy emo-export's whole output"
 

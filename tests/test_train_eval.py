@@ -130,6 +130,29 @@ def test_resume_after_interrupt_continues_at_the_right_step(tiny, tmp_path, monk
         torch.testing.assert_close(b["net_E"][key], a["net_E"][key], rtol=1e-5, atol=1e-6, msg=key)
 
 
+def test_interrupt_after_the_last_step_of_an_epoch_resumes(tiny, tmp_path, monkeypatch):
+    """A stop after an epoch's last step saved that step with the epoch before it, and --resume refused the file."""
+    train, val = _sets(tiny)
+    config = lambda: _config(epochs=2, batch_size=12)  # noqa: E731 - 2 steps per epoch
+    update = T.EMA.update
+
+    def interrupt(self, model, step):
+        update(self, model, step)
+        if step == 2:  # the last step of the first epoch
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(T.EMA, "update", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(config(), train, val, tmp_path, torch.device("cpu"), progress=None, log=lambda s: 0)
+    monkeypatch.setattr(T.EMA, "update", update)
+    saved = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert (saved["step"], saved["epoch"], saved["interrupted"]) == (2, 1, True)
+    messages = []
+    summary = T.fit(config(), train, val, tmp_path, torch.device("cpu"), resume=str(tmp_path / "last.pth"),
+                    progress=None, log=messages.append)
+    assert "at step 2 (epoch 2, 0/2 steps into it)" in messages[0] and summary["steps"] == 4
+
+
 def test_start_from_the_authors_form_replaces_the_head():
     if not REF_CKPT.exists():
         pytest.skip("reference checkpoint not available")

@@ -16,7 +16,11 @@ android {
         targetSdk = 35
         versionCode = 2
         versionName = "0.2.0"
+        // phones only: an x86_64 emulator refuses the APK (INSTALL_FAILED_NO_MATCHING_ABIS); add "x86_64" to run
+        // it there
         ndk { abiFilters += listOf("arm64-v8a") }
+        // the LiteRT the APK is built with, for the benchmark result (LiteRT's Kotlin API does not report it)
+        buildConfigField("String", "LITERT_VERSION", "\"${libs.versions.litert.get()}\"")
     }
     // `./gradlew :app:assembleDebug` signs with the SDK's debug key (~/.android/debug.keystore, made on first use):
     // app/build/outputs/apk/debug/app-debug.apk installs with `adb install -r`. A release build is unsigned until
@@ -26,7 +30,7 @@ android {
     }
     buildFeatures {
         compose = true
-        buildConfig = true  // BuildConfig.VERSION_NAME goes into the benchmark result
+        buildConfig = true  // BuildConfig.VERSION_NAME and LITERT_VERSION go into the benchmark result
     }
     compileOptions {
         sourceCompatibility = JavaVersion.VERSION_17
@@ -40,8 +44,7 @@ kotlin { compilerOptions { jvmTarget.set(JvmTarget.JVM_17) } }
 
 dependencies {
     implementation(project(":core"))
-    implementation(libs.litert)
-    implementation(libs.litert.gpu)
+    implementation(libs.litert)  // CPU, GPU and NPU accelerators alike (see gradle/libs.versions.toml)
     implementation(libs.onnxruntime.android)
     implementation(libs.camerax.core)
     implementation(libs.camerax.camera2)

@@ -1,5 +1,6 @@
 import EMOCore
 import Foundation
+import UIKit
 
 /// Headless benchmark mode (ios_demo/BENCHMARK_MODE.md): with `-emoBenchmark NAME` among the launch arguments the app
 /// runs EMOCore's `Benchmark` on `Documents/emo-bench/NAME` off the main thread, writes the result file (atomically)
@@ -7,10 +8,19 @@ import Foundation
 enum BenchmarkMode {
     static func runIfRequested() -> Bool {
         guard let args = BenchmarkRequest.arguments(ProcessInfo.processInfo.arguments) else { return false }
+        // the app must stay in the foreground until it exits: Auto-Lock would suspend it (no result) and iOS refuses
+        // GPU work from the background. Once the app runs (main queue), before any long work is done.
+        DispatchQueue.main.async { UIApplication.shared.isIdleTimerDisabled = true }
         let documents = FileManager.default.urls(for: .documentDirectory, in: .userDomainMask)[0]
         let folder = documents.appendingPathComponent(BenchmarkRequest.folder)
         DispatchQueue.global(qos: .userInitiated).async {
-            let listing = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+            let fm = FileManager.default
+            try? fm.createDirectory(at: folder, withIntermediateDirectories: true)  // a run started by hand has none
+            // what earlier runs left (EMOCore decides which): never read beside this run's files
+            for name in Benchmark.leftovers(args, listing: (try? fm.contentsOfDirectory(atPath: folder.path)) ?? []) {
+                try? fm.removeItem(at: folder.appendingPathComponent(name))
+            }
+            let listing = (try? fm.contentsOfDirectory(atPath: folder.path)) ?? []
             let context = BenchmarkContext(folder: folder, listing: listing,
                                            read: { try Data(contentsOf: folder.appendingPathComponent($0)) },
                                            loader: CoreMLLoader(), clock: UptimeClock(), peakMemoryMb: peakMemoryMb,

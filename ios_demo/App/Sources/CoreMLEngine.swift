@@ -15,12 +15,9 @@ final class CoreMLEngine: Engine {
     let configuration: MLModelConfiguration
     let compiledURL: URL
 
-    init(plan: LoadPlan) throws {
+    init(plan: LoadPlan, compiled: URL) throws {
         let configuration = MLModelConfiguration()
         configuration.computeUnits = CoreMLEngine.units[plan.computeUnits] ?? .all
-        let url = URL(fileURLWithPath: plan.path)
-        // an .mlpackage copied in at run time is compiled first (part of load_ms); a .mlmodelc is ready
-        let compiled = url.pathExtension == "mlmodelc" ? url : try MLModel.compileModel(at: url)
         self.plan = plan
         self.configuration = configuration
         self.compiledURL = compiled
@@ -36,7 +33,7 @@ final class CoreMLEngine: Engine {
         if feature.type == .dictionary {  // a --classifier: probabilities keyed by label (Int64 keys as text)
             var probabilities: [String: Double] = [:]
             for (key, number) in feature.dictionaryValue {
-                probabilities[(key.base as? String) ?? "\(key.base)"] = number.doubleValue
+                probabilities[ClassifierKeys.text(key)] = number.doubleValue
             }
             return .probabilities(probabilities)
         }
@@ -114,12 +111,25 @@ final class CoreMLEngine: Engine {
             done.wait()  // the benchmark and the UI call this off the main thread
             nodes = counted.value
         }
-        let version = ProcessInfo.processInfo.operatingSystemVersion
         return EngineReport(nodes: nodes, detail: nil,
-                            runtimeVersion: "iOS \(version.majorVersion).\(version.minorVersion).\(version.patchVersion)")
+                            runtimeVersion: DeviceInfo.osName(ProcessInfo.processInfo.operatingSystemVersion))
     }
 }
 
-struct CoreMLLoader: EngineLoader {
-    func load(_ plan: LoadPlan) throws -> Engine { try CoreMLEngine(plan: plan) }
+/// Compiles an `.mlpackage` (`MLModel.compileModel`, into a temporary folder; a `.mlmodelc` is ready) and opens it.
+/// The screen keeps one loader, so each artifact is compiled once however often its compute units change; the
+/// benchmark uses a new one, so its `load_ms` includes compiling, as a first launch does.
+final class CoreMLLoader: EngineLoader {
+    private var compiled: [String: URL] = [:]  // used on one queue at a time (`inference`, or the benchmark's)
+
+    func load(_ plan: LoadPlan) throws -> Engine {
+        let url = URL(fileURLWithPath: plan.path)
+        if url.pathExtension == "mlmodelc" { return try CoreMLEngine(plan: plan, compiled: url) }
+        if let done = compiled[plan.path], FileManager.default.fileExists(atPath: done.path) {
+            return try CoreMLEngine(plan: plan, compiled: done)
+        }
+        let done = try MLModel.compileModel(at: url)
+        compiled[plan.path] = done
+        return try CoreMLEngine(plan: plan, compiled: done)
+    }
 }

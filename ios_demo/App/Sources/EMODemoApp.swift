@@ -20,82 +20,87 @@ struct EMODemoApp: App {
 /// the main thread only shows text.
 let inference = DispatchQueue(label: "emo-inference", qos: .userInitiated)
 
-/// The models the app lists: compiled `.mlmodelc` bundles (Xcode compiles `Models/*.mlpackage`) beside their sidecars
-/// in the app bundle, and whatever was copied into Documents (Files app, devicectl). EMOCore decides what counts.
+/// The models the app lists: the `Models` folder of the app bundle (a folder reference, copied as it is: its
+/// `.mlpackage` files are compiled by the app when opened, `CoreMLLoader`) and whatever was copied into Documents
+/// (Files app, devicectl). EMOCore decides what counts and gives each a unique title.
 enum ModelFolders {
-    static func all() -> (models: [(CatalogModel, URL)], skipped: [String]) {
-        var models: [(CatalogModel, URL)] = [], skipped: [String] = []
-        let documents = FileManager.default.urls(for: .documentDirectory, in: .userDomainMask)[0]
-        let bundled = Bundle.main.resourceURL?.appendingPathComponent("Models")  // the Models folder, copied as is
-        for folder in [bundled, documents].compactMap({ $0 }) {
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
-            let listing = ModelCatalog.discover(names)
-            skipped += listing.skipped
-            for entry in listing.entries {
-                do {
-                    let model = try ModelCatalog.open(entry, names: names) { try Data(contentsOf: folder.appendingPathComponent($0)) }
-                    models.append((model, folder.appendingPathComponent(entry.artifact)))
-                } catch {
-                    skipped.append("\(entry.artifact): \(Benchmark.reason(error))")
-                }
-            }
+    static func all() -> (scan: CatalogScan, folders: [String: URL]) {
+        var folders: [String: URL] = [:]
+        folders["bundle"] = Bundle.main.resourceURL?.appendingPathComponent("Models")
+        folders["Documents"] = FileManager.default.urls(for: .documentDirectory, in: .userDomainMask)[0]
+        let listed = ["bundle", "Documents"].compactMap { name in
+            folders[name].map { CatalogFolder(name: name, files: (try? FileManager.default.contentsOfDirectory(atPath: $0.path)) ?? []) }
         }
-        return (models, skipped)
+        let scan = ModelCatalog.scan(listed) { folder, file in try Data(contentsOf: folders[folder.name]!.appendingPathComponent(file)) }
+        return (scan, folders)
     }
 }
 
 /// The open model, shared by the photo screen and the camera screen; used on `inference` only.
 final class ModelHolder: ObservableObject {
     @Published var status = "looking for models…"
-    @Published var names: [String] = []
-    var session: ModelSession?
-    var ran = ""
-    private var models: [String: (CatalogModel, URL)] = [:]
+    @Published var titles: [String] = []
+    var opened: OpenedModel?
+    private var scan = CatalogScan(models: [], skipped: [])
+    private var folders: [String: URL] = [:]
+    private let loader = CoreMLLoader()  // compiles each .mlpackage once
 
     func load() {
         inference.async {
             let found = ModelFolders.all()
-            let head = found.models.isEmpty ? ["no models: add emo-export --format coreml output to App/Models"] : []
+            self.scan = found.scan
+            self.folders = found.folders
+            let text = found.scan.summary(hint: "add emo-export --format coreml output to App/Models")
             DispatchQueue.main.async {
-                self.models = Dictionary(found.models.map { ($0.0.entry.artifact, $0) }, uniquingKeysWith: { a, _ in a })
-                self.names = found.models.map { $0.0.entry.artifact }
-                self.status = (head + found.skipped).joined(separator: "\n")
+                self.titles = found.scan.titles
+                self.status = text
             }
         }
     }
 
-    func open(_ name: String, units: String) {
-        guard let found = models[name] else { return }
-        let (model, url) = found
-        status = "opening \(name) on \(units)…"
+    /// Opens `title` on `units` on `inference`; the session is kept only when it opened and its probe (the
+    /// self-test) ran.
+    func open(_ title: String, units: String) {
+        status = "opening \(title) on \(units)…"
         inference.async {
-            self.session = nil
+            self.opened = nil
             let text: String
             do {
-                let plan = try ComputeUnits.plan(path: url.path, sidecar: model.sidecar, computeUnits: units)
-                let session = try ModelSession(sidecar: model.sidecar, engine: try CoreMLLoader().load(plan))
-                _ = try session.run([Float](repeating: 0, count: model.sidecar.inputSize))  // then ask what ran
-                self.ran = AcceleratorReport.coreML(computeUnits: units, report: session.engine.report()).summary()
-                self.session = session
-                text = "\(name) on \(self.ran)"
+                guard let model = self.scan.byTitle(title), let folder = self.folders[model.entry.folder] else {
+                    throw ModelContractError("no model \(title)")
+                }
+                let opened = try Benchmark.openAndProbe(model, path: folder.appendingPathComponent(model.entry.artifact).path,
+                                                        computeUnits: units, loader: self.loader, clock: BenchmarkMode.UptimeClock())
+                self.opened = opened
+                text = Texts.opened(title, opened)
             } catch {
-                text = "cannot open \(name) on \(units): \(Benchmark.reason(error))"
+                text = "cannot open \(title) on \(units): \(Benchmark.reason(error))"
             }
             DispatchQueue.main.async { self.status = text }
         }
     }
 
-    func examples(_ name: String?) -> ExampleSet? { name.flatMap { models[$0]?.0.examples } }
+    /// The self-test of the open model on its bundled examples, on `inference`.
+    func selfTest(_ title: String?) -> String {
+        guard let opened = opened, let title = title, let model = scan.byTitle(title) else { return "no model open" }
+        do {
+            let agreement = try model.examples.map { set in set.agreement(try set.examples.map { try opened.session.run($0.input) }) }
+            return Texts.selfTest(agreement, artifact: title, ran: opened.ran)
+        } catch {
+            return "self-test failed: \(Benchmark.reason(error))"
+        }
+    }
 
     /// Top-5 of upright RGBA pixels, on `inference`.
     func classify(_ rgba: [UInt8], width: Int, height: Int, bytesPerRow: Int? = nil) -> String {
-        guard let session = session else { return "no model open" }
+        guard let opened = opened else { return "no model open" }
         do {
-            let input = Preprocessor(sidecar: session.sidecar).tensor(rgba: rgba, width: width, height: height, bytesPerRow: bytesPerRow)
+            let sidecar = opened.session.sidecar
+            let input = Preprocessor(sidecar: sidecar).tensor(rgba: rgba, width: width, height: height, bytesPerRow: bytesPerRow)
             let start = DispatchTime.now().uptimeNanoseconds
-            let output = try session.run(input)
+            let output = try opened.session.run(input)
             let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
-            return try Texts.predictions(Classify.predictions(output, sidecar: session.sidecar), millis: ms, ran: ran)
+            return try Texts.predictions(Classify.predictions(output, sidecar: sidecar), millis: ms, ran: opened.ran)
         } catch {
             return "prediction failed: \(Benchmark.reason(error))"
         }
@@ -107,14 +112,14 @@ final class ModelHolder: ObservableObject {
 struct ContentView: View {
     @StateObject private var holder = ModelHolder()
     @State private var selected: String?
-    @State private var units = "ALL"
+    @State private var units = BenchmarkRequest.defaultComputeUnits
     @State private var report = ""
     @State private var photo: PhotosPickerItem?
 
     var body: some View {
         Form {
             Picker("Model", selection: $selected) {
-                ForEach(holder.names, id: \.self) { Text($0).tag(Optional($0)) }
+                ForEach(holder.titles, id: \.self) { Text($0).tag(Optional($0)) }  // titles are unique (EMOCore)
             }
             Picker("Compute units", selection: $units) {
                 ForEach(ComputeUnits.names, id: \.self) { Text($0).tag($0) }
@@ -127,7 +132,7 @@ struct ContentView: View {
         }
         .navigationTitle("EMO")
         .onAppear { holder.load() }
-        .onChange(of: holder.names) { names in if selected == nil { selected = names.first } }
+        .onChange(of: holder.titles) { titles in if selected == nil { selected = titles.first } }
         .onChange(of: selected) { name in if let name = name { holder.open(name, units: units) } }
         .onChange(of: units) { units in if let name = selected { holder.open(name, units: units) } }
         .onChange(of: photo) { item in
@@ -151,21 +156,10 @@ struct ContentView: View {
 
     private func selfTest() {
         let holder = holder  // the object itself, not the view's StateObject storage, goes to other threads
-        let examples = holder.examples(selected)
-        let name = selected ?? "?"
+        let title = selected
         report = "self-test…"
         inference.async {
-            let text: String
-            if let session = holder.session {
-                do {
-                    let agreement = try examples.map { set in set.agreement(try set.examples.map { try session.run($0.input) }) }
-                    text = Texts.selfTest(agreement, artifact: name, ran: holder.ran)
-                } catch {
-                    text = "self-test failed: \(Benchmark.reason(error))"
-                }
-            } else {
-                text = "no model open"
-            }
+            let text = holder.selfTest(title)
             DispatchQueue.main.async { report = text }
         }
     }

@@ -18,7 +18,12 @@ public struct BenchmarkRequest {
 
     public static let folder = "emo-bench"  // inside Documents
     public static let defaultOutput = "result.json"
+    /// The default of a request, and of the demo screen's sessions.
+    public static let defaultComputeUnits = "ALL"
     static let keys = ["-emoBenchmark", "-emoBenchIterations", "-emoBenchWarmup", "-emoBenchComputeUnits", "-emoBenchOutput"]
+    static let warmupRange = 0...10000, iterationsRange = 1...100000
+    /// The result schema's bounds on the strings a failed request echoes (`accelerator`, `artifact`).
+    static let maxAccelerator = 64, maxArtifact = 255
 
     /// The `-emoBench...` arguments as a map (nil without `-emoBenchmark`: the app starts its UI).
     public static func arguments(_ argv: [String]) -> [String: String]? {
@@ -45,13 +50,13 @@ public struct BenchmarkRequest {
         guard ModelCatalog.suffixes.contains(where: { model.hasSuffix($0) }) else {
             throw RequestError("\(model) is not a Core ML artifact (.mlpackage, .mlmodelc); export --format coreml")
         }
-        let units = args["-emoBenchComputeUnits"] ?? "ALL"
+        let units = args["-emoBenchComputeUnits"] ?? defaultComputeUnits
         guard ComputeUnits.names.contains(units) else {
             throw RequestError("-emoBenchComputeUnits must be one of \(ComputeUnits.names.joined(separator: ", ")), not '\(units)'")
         }
         return BenchmarkRequest(model: model, computeUnits: units,
-                                warmup: try integer(args, "-emoBenchWarmup", 5, 0, 10000),
-                                iterations: try integer(args, "-emoBenchIterations", 50, 1, 100000), output: outputOf(args))
+                                warmup: try integer(args, "-emoBenchWarmup", 5, warmupRange),
+                                iterations: try integer(args, "-emoBenchIterations", 50, iterationsRange), output: outputOf(args))
     }
 
     /// The result file's name: the argument when it is a plain `.json` name, else `result.json`, so that even a
@@ -63,22 +68,43 @@ public struct BenchmarkRequest {
         return name
     }
 
-    /// What could be read of the request, for the `request` object of a failed result.
+    /// What could be read of the request, for the `request` object of a failed result: a number only when `parse`
+    /// would take it and a string cut to the schema's length, so that a hand-made request (`-emoBenchWarmup -1`)
+    /// still gets a valid result file that says why it failed, not a schema error in emo-bench.
     public static func partial(_ args: [String: String]) -> [String: Any?] {
-        ["accelerator": args["-emoBenchComputeUnits"], "threads": nil,
-         "warmup": args["-emoBenchWarmup"].flatMap { Int($0) }, "iterations": args["-emoBenchIterations"].flatMap { Int($0) }]
+        ["accelerator": args["-emoBenchComputeUnits"].map { bounded($0, maxAccelerator) }, "threads": nil,
+         "warmup": within(args["-emoBenchWarmup"], warmupRange), "iterations": within(args["-emoBenchIterations"], iterationsRange)]
+    }
+
+    /// The result's `artifact` for a request that may not parse: the argument, cut to the schema's length, or "?".
+    public static func artifactOf(_ args: [String: String]) -> String {
+        guard let model = args["-emoBenchmark"], !model.isEmpty else { return "?" }
+        return bounded(model, maxArtifact)
+    }
+
+    /// `text` cut to `max` code points (the schema counts code points, as Python's len).
+    public static func bounded(_ text: String, _ max: Int) -> String {
+        text.unicodeScalars.count <= max ? text : String(String.UnicodeScalarView(text.unicodeScalars.prefix(max)))
+    }
+
+    static func within(_ text: String?, _ range: ClosedRange<Int>) -> Int? {
+        guard let text = text, let value = Int(text.trimmingCharacters(in: .whitespaces)), range.contains(value) else { return nil }
+        return value
     }
 
     static func fileName(_ name: String, _ key: String) throws {
         if name.isEmpty || name.hasPrefix(".") || name.contains("/") || name.contains("\\") || name.contains("\u{0}") {
             throw RequestError("\(key) must be a file name inside Documents/emo-bench, not '\(name)'")
         }
+        if name.unicodeScalars.count > maxArtifact {  // no file system has longer names
+            throw RequestError("\(key) must be a file name of at most \(maxArtifact) characters, not \(name.unicodeScalars.count)")
+        }
     }
 
-    static func integer(_ args: [String: String], _ key: String, _ fallback: Int, _ low: Int, _ high: Int) throws -> Int {
+    static func integer(_ args: [String: String], _ key: String, _ fallback: Int, _ range: ClosedRange<Int>) throws -> Int {
         guard let text = args[key] else { return fallback }
-        guard let value = Int(text.trimmingCharacters(in: .whitespaces)), value >= low, value <= high else {
-            throw RequestError("\(key) must be an integer in [\(low), \(high)], not '\(text)'")
+        guard let value = within(text, range) else {
+            throw RequestError("\(key) must be an integer in [\(range.lowerBound), \(range.upperBound)], not '\(text)'")
         }
         return value
     }
@@ -106,9 +132,14 @@ public struct DeviceInfo {
     /// From `utsname.machine` (on the simulator: its `SIMULATOR_MODEL_IDENTIFIER`), `ProcessInfo`'s OS version and
     /// the build's architecture.
     public static func ios(machine: String, version: OperatingSystemVersion, abi: String) -> DeviceInfo {
+        DeviceInfo(model: machine, manufacturer: "Apple", soc: chips[machine] ?? "?", os: osName(version), abi: abi)
+    }
+
+    /// "iOS major.minor[.patch]": the device's `os` and Core ML's `runtime_version` (Core ML is the OS's) alike.
+    public static func osName(_ version: OperatingSystemVersion) -> String {
         var os = "iOS \(version.majorVersion).\(version.minorVersion)"
         if version.patchVersion > 0 { os += ".\(version.patchVersion)" }
-        return DeviceInfo(model: machine, manufacturer: "Apple", soc: chips[machine] ?? "?", os: os, abi: abi)
+        return os
     }
 
     func json() -> [String: Any] { ["model": model, "manufacturer": manufacturer, "soc": soc, "os": os, "abi": abi] }

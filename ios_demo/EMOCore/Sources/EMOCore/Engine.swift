@@ -119,6 +119,10 @@ public enum ClassifierKeys {
         }
     }
 
+    /// A key of Core ML's classifier dictionary (`MLFeatureValue.dictionaryValue`'s `AnyHashable`) as the text
+    /// `keys` holds: a label as it is, an Int64 class index as its decimal text.
+    public static func text(_ key: AnyHashable) -> String { (key.base as? String) ?? "\(key.base)" }
+
     /// The dictionary in class order; a key the model does not have is an error, never a silent 0.
     public static func probabilities(_ dictionary: [String: Double], keys: [String]) throws -> [Float] {
         try keys.map { key in

@@ -4,8 +4,32 @@ import Foundation
 /// `premultipliedLast` draws an opaque photo into): resize the shorter side to `Int(max(H, W) / crop_pct)` (the
 /// sidecar's `input.preprocessing.crop_pct`, 0.875 when absent) with Pillow's bicubic (bit-exact, see `Resample`),
 /// centre-crop H x W, scale to [0, 1], lay out as the sidecar says, normalise only when the graph does not.
+///
+/// Colour policy, the same as the reference's and the Android core's: the pixels are the decoded values, never
+/// colour-converted (Pillow's `convert("RGB")` applies no ICC profile): the app draws a photo in its own RGB colour
+/// space, so a Display P3 photo keeps its values.
 public struct Preprocessor {
     public let sidecar: Sidecar
+
+    /// The most pixels the app decodes a photo at: 4096 x 4096. A 12-megapixel photo is decoded whole and
+    /// preprocessed bit for bit as `emo.preprocess` does; a larger one (a 48-megapixel ProRAW-size JPEG) is scaled
+    /// down by ImageIO first (`decodeSize`), and the exact resize starts from that: a documented change of the pixels
+    /// fed, the same bound as Android's.
+    public static let maxDecodePixels = 1 << 24
+
+    /// (width, height) to decode a `width` x `height` photo at: itself up to `maxDecodePixels`, else scaled down
+    /// uniformly to fit.
+    public static func decodeSize(width: Int, height: Int) -> (Int, Int) {
+        precondition(width > 0 && height > 0, "the image is empty (\(width)x\(height) pixels)")
+        let pixels = width * height
+        if pixels <= maxDecodePixels { return (width, height) }
+        let scale = (Double(maxDecodePixels) / Double(pixels)).squareRoot()
+        var w = max(1, Int(Double(width) * scale)), h = max(1, Int(Double(height) * scale))
+        if w * h > maxDecodePixels {  // rounding, or a side held at one pixel, never exceeds the bound
+            if w <= h { h = maxDecodePixels / w } else { w = maxDecodePixels / h }
+        }
+        return (w, h)
+    }
 
     public init(sidecar: Sidecar) { self.sidecar = sidecar }
 
@@ -72,5 +96,36 @@ public struct Preprocessor {
             }
         }
         return out
+    }
+}
+
+/// A photo's EXIF orientation (1...8) applied to its decoded RGBA8 pixels, as Pillow's `ImageOps.exif_transpose`
+/// does in `emo.data.load_image`: a pure permutation of the pixels (flips and quarter turns), so the upright photo
+/// holds exactly the decoded values. An unknown orientation is taken as 1 (upright), as Pillow does.
+public enum Orientation {
+    public static func upright(_ rgba: [UInt8], width: Int, height: Int, bytesPerRow: Int,
+                               orientation: Int) -> (bytes: [UInt8], width: Int, height: Int) {
+        precondition(rgba.count >= bytesPerRow * (height - 1) + width * 4, "the RGBA buffer is too small")
+        let turned = orientation >= 5 && orientation <= 8  // the sides swap
+        let w = turned ? height : width, h = turned ? width : height
+        var out = [UInt8](repeating: 0, count: w * h * 4)
+        for y in 0..<h {
+            for x in 0..<w {
+                let sx: Int, sy: Int
+                switch orientation {
+                case 2: (sx, sy) = (width - 1 - x, y)                // mirrored
+                case 3: (sx, sy) = (width - 1 - x, height - 1 - y)   // upside down
+                case 4: (sx, sy) = (x, height - 1 - y)               // mirrored upside down
+                case 5: (sx, sy) = (y, x)                            // transposed
+                case 6: (sx, sy) = (y, height - 1 - x)               // turned a quarter anticlockwise: turn it back
+                case 7: (sx, sy) = (width - 1 - y, height - 1 - x)   // transversed
+                case 8: (sx, sy) = (width - 1 - y, x)                // turned a quarter clockwise: turn it back
+                default: (sx, sy) = (x, y)
+                }
+                let s = sy * bytesPerRow + sx * 4, d = (y * w + x) * 4
+                out[d] = rgba[s]; out[d + 1] = rgba[s + 1]; out[d + 2] = rgba[s + 2]; out[d + 3] = rgba[s + 3]
+            }
+        }
+        return (out, w, h)
     }
 }

@@ -185,4 +185,124 @@ final class AppCoreTests: XCTestCase {
         XCTAssertEqual(allowed.summary(), "cpu+gpu (as allowed)")
         XCTAssertThrowsError(try ComputeUnits.plan(path: "/x", sidecar: try Sidecar.parse(try benchFiles()["model.json"]!), computeUnits: "GPU"))
     }
+
+    /// A hand-made request: every value echoed in the result stays within app-bench.schema.json's bounds.
+    func testRequestsOutsideTheBoundsStillGiveAResultThatFollowsTheSchema() throws {
+        let files = try benchFiles()
+        let set = try ExampleSet.parse(files["model.examples.json"]!)
+        let args = ["-emoBenchmark": "", "-emoBenchComputeUnits": String(repeating: "x", count: 100),
+                    "-emoBenchWarmup": "-1", "-emoBenchIterations": "0"]
+        let failed = Benchmark.run(args, context: context(files, replay(set, batch: 1)))
+        XCTAssertEqual(failed.status, "failed: -emoBenchmark must be a file name inside Documents/emo-bench, not ''")
+        XCTAssertEqual(failed.artifact, "?")
+        XCTAssertEqual(failed.request["accelerator"] as? String, String(repeating: "x", count: 64))
+        XCTAssertEqual(failed.accelerator.requested, String(repeating: "x", count: 64))
+        XCTAssertNil(failed.request["warmup"] ?? nil)
+        XCTAssertNil(failed.request["iterations"] ?? nil)
+        let out = try dataRoot().appendingPathComponent("out")
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        try failed.write(to: out.appendingPathComponent("app-bench-ios-failed-bounds.json"))
+        let kept = BenchmarkRequest.partial(["-emoBenchWarmup": "0", "-emoBenchIterations": " 7"])
+        XCTAssertEqual(kept["warmup"] as? Int, 0)
+        XCTAssertEqual(kept["iterations"] as? Int, 7)
+        let long = String(repeating: "m", count: 300) + ".mlpackage"
+        XCTAssertEqual(BenchmarkRequest.artifactOf(["-emoBenchmark": long]).count, 255)
+        XCTAssertTrue(Benchmark.run(["-emoBenchmark": long], context: context(files, replay(set, batch: 1))).status
+            .hasPrefix("failed: -emoBenchmark must be a file name of at most 255 characters"))
+        XCTAssertEqual(BenchmarkRequest.bounded(String(repeating: "\u{1F600}", count: 3), 2), String(repeating: "\u{1F600}", count: 2))
+        XCTAssertEqual(try BenchmarkRequest.parse(["-emoBenchmark": "m.mlpackage"]).computeUnits, BenchmarkRequest.defaultComputeUnits)
+    }
+
+    /// emo-bench copies fresh names; an examples file of another artifact must never judge this one.
+    func testAnExamplesFileOfAnotherArtifactIsRefused() throws {
+        var files = try benchFiles()
+        let sidecar = try Sidecar.parse(files["model.json"]!)
+        let set = try ExampleSet.parse(files["model.examples.json"]!)
+        XCTAssertEqual(set.artifact, sidecar.file)  // the exporter writes the sidecar's file
+        var document = try JSONSerialization.jsonObject(with: files["model.examples.json"]!) as! [String: Any]
+        document["artifact"] = "emo_2m_coreml_fp16.mlpackage"
+        files["model.examples.json"] = try JSONSerialization.data(withJSONObject: document)
+        let engine = replay(set, batch: sidecar.batch)
+        let result = Benchmark.run(["-emoBenchmark": "model.mlpackage"], context: context(files, engine))
+        XCTAssertEqual(result.status, "failed: model.examples.json holds the examples of \"emo_2m_coreml_fp16.mlpackage\" but " +
+                       "model.json describes \"\(sidecar.file)\"; copy the artifact's own examples file (emo-export writes it beside the artifact)")
+        XCTAssertEqual(engine.runs, 0)
+    }
+
+    /// Files of earlier runs are deleted before a run reads the folder; this run's three files are kept.
+    func testLeftoversOfEarlierRunsAreListedForDeletion() {
+        let listing = ["model-new.mlpackage", "model-new.json", "model-new.examples.json", "model-old.mlpackage",
+                       "model-old.json", "model-old.examples.json", "result-old.json"]
+        XCTAssertEqual(Benchmark.leftovers(["-emoBenchmark": "model-new.mlpackage"], listing: listing),
+                       ["model-old.examples.json", "model-old.json", "model-old.mlpackage", "result-old.json"])
+        XCTAssertEqual(Benchmark.leftovers(["-emoBenchmark": "../x.mlpackage"], listing: listing), [])
+    }
+
+    func testTheScanListsEveryCopyOfAnArtifactWithItsFolder() throws {
+        let files = try benchFiles()
+        let own = ["model.mlpackage", "model.json", "model.examples.json"]
+        let scan = ModelCatalog.scan([CatalogFolder(name: "bundle", files: own),
+                                      CatalogFolder(name: "Documents", files: own + ["x.mlpackage", "x.json"])]) { _, name in
+            guard let data = files[name] else { return Data("{".utf8) }
+            return data
+        }
+        XCTAssertEqual(scan.titles, ["model.mlpackage (bundle)", "model.mlpackage (Documents)"])
+        XCTAssertEqual(scan.byTitle("model.mlpackage (Documents)")?.entry.folder, "Documents")
+        XCTAssertEqual(scan.skipped.count, 1)
+        XCTAssertTrue(scan.skipped[0].hasPrefix("x.mlpackage: "), scan.skipped[0])
+        XCTAssertEqual(ModelCatalog.scan([CatalogFolder(name: "bundle", files: own)]) { files[$1]! }.titles, ["model.mlpackage"])
+        XCTAssertEqual(ModelCatalog.scan([]) { _, _ in Data() }.summary(hint: "add some"), "no models: add some")
+    }
+
+    func testTheScreenOpensAModelThroughTheBenchmarksProbe() throws {
+        let files = try benchFiles()
+        let model = try ModelCatalog.open(try ModelCatalog.find("model.mlpackage", in: Array(files.keys)), names: Array(files.keys)) { files[$0]! }
+        let engine = replay(model.examples!, batch: model.sidecar.batch, nodes: ["ane": 310, "cpu": 4])
+        let opened = try Benchmark.openAndProbe(model, path: "/x/model.mlpackage", computeUnits: BenchmarkRequest.defaultComputeUnits,
+                                                loader: FixedLoader(engine: engine), clock: StepClock())
+        XCTAssertEqual(engine.runs, model.examples!.examples.count)  // the self-test's examples are the probe
+        XCTAssertEqual(Texts.opened("model.mlpackage", opened), "model.mlpackage on ane 310 + cpu 4 ops; self-test passed")
+        XCTAssertThrowsError(try Benchmark.openAndProbe(model, path: "/x", computeUnits: "ALL",
+                                                        loader: FixedLoader(engine: ReplayEngine([:])), clock: StepClock()))
+        let bare = CatalogModel(entry: model.entry, sidecar: model.sidecar, examples: nil, title: "bare")
+        let neutral = Benchmark.neutralInput(model.sidecar)
+        let once = ReplayEngine([(0..<max(model.sidecar.batch, 1)).flatMap { _ in neutral }:
+                                    [Float](repeating: 0, count: model.sidecar.numClasses * max(model.sidecar.batch, 1))])
+        let probed = try Benchmark.openAndProbe(bare, path: "/x", computeUnits: "CPU_ONLY", loader: FixedLoader(engine: once),
+                                                clock: StepClock())
+        XCTAssertNil(probed.probe.parity)
+        XCTAssertEqual(Texts.opened("bare", probed), "bare on cpu (as allowed)")
+    }
+
+    func testPlatformFactsAreReadByTheCore() {
+        XCTAssertEqual(ClassifierKeys.text(AnyHashable(Int64(744))), "744")
+        XCTAssertEqual(ClassifierKeys.text(AnyHashable("missile (744)")), "missile (744)")
+        XCTAssertEqual(DeviceInfo.osName(OperatingSystemVersion(majorVersion: 18, minorVersion: 1, patchVersion: 0)), "iOS 18.1")
+        XCTAssertTrue(Preprocessor.decodeSize(width: 4032, height: 3024) == (4032, 3024))  // 12 MP: decoded whole
+        let (w, h) = Preprocessor.decodeSize(width: 8064, height: 6048)  // 48 MP: scaled to the bound, aspect kept
+        XCTAssertTrue(w * h <= Preprocessor.maxDecodePixels && w * h > Preprocessor.maxDecodePixels * 99 / 100, "\(w)x\(h)")
+        XCTAssertEqual(Double(w) / Double(h), 4.0 / 3.0, accuracy: 0.01)
+        XCTAssertTrue(Preprocessor.decodeSize(width: 8160, height: 6144) == (4720, 3554))  // as the Kotlin core
+    }
+
+    /// EXIF orientations as Pillow's exif_transpose applies them (the expected pixels are Pillow's, written by
+    /// tests/test_ios_core.py), from RGBA rows with padding.
+    func testOrientationIsPillowsExifTranspose() throws {
+        let doc = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: try dataRoot().appendingPathComponent("orientations.json"))) as! [String: Any]
+        let w = doc["width"] as! Int, h = doc["height"] as! Int, rgb = (doc["rgb"] as! [Int]).map { UInt8($0) }
+        let row = w * 4 + 12
+        var rgba = [UInt8](repeating: 77, count: row * h)
+        for i in 0..<(w * h) { for c in 0..<3 { rgba[i / w * row + i % w * 4 + c] = rgb[i * 3 + c] }; rgba[i / w * row + i % w * 4 + 3] = 255 }
+        let expected = doc["expected"] as! [String: [String: Any]]
+        XCTAssertEqual(expected.count, 9)
+        for (key, value) in expected {
+            let upright = Orientation.upright(rgba, width: w, height: h, bytesPerRow: row, orientation: Int(key)!)
+            XCTAssertEqual(upright.width, value["width"] as? Int, "orientation \(key)")
+            XCTAssertEqual(upright.height, value["height"] as? Int, "orientation \(key)")
+            let want = (value["rgb"] as! [Int]).map { UInt8($0) }
+            let got = (0..<(upright.width * upright.height)).flatMap { upright.bytes[$0 * 4..<$0 * 4 + 3] }
+            XCTAssertEqual(got, want, "orientation \(key)")
+        }
+    }
 }

@@ -3,13 +3,12 @@ package org.emomobile.demo
 import android.app.Activity
 import android.os.Build
 import android.os.Bundle
-import android.os.SystemClock
+import android.os.Process
 import android.util.Log
 import android.view.WindowManager
 import org.emomobile.core.Benchmark
 import org.emomobile.core.BenchmarkContext
 import org.emomobile.core.BenchmarkRequest
-import org.emomobile.core.Clock
 import org.emomobile.core.DeviceInfo
 import java.io.File
 import java.io.IOException
@@ -28,20 +27,29 @@ class BenchmarkActivity : Activity() {
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
         window.addFlags(WindowManager.LayoutParams.FLAG_KEEP_SCREEN_ON)  // a screen going off mid-run would throttle it
-        if (savedInstanceState != null) return  // recreated while its run goes on: never start a second one
+        if (savedInstanceState != null) {
+            // recreated (a configuration change configChanges does not cover): the first instance's thread goes on
+            // and writes the result; this window must not stay on top of the phone
+            finish()
+            return
+        }
         val extras = intent.extras?.let { bundle ->
             @Suppress("DEPRECATION")  // Bundle.get: --es and --ei extras alike, as text for the core to parse
             bundle.keySet().associateWith { bundle.get(it)?.toString() ?: "" }
         } ?: emptyMap()
         val folder = getExternalFilesDir(null)?.let { File(it, "emo-bench") }
         if (folder == null) {
+            // nowhere to write a result: end the process, so that emo-bench's `pidof` check fails the row at once
+            // instead of waiting for its timeout
             Log.e(TAG, "no external files folder (shared storage unavailable): nothing to benchmark, no result")
-            finish()
+            finishAndRemoveTask()
+            Process.killProcess(Process.myPid())
             return
         }
         Thread({
             val context = BenchmarkContext(folder.absolutePath, folder.list()?.toList() ?: emptyList(),
-                { File(folder, it).readBytes() }, AndroidEngineLoader(cacheDir), ElapsedRealtime,
+                { File(folder, it).readBytes() }, AndroidEngineLoader(cacheDir, BuildConfig.LITERT_VERSION),
+                ElapsedRealtime,
                 { DeviceInfo.peakMemoryMb(File("/proc/self/status").readText()) }, device(), BuildConfig.VERSION_NAME)
             val result = Benchmark.run(extras, context)
             try {
@@ -53,10 +61,6 @@ class BenchmarkActivity : Activity() {
             }
             runOnUiThread { finish() }
         }, "emo-benchmark").start()
-    }
-
-    private object ElapsedRealtime : Clock {
-        override fun nanos(): Long = SystemClock.elapsedRealtimeNanos()
     }
 
     companion object {

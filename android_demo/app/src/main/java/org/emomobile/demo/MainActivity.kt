@@ -11,6 +11,7 @@ import android.os.SystemClock
 import androidx.activity.ComponentActivity
 import androidx.activity.compose.rememberLauncherForActivityResult
 import androidx.activity.compose.setContent
+import androidx.activity.enableEdgeToEdge
 import androidx.activity.result.PickVisualMediaRequest
 import androidx.activity.result.contract.ActivityResultContracts
 import androidx.camera.core.ImageAnalysis
@@ -18,11 +19,13 @@ import androidx.camera.core.ImageProxy
 import androidx.camera.view.CameraController
 import androidx.camera.view.LifecycleCameraController
 import androidx.camera.view.PreviewView
+import androidx.compose.foundation.horizontalScroll
 import androidx.compose.foundation.layout.Column
 import androidx.compose.foundation.layout.Row
 import androidx.compose.foundation.layout.fillMaxWidth
 import androidx.compose.foundation.layout.height
 import androidx.compose.foundation.layout.padding
+import androidx.compose.foundation.layout.safeDrawingPadding
 import androidx.compose.foundation.rememberScrollState
 import androidx.compose.foundation.verticalScroll
 import androidx.compose.material3.Button
@@ -36,16 +39,18 @@ import androidx.compose.ui.text.font.FontFamily
 import androidx.compose.ui.unit.dp
 import androidx.compose.ui.viewinterop.AndroidView
 import androidx.core.content.ContextCompat
-import org.emomobile.core.AcceleratorReport
 import org.emomobile.core.Benchmark
-import org.emomobile.core.CatalogModel
+import org.emomobile.core.BenchmarkRequest
+import org.emomobile.core.CatalogFolder
+import org.emomobile.core.CatalogScan
 import org.emomobile.core.Classify
 import org.emomobile.core.ModelCatalog
-import org.emomobile.core.ModelSession
+import org.emomobile.core.OpenedModel
 import org.emomobile.core.Preprocessor
 import org.emomobile.core.Runtimes
 import org.emomobile.core.Texts
 import java.io.File
+import java.nio.ByteBuffer
 import java.util.concurrent.ExecutorService
 import java.util.concurrent.Executors
 
@@ -60,14 +65,14 @@ import java.util.concurrent.Executors
  */
 class MainActivity : ComponentActivity() {
     private val inference: ExecutorService = Executors.newSingleThreadExecutor { Thread(it, "emo-inference") }
-    private var models = listOf<CatalogModel>()
-    private var session: ModelSession? = null  // touched on the inference thread only
-    private var sessionRan = ""
+    private var scan = CatalogScan(emptyList(), emptyList())  // written on the inference thread, before any choice
+    private val folders = LinkedHashMap<String, File>()       // the scan's folder names -> where their files are
+    private var opened: OpenedModel? = null  // touched on the inference thread only
 
     // UI state, written on the main thread
-    private val names = mutableStateOf(listOf<String>())
+    private val titles = mutableStateOf(listOf<String>())
     private val selected = mutableStateOf<String?>(null)
-    private val accelerator = mutableStateOf("cpu")
+    private val accelerator = mutableStateOf(BenchmarkRequest.DEFAULT_ACCELERATOR)
     private val status = mutableStateOf("looking for models…")
     private val report = mutableStateOf("")      // the gallery photo's or the self-test's result
     private val live = mutableStateOf("")        // the camera's latest frame
@@ -75,14 +80,19 @@ class MainActivity : ComponentActivity() {
     private var controller: LifecycleCameraController? = null
 
     override fun onCreate(savedInstanceState: Bundle?) {
+        enableEdgeToEdge()  // what targetSdk 35 enforces anyway; the screen pads itself with the safe-drawing insets
         super.onCreate(savedInstanceState)
         setContent { MaterialTheme { Screen() } }
         inference.execute {
-            val found = findModels()
+            val text = try {
+                findModels().summary("copy emo-export's output into app/src/main/assets/")
+            } catch (e: Throwable) {
+                Texts.failure("cannot list the models", e)
+            }
             runOnUiThread {
-                names.value = models.map { it.entry.artifact }
-                status.value = found
-                models.firstOrNull()?.let { choose(it.entry.artifact, "cpu") }
+                titles.value = scan.titles
+                status.value = text
+                scan.titles.firstOrNull()?.let { choose(it, BenchmarkRequest.DEFAULT_ACCELERATOR) }
             }
         }
     }
@@ -90,100 +100,69 @@ class MainActivity : ComponentActivity() {
     override fun onDestroy() {
         super.onDestroy()
         controller?.clearImageAnalysisAnalyzer()
-        inference.execute { session?.close(); session = null }
+        inference.execute { opened?.session?.close(); opened = null }
         inference.shutdown()
     }
 
-    /** Copies the APK's model files out (the runtimes open files), lists both folders; returns what to show. */
-    private fun findModels(): String {
-        val folder = File(filesDir, "models").apply { mkdirs() }
+    /** Copies the APK's model files out (the runtimes open files) and lists both folders through the core. */
+    private fun findModels(): CatalogScan {
+        val copied = File(filesDir, "models").apply { mkdirs() }
         val installed = packageManager.getPackageInfo(packageName, 0).lastUpdateTime
         for (name in assets.list("")?.filter { ModelCatalog.isModelFile(it) } ?: emptyList()) {
-            val target = File(folder, name)
+            val target = File(copied, name)
             if (!target.exists() || target.lastModified() < installed) {
                 assets.open(name).use { input -> target.outputStream().use { input.copyTo(it) } }
             }
         }
-        val found = ArrayList<CatalogModel>()
-        val skipped = ArrayList<String>()
-        for (dir in listOfNotNull(folder, getExternalFilesDir(null))) {
-            val listing = dir.list()?.toList() ?: continue
-            val catalog = ModelCatalog.discover(listing)
-            skipped += catalog.skipped
-            for (entry in catalog.entries) {
-                try {
-                    found += ModelCatalog.open(entry, listing) { File(dir, it).readBytes() }
-                } catch (e: Exception) {
-                    skipped += "${entry.artifact}: ${Benchmark.reason(e)}"
-                }
-            }
-        }
-        models = found
-        val head = if (found.isEmpty()) "no models: copy emo-export's output into app/src/main/assets/" else ""
-        return (listOf(head) + skipped).filter { it.isNotEmpty() }.joinToString("\n")
+        folders["app"] = copied
+        getExternalFilesDir(null)?.let { folders["external"] = it }
+        val listed = folders.map { (name, dir) -> CatalogFolder(name, dir.list()?.toList() ?: emptyList()) }
+        scan = ModelCatalog.scan(listed) { folder, file -> File(folders.getValue(folder.name), file).readBytes() }
+        return scan
     }
 
-    private fun modelFile(model: CatalogModel): File {
-        val inFiles = File(File(filesDir, "models"), model.entry.artifact)
-        return if (inFiles.exists()) inFiles else File(getExternalFilesDir(null), model.entry.artifact)
-    }
-
-    /** Opens [name] on [acceleratorName] (closing the previous session) on the inference thread. */
-    private fun choose(name: String, acceleratorName: String) {
-        selected.value = name
+    /** Opens [title] on [acceleratorName] (closing the previous session) on the inference thread; the session is
+     * kept only when it opened and its probe (the self-test) ran. */
+    private fun choose(title: String, acceleratorName: String) {
+        selected.value = title
         accelerator.value = acceleratorName
-        status.value = "opening $name on $acceleratorName…"
+        status.value = "opening $title on $acceleratorName…"
         inference.execute {
-            session?.close()
-            session = null
-            val model = models.first { it.entry.artifact == name }
+            opened?.session?.close()
+            opened = null
             val text = try {
-                val loader = AndroidEngineLoader(cacheDir)
-                val runtime = Runtimes.forFile(name)
-                val available = loader.available(runtime)
-                val plan = Runtimes.plan(modelFile(model).absolutePath, name, model.sidecar, acceleratorName,
-                    THREADS, available)
-                val opened = Benchmark.open(model.sidecar, loader, plan)
-                session = opened
-                // one inference so the runtime can say what ran (ONNX Runtime's profile ends here)
-                opened.run(FloatArray(model.sidecar.inputSize))
-                val engine = opened.engine.report()
-                sessionRan = if (runtime == Runtimes.LITERT) {
-                    AcceleratorReport.litert(plan, available, engine.fullyAccelerated).summary()
-                } else {
-                    AcceleratorReport.onnxruntime(plan, engine.providerNodes).summary()
-                }
-                "$name on $sessionRan"
-            } catch (e: Exception) {
-                "cannot open $name on $acceleratorName: ${Benchmark.reason(e)}"
+                val model = scan.byTitle(title) ?: throw IllegalStateException("no model $title")
+                val path = File(folders.getValue(model.entry.folder), model.entry.artifact).absolutePath
+                val ready = Benchmark.openAndProbe(model, path, acceleratorName, BenchmarkRequest.DEFAULT_THREADS,
+                    AndroidEngineLoader(cacheDir, BuildConfig.LITERT_VERSION), ElapsedRealtime)
+                opened = ready
+                Texts.opened(title, ready)
+            } catch (e: Throwable) {
+                Texts.failure("cannot open $title on $acceleratorName", e)
             }
             runOnUiThread { status.value = text }
         }
     }
 
     /** Top-5 of one upright bitmap, on the inference thread. */
-    private fun classify(bitmap: Bitmap): String {
-        val current = session ?: return "no model open"
-        val pixels = IntArray(bitmap.width * bitmap.height)
-        bitmap.getPixels(pixels, 0, bitmap.width, 0, 0, bitmap.width, bitmap.height)
-        val input = Preprocessor(current.sidecar).tensor(pixels, bitmap.width, bitmap.height)
+    private fun classify(image: Bitmap): String {
+        val current = opened ?: return "no model open"
+        val bitmap = eightBit(image)
+        val input = Preprocessor(current.session.sidecar).tensor(rgbaOf(bitmap), bitmap.width, bitmap.height,
+            bitmap.rowBytes)
         val start = SystemClock.elapsedRealtimeNanos()
-        val output = current.run(input)
+        val output = current.session.run(input)
         val ms = (SystemClock.elapsedRealtimeNanos() - start) / 1e6
-        return Texts.predictions(Classify.predictions(output, current.sidecar), ms, sessionRan)
+        return Texts.predictions(Classify.predictions(output, current.session.sidecar), ms, current.ran)
     }
 
     private fun classifyPhoto(uri: Uri) {
         report.value = "classifying…"
         inference.execute {
             val text = try {
-                // ImageDecoder (API 28 = minSdk) applies the EXIF orientation; getPixels needs a software bitmap
-                val bitmap = ImageDecoder.decodeBitmap(ImageDecoder.createSource(contentResolver, uri)) { decoder, _, _ ->
-                    decoder.allocator = ImageDecoder.ALLOCATOR_SOFTWARE
-                }
-                classify(bitmap)
-            } catch (e: Exception) {
-                "could not classify the photo: ${Benchmark.reason(e)}"
+                classify(decode(uri))
+            } catch (e: Throwable) {  // OutOfMemoryError too: a message, not a dead app
+                Texts.failure("could not classify the photo", e)
             }
             runOnUiThread { report.value = text }
         }
@@ -192,13 +171,14 @@ class MainActivity : ComponentActivity() {
     private fun selfTest() {
         report.value = "self-test…"
         inference.execute {
-            val current = session
-            val model = models.firstOrNull { it.entry.artifact == selected.value }
+            val current = opened
+            val model = selected.value?.let { scan.byTitle(it) }
             val text = if (current == null || model == null) "no model open" else try {
                 val set = model.examples
-                Texts.selfTest(set?.agreement(set.examples.map { current.run(it.input) }), model.entry.artifact, sessionRan)
-            } catch (e: Exception) {
-                "self-test failed: ${Benchmark.reason(e)}"
+                Texts.selfTest(set?.agreement(set.examples.map { current.session.run(it.input) }), model.title,
+                    current.ran)
+            } catch (e: Throwable) {
+                Texts.failure("self-test failed", e)
             }
             runOnUiThread { report.value = text }
         }
@@ -213,8 +193,8 @@ class MainActivity : ComponentActivity() {
             val text = frame.use {
                 try {
                     classify(upright(it))
-                } catch (e: Exception) {
-                    "frame: ${Benchmark.reason(e)}"
+                } catch (e: Throwable) {
+                    Texts.failure("frame", e)
                 }
             }
             runOnUiThread { live.value = text }
@@ -223,6 +203,19 @@ class MainActivity : ComponentActivity() {
         view.controller = camera
         controller = camera
     }
+
+    /**
+     * A photo, upright (ImageDecoder, API 28 = minSdk, applies the EXIF orientation), as decoded: in its own colour
+     * space and unpremultiplied (the core's colour policy: no conversion), in software memory (its bytes are read),
+     * at most the core's decode bound (a larger photo is scaled down by the decoder instead of exhausting the heap).
+     */
+    private fun decode(uri: Uri): Bitmap =
+        ImageDecoder.decodeBitmap(ImageDecoder.createSource(contentResolver, uri)) { decoder, info, _ ->
+            decoder.allocator = ImageDecoder.ALLOCATOR_SOFTWARE
+            decoder.isUnpremultipliedRequired = true
+            val size = Preprocessor.decodeSize(info.size.width, info.size.height)
+            if (size[0] != info.size.width || size[1] != info.size.height) decoder.setTargetSize(size[0], size[1])
+        }
 
     @Composable
     private fun Screen() {
@@ -234,12 +227,16 @@ class MainActivity : ComponentActivity() {
         val permission = rememberLauncherForActivityResult(ActivityResultContracts.RequestPermission()) { granted ->
             if (granted) cameraOn.value = true else live.value = "camera permission denied"
         }
-        Column(Modifier.padding(12.dp).verticalScroll(rememberScrollState())) {
-            Row { names.value.forEach { n -> FilterChip(selected.value == n, { choose(n, "cpu") }, { Text(n) }) } }
-            selected.value?.let { name ->
-                Row {
-                    Runtimes.accelerators(Runtimes.forFile(name)).forEach { a ->
-                        FilterChip(accelerator.value == a, { choose(name, a) }, { Text(a) })
+        Column(Modifier.safeDrawingPadding().padding(12.dp).verticalScroll(rememberScrollState())) {
+            Row(Modifier.horizontalScroll(rememberScrollState())) {
+                titles.value.forEach { t ->
+                    FilterChip(selected.value == t, { choose(t, BenchmarkRequest.DEFAULT_ACCELERATOR) }, { Text(t) })
+                }
+            }
+            selected.value?.let { title -> scan.byTitle(title) }?.let { model ->
+                Row(Modifier.horizontalScroll(rememberScrollState())) {
+                    Runtimes.accelerators(Runtimes.forFile(model.entry.artifact)).forEach { a ->
+                        FilterChip(accelerator.value == a, { choose(model.title, a) }, { Text(a) })
                     }
                 }
             }
@@ -257,15 +254,30 @@ class MainActivity : ComponentActivity() {
             }
             Text(report.value, fontFamily = FontFamily.Monospace)
             if (cameraOn.value) {
-                AndroidView({ context -> PreviewView(context).also { startCamera(it) } },
-                    Modifier.fillMaxWidth().height(280.dp))
+                // COMPATIBLE (a TextureView): CameraX's advice for a preview inside a scrolling container
+                AndroidView({ context ->
+                    PreviewView(context).also {
+                        it.implementationMode = PreviewView.ImplementationMode.COMPATIBLE
+                        startCamera(it)
+                    }
+                }, Modifier.fillMaxWidth().height(280.dp))
                 Text(live.value, fontFamily = FontFamily.Monospace)
             }
         }
     }
 
     private companion object {
-        const val THREADS = 4
+        /** 8 bits a channel, as the core reads pixels (a 16-bit photo decodes to RGBA_F16). */
+        fun eightBit(bitmap: Bitmap): Bitmap =
+            if (bitmap.config == Bitmap.Config.ARGB_8888) bitmap else bitmap.copy(Bitmap.Config.ARGB_8888, false)
+
+        /** An ARGB_8888 bitmap's pixels as the core takes them: RGBA bytes in rows of `rowBytes`, as stored
+         * (`copyPixelsToBuffer` neither converts colours, as `getPixels` does, nor premultiplies). */
+        fun rgbaOf(bitmap: Bitmap): ByteArray {
+            val bytes = ByteArray(bitmap.rowBytes * bitmap.height)
+            bitmap.copyPixelsToBuffer(ByteBuffer.wrap(bytes))
+            return bytes
+        }
 
         /** A camera frame as an upright bitmap (sensors deliver frames rotated; the model must see them upright). */
         fun upright(frame: ImageProxy): Bitmap {

@@ -9,7 +9,9 @@ import com.google.ai.edge.litert.Accelerator
 import com.google.ai.edge.litert.CompiledModel
 import com.google.ai.edge.litert.Environment
 import com.google.ai.edge.litert.TensorType
+import android.os.SystemClock
 import org.emomobile.core.AcceleratorReport
+import org.emomobile.core.Clock
 import org.emomobile.core.Engine
 import org.emomobile.core.EngineLoader
 import org.emomobile.core.EngineReport
@@ -27,8 +29,17 @@ import java.nio.FloatBuffer
  * (no Android SDK there): android_demo/README.md lists these lines as the untested ones.
  */
 
-/** Opens LiteRT (`.tflite`) and ONNX Runtime (`.onnx`, `.ort`) engines; [profileDir] holds ONNX Runtime profiles. */
-class AndroidEngineLoader(private val profileDir: File) : EngineLoader {
+/** The core's clock: `SystemClock.elapsedRealtimeNanos`, monotonic and counting deep sleep. */
+object ElapsedRealtime : Clock {
+    override fun nanos(): Long = SystemClock.elapsedRealtimeNanos()
+}
+
+/**
+ * Opens LiteRT (`.tflite`) and ONNX Runtime (`.onnx`, `.ort`) engines; [profileDir] holds ONNX Runtime profiles.
+ * [litertVersion] is the LiteRT the APK was built with (BuildConfig, from the version catalog): its Kotlin API does
+ * not report one, and a result row without its runtime's version cannot be compared with another.
+ */
+class AndroidEngineLoader(private val profileDir: File, private val litertVersion: String) : EngineLoader {
     override fun available(runtime: String): List<String>? = when (runtime) {
         Runtimes.LITERT -> Environment.create().use { env ->
             env.getAvailableAccelerators().filter { it != Accelerator.NONE }.map { it.name.lowercase() }
@@ -38,11 +49,11 @@ class AndroidEngineLoader(private val profileDir: File) : EngineLoader {
     }
 
     override fun load(plan: LoadPlan): Engine =
-        if (plan.runtime == Runtimes.LITERT) LiteRtEngine(plan) else OrtEngine(plan, profileDir)
+        if (plan.runtime == Runtimes.LITERT) LiteRtEngine(plan, litertVersion) else OrtEngine(plan, profileDir)
 }
 
 /** LiteRT's CompiledModel: CPU (XNNPACK), GPU or NPU, with the plan's CPU threads and GPU precision. */
-class LiteRtEngine(private val plan: LoadPlan) : Engine {
+class LiteRtEngine(private val plan: LoadPlan, private val version: String) : Engine {
     private val env = Environment.create()
     private val model: CompiledModel
     private val inputs: List<com.google.ai.edge.litert.TensorBuffer>
@@ -51,6 +62,8 @@ class LiteRtEngine(private val plan: LoadPlan) : Engine {
     override val outputType: String
 
     init {
+        var created: CompiledModel? = null
+        val buffers = ArrayList<com.google.ai.edge.litert.TensorBuffer>()
         try {
             val options = CompiledModel.Options(*plan.litertAccelerators.map { ACCELERATORS.getValue(it) }.toTypedArray())
             options.cpuOptions = CompiledModel.CpuOptions(numThreads = plan.threads)
@@ -58,12 +71,16 @@ class LiteRtEngine(private val plan: LoadPlan) : Engine {
                 options.gpuOptions = CompiledModel.GpuOptions(precision = if (it == "fp32")
                     CompiledModel.GpuOptions.Precision.FP32 else CompiledModel.GpuOptions.Precision.FP16)
             }
-            model = CompiledModel.create(plan.path, options, env)
+            model = CompiledModel.create(plan.path, options, env).also { created = it }
+            inputs = model.createInputBuffers().also { buffers += it }
+            outputs = model.createOutputBuffers().also { buffers += it }
+            // LiteRT's JNI throws for element types its Kotlin API lacks (uint8): after everything exists, so that
+            // the catch below closes all of it
             inputType = elementType(model.getInputTensorType(plan.inputName))
             outputType = elementType(model.getOutputTensorType(plan.outputName))
-            inputs = model.createInputBuffers()
-            outputs = model.createOutputBuffers()
-        } catch (e: Exception) {
+        } catch (e: Throwable) {
+            buffers.forEach { it.close() }
+            created?.close()
             env.close()
             throw e
         }
@@ -81,7 +98,7 @@ class LiteRtEngine(private val plan: LoadPlan) : Engine {
         return outputs[0].readInt8()
     }
 
-    override fun report() = EngineReport(null, plan.threads, null)
+    override fun report() = EngineReport(null, plan.threads, version)
 
     override fun close() {
         inputs.forEach { it.close() }
@@ -110,6 +127,7 @@ class OrtEngine(private val plan: LoadPlan, profileDir: File) : Engine {
     override val outputType: String
 
     init {
+        var created: OrtSession? = null
         try {
             options.setIntraOpNumThreads(plan.intraOpThreads)
             for ((key, value) in plan.sessionConfig) options.addConfigEntry(key, value)
@@ -118,10 +136,11 @@ class OrtEngine(private val plan: LoadPlan, profileDir: File) : Engine {
                 "xnnpack" -> options.addXnnpack(mapOf("intra_op_num_threads" to plan.threads.toString()))
                 "nnapi" -> options.addNnapi()
             }
-            session = env.createSession(plan.path, options)
+            session = env.createSession(plan.path, options).also { created = it }
             inputType = elementType(session.inputInfo.getValue(plan.inputName).info as TensorInfo)
             outputType = elementType(session.outputInfo.getValue(plan.outputName).info as TensorInfo)
-        } catch (e: Exception) {
+        } catch (e: Throwable) {
+            created?.close()
             options.close()
             throw e
         }
@@ -135,8 +154,10 @@ class OrtEngine(private val plan: LoadPlan, profileDir: File) : Engine {
             }
         }
 
+    /** The bytes as the session's own input type (the core checked it is the sidecar's int8 or uint8). */
     override fun runBytes(input: ByteArray): ByteArray =
-        OnnxTensor.createTensor(env, ByteBuffer.wrap(input), plan.inputShape, OnnxJavaType.INT8).use { tensor ->
+        OnnxTensor.createTensor(env, ByteBuffer.wrap(input), plan.inputShape,
+            if (inputType == "uint8") OnnxJavaType.UINT8 else OnnxJavaType.INT8).use { tensor ->
             session.run(mapOf(plan.inputName to tensor)).use { result ->
                 val buffer = (result.get(0) as OnnxTensor).byteBuffer
                 ByteArray(buffer.remaining()).also { buffer.get(it) }

@@ -128,7 +128,7 @@ class AcceleratorReport(
         )
 
         fun acceleratorOf(provider: String): String =
-            PROVIDERS[provider] ?: provider.removeSuffix("ExecutionProvider").toLowerCase(java.util.Locale.ROOT)
+            PROVIDERS[provider] ?: Check.lower(provider.removeSuffix("ExecutionProvider"))
 
         /**
          * LiteRT's Kotlin API reports no placement (`IsFullyAccelerated` is C++ only): [used] is the accelerator

@@ -22,7 +22,16 @@ class BenchmarkRequest(
 ) {
     companion object {
         const val DEFAULT_OUTPUT = "result.json"
+        /** The defaults of a request, and of the demo screen's sessions. */
+        const val DEFAULT_ACCELERATOR = "cpu"
+        const val DEFAULT_THREADS = 4
         val KEYS = listOf("model", "accelerator", "threads", "warmup", "iters", "output")
+        private val THREADS = intArrayOf(1, 64)
+        private val WARMUP = intArrayOf(0, 10000)
+        private val ITERATIONS = intArrayOf(1, 100000)
+        /** The result schema's bounds on the strings a failed request echoes (`accelerator`, `artifact`). */
+        private const val MAX_ACCELERATOR = 64
+        private const val MAX_ARTIFACT = 255
 
         fun parse(extras: Map<String, String>): BenchmarkRequest {
             val unknown = extras.keys.filter { it !in KEYS }.sorted()
@@ -32,9 +41,9 @@ class BenchmarkRequest(
             val model = extras["model"] ?: throw RequestException("the extra 'model' (--es model model.tflite) is missing")
             fileName(model, "model")
             Runtimes.forFile(model)
-            return BenchmarkRequest(model, extras["accelerator"] ?: "cpu",
-                integer(extras, "threads", 4, 1, 64), integer(extras, "warmup", 5, 0, 10000),
-                integer(extras, "iters", 50, 1, 100000), outputOf(extras))
+            return BenchmarkRequest(model, extras["accelerator"] ?: DEFAULT_ACCELERATOR,
+                integer(extras, "threads", DEFAULT_THREADS, THREADS), integer(extras, "warmup", 5, WARMUP),
+                integer(extras, "iters", 50, ITERATIONS), outputOf(extras))
         }
 
         /** The result file's name: the extra when it is a plain `.json` name, else [DEFAULT_OUTPUT], so that even
@@ -49,26 +58,47 @@ class BenchmarkRequest(
             }
         }
 
-        /** What could be read of the request, for the `request` object of a failed result. */
+        /**
+         * What could be read of the request, for the `request` object of a failed result: a number only when
+         * [parse] would take it and a string cut to the schema's length, so that a hand-made request (`--ei warmup
+         * -1`) still gets a valid result file that says why it failed, not a schema error in emo-bench.
+         */
         fun partial(extras: Map<String, String>): Map<String, Any?> = mapOf(
-            "accelerator" to extras["accelerator"], "threads" to extras["threads"]?.toIntOrNull(),
-            "warmup" to extras["warmup"]?.toIntOrNull(), "iterations" to extras["iters"]?.toIntOrNull()
+            "accelerator" to extras["accelerator"]?.let { bounded(it, MAX_ACCELERATOR) },
+            "threads" to within(extras["threads"], THREADS), "warmup" to within(extras["warmup"], WARMUP),
+            "iterations" to within(extras["iters"], ITERATIONS)
         )
+
+        /** The result's `artifact` for a request that may not parse: the extra, cut to the schema's length, or "?". */
+        fun artifactOf(extras: Map<String, String>): String {
+            val model = extras["model"] ?: return "?"
+            return if (model.isEmpty()) "?" else bounded(model, MAX_ARTIFACT)
+        }
+
+        /** [text] cut to [max] code points (the schema counts code points, as Python's len). */
+        fun bounded(text: String, max: Int): String =
+            if (text.codePointCount(0, text.length) <= max) text else text.substring(0, text.offsetByCodePoints(0, max))
+
+        private fun within(text: String?, range: IntArray): Int? {
+            val value = text?.trim()?.toIntOrNull() ?: return null
+            return if (value < range[0] || value > range[1]) null else value
+        }
 
         private fun fileName(name: String, key: String) {
             if (name.isEmpty() || name.startsWith(".") || name.contains('/') || name.contains('\\') ||
                 name.contains('\u0000')) {
                 throw RequestException("the extra '$key' must be a file name inside the benchmark folder, not '$name'")
             }
+            if (name.codePointCount(0, name.length) > MAX_ARTIFACT) {  // no file system has longer names
+                throw RequestException("the extra '$key' must be a file name of at most $MAX_ARTIFACT characters, " +
+                    "not ${name.codePointCount(0, name.length)}")
+            }
         }
 
-        private fun integer(extras: Map<String, String>, key: String, default: Int, min: Int, max: Int): Int {
+        private fun integer(extras: Map<String, String>, key: String, default: Int, range: IntArray): Int {
             val text = extras[key] ?: return default
-            val value = text.trim().toIntOrNull()
-            if (value == null || value < min || value > max) {
-                throw RequestException("the extra '$key' must be an integer in [$min, $max], not '$text'")
-            }
-            return value
+            return within(text, range)
+                ?: throw RequestException("the extra '$key' must be an integer in [${range[0]}, ${range[1]}], not '$text'")
         }
     }
 }

@@ -32,6 +32,22 @@ object Classify {
 
 /** What the screen shows, decided here so the UI only displays strings. */
 object Texts {
+    /** The status line of a model just opened: its name, what ran, and its self-test verdict when it has examples. */
+    fun opened(title: String, opened: OpenedModel): String {
+        val parity = opened.probe.parity
+        return "$title on ${opened.ran}" + if (parity == null) "" else "; self-test ${parity.status}"
+    }
+
+    /**
+     * [what] failed because of [e], in one line. An `OutOfMemoryError` (an `Error`, not an `Exception`: the screen
+     * catches `Throwable` so that a photo too large for the app's heap is a message, not a dead app) says so.
+     */
+    fun failure(what: String, e: Throwable): String = if (e is OutOfMemoryError) {
+        "$what: out of memory (the image is too large for the memory this phone gives the app)"
+    } else {
+        "$what: ${Benchmark.reason(e)}"
+    }
+
     /** Top-5 lines (label and probability), then the latency and what ran. */
     fun predictions(predictions: List<Prediction>, millis: Double, ran: String): String =
         predictions.joinToString("\n") { String.format(java.util.Locale.ROOT, "%-28s %.3f", it.label, it.probability) } +

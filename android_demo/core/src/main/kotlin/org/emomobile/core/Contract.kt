@@ -264,7 +264,7 @@ object BoundedJson {
                 text.append('"')
                 for (c in value.take(60)) {
                     if (c < ' ' || c in '\u007f'..'\u009f' || c == '\u2028' || c == '\u2029' || c == '"' || c == '\\') {
-                        text.append(String.format(java.util.Locale.ROOT, "\\u%04x", c.toInt()))
+                        text.append(String.format(java.util.Locale.ROOT, "\\u%04x", Check.code(c)))
                     } else {
                         text.append(c)
                     }
@@ -367,6 +367,28 @@ internal class Check(private val what: String, private val fix: String) {
 
     companion object {
         fun child(path: String, name: String): String = if (path.isEmpty()) name else "$path.$name"
+
+        /*
+         * Two stdlib calls written so that Kotlin 1.3 (Debian's kotlinc, CI) and Kotlin 2.1 (the Gradle build) both
+         * compile them: String.toLowerCase(Locale) is an error from 2.1 and String.lowercase() does not exist before
+         * 1.5; Char.toInt() is deprecated from 1.5 and Char.code does not exist before it.
+         */
+
+        /** [s] in lower case as Python's `str.lower()` and Java's `toLowerCase(Locale.ROOT)` give it, code point by
+         * code point (U+0130 becomes "i" + U+0307, the one unconditional special casing). */
+        fun lower(s: String): String {
+            val out = StringBuilder(s.length)
+            var i = 0
+            while (i < s.length) {
+                val cp = s.codePointAt(i)
+                if (cp == 0x130) out.append("i\u0307") else out.appendCodePoint(Character.toLowerCase(cp))
+                i += Character.charCount(cp)
+            }
+            return out.toString()
+        }
+
+        /** A character's UTF-16 code unit. */
+        fun code(c: Char): Int = c - '\u0000'
 
         /** C0 and DEL: what a file name or a path may not hold. */
         fun isC0OrDel(c: Char): Boolean = c < ' ' || c == '\u007f'

@@ -261,7 +261,7 @@ class ExampleSet(
 object Base64 {
     private val VALUES = IntArray(128) { -1 }.also { table ->
         val alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-        for (i in alphabet.indices) table[alphabet[i].toInt()] = i
+        for (i in alphabet.indices) table[Check.code(alphabet[i])] = i
     }
 
     fun decode(text: String, where: String = "data"): ByteArray {
@@ -273,7 +273,7 @@ object Base64 {
         var bits = 0
         var o = 0
         for (i in 0 until end) {
-            val c = text[i].toInt()
+            val c = Check.code(text[i])
             val v = if (c < 128) VALUES[c] else -1
             if (v < 0) throw ModelContractException("$where.data is not base64 (character ${i + 1})")
             buffer = (buffer shl 6) or v

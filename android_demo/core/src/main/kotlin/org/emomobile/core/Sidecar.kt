@@ -283,7 +283,7 @@ class Sidecar(
                     "${format.name}, not '$precision'")
             }
             val file = root["file"] as String
-            if (!file.toLowerCase(java.util.Locale.ROOT).endsWith(format.suffix)) {
+            if (!Check.lower(file).endsWith(format.suffix)) {
                 throw c.fail("file", "mismatch", "must end with ${format.suffix} for ${format.name}, not ${BoundedJson.shown(file)}")
             }
             val numClasses = (root["num_classes"] as Double).toInt()

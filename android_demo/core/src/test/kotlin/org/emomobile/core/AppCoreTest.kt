@@ -369,4 +369,119 @@ class AppCoreTest {
         assertTrue(text, text.endsWith("\n12.35 ms on cpu"))
         assertEquals("no examples file next to m.onnx: re-export it with emo-export", Texts.selfTest(null, "m.onnx", "cpu"))
     }
+
+    @Test
+    fun requestsOutsideTheBoundsStillGiveAResultThatFollowsTheSchema() {
+        // a hand-made request: every value echoed in the result must stay within app-bench.schema.json's bounds
+        val engine = ReplayEngine(emptyMap(), emptyMap(), "float32", "float32", EngineReport(null, null, null))
+        val extras = mapOf("model" to "", "accelerator" to "x".repeat(100), "threads" to "999", "warmup" to "-1",
+            "iters" to "0")
+        val failed = Benchmark.run(extras, context(emptyMap(), FixedLoader(engine, null)))
+        assertEquals("failed: the extra 'model' must be a file name inside the benchmark folder, not ''", failed.status)
+        assertEquals("?", failed.artifact)
+        assertEquals("x".repeat(64), failed.request["accelerator"])
+        assertEquals("x".repeat(64), failed.accelerator.requested)
+        assertNull(failed.request["threads"])
+        assertNull(failed.request["warmup"])
+        assertNull(failed.request["iterations"])
+        failed.writeTo(File(folder("emo.out"), "app-bench-android-failed-bounds.json"))
+        // values parse would take are kept; a name longer than a file name can be is refused and cut
+        assertEquals(mapOf("accelerator" to "gpu", "threads" to 2, "warmup" to 0, "iterations" to 7),
+            BenchmarkRequest.partial(mapOf("accelerator" to "gpu", "threads" to "2", "warmup" to "0", "iters" to " 7")))
+        val long = "m".repeat(300) + ".tflite"
+        assertEquals(255, BenchmarkRequest.artifactOf(mapOf("model" to long)).length)
+        val refused = Benchmark.run(mapOf("model" to long), context(emptyMap(), FixedLoader(engine, null)))
+        assertTrue(refused.status, refused.status.startsWith("failed: the extra 'model' must be a file name of at most 255"))
+        assertEquals("\ud83d\ude00".repeat(2), BenchmarkRequest.bounded("\ud83d\ude00".repeat(3), 2))  // code points, not halves
+        assertEquals(BenchmarkRequest.DEFAULT_THREADS, BenchmarkRequest.parse(mapOf("model" to "m.onnx")).threads)
+        assertEquals(BenchmarkRequest.DEFAULT_ACCELERATOR, BenchmarkRequest.parse(mapOf("model" to "m.onnx")).accelerator)
+    }
+
+    @Test
+    fun anExamplesFileOfAnotherArtifactIsRefused() {
+        // emo-bench pushes fixed names; an examples file left by another artifact must not judge this one
+        val (dir, artifact) = floatExport(".tflite")
+        val files = LinkedHashMap(benchFolder(dir, artifact))
+        val examples = JSONObject(files["model.examples.json"]!!)
+        val own = examples.getString("artifact")
+        assertEquals(Sidecar.parse(files["model.json"]!!).file, own)  // the exporter writes the sidecar's file
+        files["model.examples.json"] = examples.put("artifact", "emo_2m_tflite_fp32.tflite").toString()
+        val engine = replayOfExamples(Sidecar.parse(files["model.json"]!!), ExampleSet.parse(files["model.examples.json"]!!),
+            EngineReport(null, 4, null))
+        val result = Benchmark.run(mapOf("model" to "model.tflite"), context(files, FixedLoader(engine, null)))
+        assertEquals("failed: model.examples.json holds the examples of \"emo_2m_tflite_fp32.tflite\" but model.json " +
+            "describes \"$own\"; copy the artifact's own examples file (emo-export writes it beside the artifact)",
+            result.status)
+        assertEquals(0, engine.runs)
+        files["model.examples.json"] = examples.put("artifact", own).toString()
+        assertEquals("ok", Benchmark.run(mapOf("model" to "model.tflite", "iters" to "1"),
+            context(files, FixedLoader(engine, null))).status)
+    }
+
+    @Test
+    fun theScanListsEveryCopyOfAnArtifactWithItsFolder() {
+        val (dir, artifact) = floatExport(".onnx")
+        val stem = artifact.name.substringBeforeLast('.')
+        val own = listOf(artifact.name, "$stem.json", "$stem.examples.json")
+        val folders = listOf(CatalogFolder("app", own), CatalogFolder("external", own + listOf("other.onnx", "other.json")),
+            CatalogFolder("empty", emptyList()))
+        val scan = ModelCatalog.scan(folders) { folder, name ->
+            if (name == "other.json") "{".toByteArray() else File(dir, name).readBytes()
+        }
+        assertEquals(listOf("${artifact.name} (app)", "${artifact.name} (external)"), scan.titles)
+        assertEquals("external", scan.byTitle("${artifact.name} (external)")!!.entry.folder)
+        assertEquals(1, scan.skipped.size)
+        assertTrue(scan.skipped[0], scan.skipped[0].startsWith("other.onnx: sidecar other.json"))
+        assertEquals(scan.skipped[0], scan.summary("copy some"))
+        val single = ModelCatalog.scan(listOf(CatalogFolder("app", own))) { _, name -> File(dir, name).readBytes() }
+        assertEquals(listOf(artifact.name), single.titles)
+        assertEquals("", single.summary("copy some"))
+        assertEquals("no models: copy some", ModelCatalog.scan(emptyList()) { _, _ -> ByteArray(0) }.summary("copy some"))
+    }
+
+    @Test
+    fun theScreenOpensAModelThroughTheBenchmarksProbe() {
+        val (dir, artifact) = floatExport(".tflite")
+        val files = benchFolder(dir, artifact)
+        val model = ModelCatalog.open(ModelCatalog.find("model.tflite", files.keys), files.keys) {
+            files.getValue(it).toByteArray()
+        }
+        val engine = replayOfExamples(model.sidecar, model.examples!!, EngineReport(null, 4, null))
+        val opened = Benchmark.openAndProbe(model, "/data/m/model.tflite", "gpu", BenchmarkRequest.DEFAULT_THREADS,
+            FixedLoader(engine, listOf("cpu", "gpu")), StepClock(1_000_000))
+        assertEquals("the self-test's examples are the probe", 3, engine.runs)
+        assertEquals("gpu (as configured)", opened.ran)
+        assertEquals("model.tflite on gpu (as configured); self-test passed", Texts.opened("model.tflite", opened))
+        assertFalse(engine.closed)
+        // a runtime that compiles the model but cannot run it: the error goes up and the session is closed
+        val broken = ReplayEngine(emptyMap(), emptyMap(), "float32", "float32", EngineReport(null, 4, null))
+        try {
+            Benchmark.openAndProbe(model, "/data/m/model.tflite", "cpu", 4, FixedLoader(broken, null), StepClock(1))
+            fail("a session that cannot run was opened")
+        } catch (e: IllegalStateException) {
+            assertTrue(broken.closed)
+        }
+        // without examples the probe is one neutral (mid-grey) input
+        val bare = CatalogModel(model.entry, model.sidecar, null)
+        val neutral = Benchmark.neutralInput(model.sidecar)
+        assertTrue(neutral.all { it == 0.5f })
+        val once = ReplayEngine(mapOf(neutral.toList() to FloatArray(model.sidecar.numClasses)), emptyMap(), "float32",
+            "float32", EngineReport(null, 4, null))
+        val probed = Benchmark.openAndProbe(bare, "/data/m/model.tflite", "cpu", 4, FixedLoader(once, null), StepClock(1))
+        assertNull(probed.probe.parity)
+        assertEquals("model.tflite on cpu (as configured)", Texts.opened("model.tflite", probed))
+    }
+
+    @Test
+    fun textsAndNamesAreTheSameOnEveryKotlinVersion() {
+        assertEquals("m.onnx", Check.lower("M.ONNX"))
+        assertEquals("k", Check.lower("\u212a"))  // the Kelvin sign lower-cases to an ASCII k, in Python too
+        assertEquals("i\u0307", Check.lower("\u0130"))
+        assertEquals("\ud801\udc28", Check.lower("\ud801\udc00"))  // a supplementary letter, by code point
+        assertEquals("coreml", AcceleratorReport.acceleratorOf("CoreMLExecutionProvider"))
+        assertEquals(65, Check.code('A'))
+        assertEquals("photo: out of memory (the image is too large for the memory this phone gives the app)",
+            Texts.failure("photo", OutOfMemoryError("Failed to allocate a 201326608 byte allocation")))
+        assertEquals("photo: boom", Texts.failure("photo", IllegalStateException("boom\nat line 2")))
+    }
 }

@@ -250,14 +250,14 @@ class ContractTest {
         }
         // larger than its readers accept: refused before it is parsed
         assertEquals("size", try {
-            Sidecar.parse(ByteArray(Sidecar.MAX_BYTES + 1) { ' '.toByte() }, "huge.json")
+            Sidecar.parse(ByteArray(Sidecar.MAX_BYTES + 1) { 0x20 }, "huge.json")
             null
         } catch (e: ContractException) {
             e.reason
         })
         val bytes = "{\"n\": \"\u00e9\"}".toByteArray(Charsets.UTF_8)
         assertEquals("json", try {
-            BoundedJson.parse(bytes.copyOf(bytes.size - 3) + byteArrayOf(0xff.toByte(), '"'.toByte(), '}'.toByte()), "x")
+            BoundedJson.parse(bytes.copyOf(bytes.size - 3) + byteArrayOf(0xff.toByte(), 0x22, 0x7d)  /* \xff " } */, "x")
             null
         } catch (e: ContractException) {
             e.reason
@@ -282,12 +282,12 @@ class ContractTest {
         assertEquals(0.875, older.preprocessing.cropPct, 0.0)
         // a 112 x 112 photo: crop 1.0 keeps it as it is; 0.875 resizes it to 128 first, then crops the centre
         val random = java.util.Random(5)
-        val argb = IntArray(112 * 112) { random.nextInt() or (0xff shl 24) }
-        val rgb = IntArray(112 * 112 * 3) { (argb[it / 3] shr (16 - 8 * (it % 3))) and 0xff }
-        assertArrayEquals(rgb, Preprocessor(whole).crop(argb, 112, 112))
+        val rgba = ByteArray(112 * 112 * 4) { random.nextInt(256).toByte() }
+        val rgb = ByteArray(112 * 112 * 3) { rgba[it / 3 * 4 + it % 3] }
+        assertArrayEquals(rgb, Preprocessor(whole).crop(rgba, 112, 112))
         assertArrayEquals(intArrayOf(128, 256), Preprocessor.resizedSize(112, 224, 112, 112, 0.875))
         assertArrayEquals(intArrayOf(112, 224), Preprocessor.resizedSize(112, 224, 112, 112, 1.0))
-        assertTrue(!rgb.contentEquals(Preprocessor(older).crop(argb, 112, 112)))
+        assertTrue(!rgb.contentEquals(Preprocessor(older).crop(rgba, 112, 112)))
         good.remove("labels")
         val unlabelled = Sidecar.parse(good.toString(), "nolabels.json")
         assertEquals("class 7", unlabelled.label(7))

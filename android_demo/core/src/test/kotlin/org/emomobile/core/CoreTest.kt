@@ -50,7 +50,7 @@ class CoreTest {
             val preprocessor = Preprocessor(sidecar)
             for (example in examplesOf(sidecar).examples) {
                 val image = Ppm.read(File(pixels, example.source.replace(".jpg", ".ppm")))
-                val tensor = preprocessor.tensor(image.argb, image.width, image.height)
+                val tensor = preprocessor.tensor(image.rgba, image.width, image.height)
                 assertEquals(example.input.size, tensor.size)
                 var worst = 0.0
                 var worstAt = -1
@@ -129,11 +129,44 @@ class CoreTest {
     @Test
     fun resampleIsIdentityAtTheSameSizeAndResizesAnyAspect() {
         val random = Random(3)
-        val rgb = IntArray(17 * 9 * 3) { random.nextInt(256) }
+        val rgb = ByteArray(17 * 9 * 3) { random.nextInt(256).toByte() }
         assertArrayEquals(rgb, Resample.bicubic(rgb, 17, 9, 17, 9))
         assertEquals(5 * 30 * 3, Resample.bicubic(rgb, 17, 9, 5, 30).size)
-        val flat = IntArray(8 * 8 * 3) { 77 }
-        assertTrue(Resample.bicubic(flat, 8, 8, 3, 5).all { it == 77 })  // weights sum to one after rounding
+        val flat = ByteArray(8 * 8 * 3) { 77 }
+        assertTrue(Resample.bicubic(flat, 8, 8, 3, 5).all { it == 77.toByte() })  // weights sum to one after rounding
+    }
+
+    @Test
+    fun paddedRgbaRowsResizeAsPackedRgb() {
+        // what Bitmap.copyPixelsToBuffer gives (RGBA, rows maybe padded) resizes exactly as the packed RGB pixels
+        val random = Random(4)
+        val w = 23
+        val h = 11
+        val rgb = ByteArray(w * h * 3) { random.nextInt(256).toByte() }
+        val row = w * 4 + 8
+        val rgba = ByteArray(row * h) { random.nextInt(256).toByte() }  // padding and alpha: noise the core must skip
+        for (y in 0 until h) for (x in 0 until w) for (c in 0 until 3) rgba[y * row + x * 4 + c] = rgb[(y * w + x) * 3 + c]
+        for (size in listOf(intArrayOf(w, h), intArrayOf(9, 30), intArrayOf(w, 5), intArrayOf(40, h))) {
+            assertArrayEquals(Resample.bicubic(rgb, w, h, size[0], size[1]),
+                Resample.bicubic(rgba, w, h, size[0], size[1], 4, row))
+        }
+    }
+
+    @Test
+    fun largePhotosAreDecodedWithinTheBound() {
+        // a 12-megapixel photo is decoded whole (the bit-exact path); a 50-megapixel one is scaled to fit the bound
+        assertArrayEquals(intArrayOf(4000, 3000), Preprocessor.decodeSize(4000, 3000))
+        assertArrayEquals(intArrayOf(4096, 4096), Preprocessor.decodeSize(4096, 4096))
+        for (size in listOf(intArrayOf(8160, 6144), intArrayOf(4097, 4096), intArrayOf(3000, 100000), intArrayOf(1, 1 shl 30))) {
+            val d = Preprocessor.decodeSize(size[0], size[1])
+            assertTrue("${d[0]}x${d[1]}", d[0] >= 1 && d[1] >= 1 && d[0].toLong() * d[1] <= Preprocessor.MAX_DECODE_PIXELS)
+            assertTrue("${d[0]}x${d[1]}", d[0].toLong() * d[1] > Preprocessor.MAX_DECODE_PIXELS * 0.99)
+            if (size[0] > 1) {  // scaled uniformly: the aspect ratio is kept
+                val aspect = size[0].toDouble() / size[1]
+                assertEquals(aspect, d[0].toDouble() / d[1], aspect * 0.01)
+            }
+        }
+        assertArrayEquals(intArrayOf(4720, 3554), Preprocessor.decodeSize(8160, 6144))
     }
 
     @Test
@@ -142,17 +175,21 @@ class CoreTest {
     }
 }
 
-/** A binary PPM (P6, maxval 255): the test's carrier for decoded pixels (no JPEG decoder differences). */
-class PpmImage(val width: Int, val height: Int, val argb: IntArray)
+/** A binary PPM (P6, maxval 255): the test's carrier for decoded pixels (no JPEG decoder differences), as the RGBA
+ * bytes the app hands the core. */
+class PpmImage(val width: Int, val height: Int, val rgba: ByteArray)
 
 object Ppm {
+    /** PPM's white space (ASCII), byte by byte: Byte.toChar() is deprecated from Kotlin 1.5, Char(Int) new in it. */
+    private fun isSpace(b: Byte): Boolean = b == 0x20.toByte() || (b >= 0x09 && b <= 0x0d)
+
     fun read(file: File): PpmImage {
         val bytes = file.readBytes()
         var pos = 0
         fun token(): String {
-            while (bytes[pos].toChar().isWhitespace()) pos++
+            while (isSpace(bytes[pos])) pos++
             val start = pos
-            while (!bytes[pos].toChar().isWhitespace()) pos++
+            while (!isSpace(bytes[pos])) pos++
             return String(bytes, start, pos - start, Charsets.US_ASCII)
         }
         assertEquals("P6", token())
@@ -160,11 +197,7 @@ object Ppm {
         val h = token().toInt()
         assertEquals("255", token())
         pos++  // the single whitespace after maxval
-        val argb = IntArray(w * h) {
-            val p = pos + it * 3
-            (0xff shl 24) or ((bytes[p].toInt() and 0xff) shl 16) or ((bytes[p + 1].toInt() and 0xff) shl 8) or
-                (bytes[p + 2].toInt() and 0xff)
-        }
-        return PpmImage(w, h, argb)
+        val rgba = ByteArray(w * h * 4) { if (it % 4 == 3) -1 else bytes[pos + it / 4 * 3 + it % 4] }
+        return PpmImage(w, h, rgba)
     }
 }
