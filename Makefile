@@ -9,6 +9,8 @@ WEIGHTS ?=
 # the trained fixture: emo_1m on Fashion-MNIST (tests/fixtures/emo_1m_fashion_mnist_training/README.md)
 FIXTURE := tests/fixtures/emo_1m_fashion_mnist.pth
 FIXTURE_IMAGE := tests/fixtures/fashion_mnist/test/9_ankle_boot/00495.png
+# test images of the fixture (never seen in training) served beside its export: the web page lists them first for it
+FIXTURE_SAMPLES := 1_trouser/07036 5_sandal/09408 7_sneaker/02582 8_bag/01171 9_ankle_boot/06359
 FIXTURE_DEVICE ?= auto
 FASHION_MNIST ?= out/fashion_mnist
 
@@ -91,14 +93,16 @@ demo: venv sysdeps web-deps
 		--out $(OUT)/bench.jsonl --plot $(OUT)/bench.png
 	# a really trained model: the Fashion-MNIST fixture, exported (labels and input size come from the checkpoint),
 	# predicting a test image it never saw, and its accuracy next to PyTorch's on 100 committed test images
-	$(BIN)/emo-export --model emo_1m --weights $(FIXTURE) --format onnx --out $(OUT)/fashion_mnist
+	$(BIN)/emo-export --model emo_1m --weights $(FIXTURE) --format onnx,tflite --out $(OUT)/fashion_mnist
+	for s in $(FIXTURE_SAMPLES); do cp tests/fixtures/fashion_mnist/test/$$s.png $(OUT)/fashion_mnist/$$(echo $$s | tr / _).png; done
 	$(BIN)/emo-predict $(FIXTURE_IMAGE) --artifact $(OUT)/fashion_mnist/emo_1m_onnx_fp32.onnx --top 3
 	$(BIN)/emo-eval $(FIXTURE) --model emo_1m $(OUT)/fashion_mnist/emo_1m_onnx_fp32.onnx \
 		--data tests/fixtures/fashion_mnist --limit 100
 	# the same artifacts in headless Chromium (WebAssembly: onnxruntime-web, LiteRT.js)
 	$(BIN)/emo-bench $(OUT)/emo_1m_onnx_fp32.onnx $(OUT)/emo_1m_ort_fp32.ort $(OUT)/emo_1m_tflite_fp32.tflite \
 		--device browser --threads 2 --iters 30 --out $(OUT)/bench.jsonl
-	# the page with these models: served until Ctrl-C when run from a terminal (CI gets the command instead)
+	# the page with these models (the trained one in fashion_mnist/ first, with its test images as samples): served
+	# until Ctrl-C when run from a terminal (CI gets the command instead); the printed URL opens the trained model
 	@if [ -t 0 ]; then $(BIN)/python -m emo.web_demo serve $(OUT); \
 	else echo "web demo: $(BIN)/python -m emo.web_demo serve $(OUT)  (prints the page's URL)"; fi
 

@@ -2,7 +2,9 @@
 
 Starts the local server (``emo.runtime_bench.webserver``: 127.0.0.1 only, cross-origin isolated so the WASM
 runtimes get threads), prints the page's URL and serves until Ctrl-C. DIR is an ``emo-export --out`` folder; its
-.onnx/.ort/.tflite artifacts appear in the page's model list, and the bundled sample photos under "samples".
+.onnx/.ort/.tflite artifacts (and those of its subfolders: ``make demo`` puts the trained Fashion-MNIST export in
+DIR/fashion_mnist with a few of its test images) appear in the page's model list, the images beside them and the
+bundled sample photos under "samples". The printed example URL opens a trained model when there is one.
 No torch import: the server only reads files.
 """
 
@@ -50,14 +52,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emo-web-demo: error: cannot listen on 127.0.0.1:{args.port} ({e.strerror}); pick another --port",
               file=sys.stderr)
         return EXIT_BAD_INPUT
-    # what the page lists: visible artifacts with their sidecar (never a killed export's hidden .tmp-PID file)
-    runnable = [a["name"] for a in model_index(models, None)["artifacts"] if a["name"].endswith(BROWSER_SUFFIXES)]
+    # what the page lists: visible artifacts with their sidecar (never a killed export's hidden .tmp-PID file); a
+    # trained model first, so that the first prediction a user sees means something
+    listed = [a for a in model_index(models, None)["artifacts"] if a["name"].endswith(BROWSER_SUFFIXES)]
+    runnable = [a["name"] for a in sorted(listed, key=lambda a: not a.get("trained", False))]
     signal.signal(signal.SIGTERM, _stop)
     with server:
         print(f"web demo: {server.url}", flush=True)
         if runnable:
             # the name is percent-encoded in the path, and that path again as a query value
-            link = urllib.parse.quote(f"models/{urllib.parse.quote(runnable[0], safe='')}", safe="/")
+            path = "/".join(urllib.parse.quote(part, safe="") for part in runnable[0].split("/"))
+            link = urllib.parse.quote(f"models/{path}", safe="/")
             print(f"  e.g. {server.url}?model={link}", flush=True)
         else:
             print(f"  (no .onnx/.ort/.tflite artifact with its .json sidecar in {models}: drop files onto the page)",

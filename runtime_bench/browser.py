@@ -1,8 +1,11 @@
 """The ``browser`` target: each .onnx/.ort/.tflite artifact in headless Chromium, through the web demo's hook.
 
-The page (``web_demo/``) runs the artifact in WebAssembly (onnxruntime-web, LiteRT.js) with ``--threads`` threads;
-``window.emoDemo.benchmark`` times ``warmup`` + ``iters`` inferences with ``performance.now()`` (5 µs resolution in
-a cross-origin isolated page) and returns the raw latencies, which become the same result row as the host's.
+The page (``web_demo/``) runs the artifact with onnxruntime-web or LiteRT.js on ``--backend`` wasm (WebAssembly with
+``--threads`` threads) or webgpu (WebGPU; Chromium is started with WebGPU on, SwiftShader's software adapter when
+there is no GPU); at load it runs the artifact's bundled examples and compares them with PyTorch's outputs (the row's
+``parity``; a failed check fails the row). ``window.emoDemo.benchmark`` times ``warmup`` + ``iters`` inferences with
+``performance.now()`` (5 µs resolution in a cross-origin isolated page) and returns the raw latencies, which become
+the same result row as the host's. The row records the backend that ran; one that fell back (no WebGPU adapter) fails.
 Chromium is driven by ``web_demo/driver.mjs`` (playwright-core, the system's Chromium: nothing is downloaded).
 """
 
@@ -18,6 +21,7 @@ import threading
 import urllib.parse
 from pathlib import Path
 
+from emo.contract import vocabulary
 from emo.contract.timing import summary
 from emo.runtime_bench.host import describe_host
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row, package_versions
@@ -54,26 +58,35 @@ class DriverExitedError(RuntimeError):
 
 
 class Browser:
-    """Headless Chromium behind ``web_demo/driver.mjs``: ``open(url)``, ``call(fn, *args)``, ``screenshot(path)``.
+    """Headless Chromium behind ``web_demo/driver.mjs``: ``open(url)``, ``call(fn, *args)``, ``screenshot(path)``;
+    for the tests also ``new_context`` (a phone's viewport and touch), ``set_offline``, ``reload``, ``tap``, ``cdp``.
+    ``webgpu`` starts Chromium with WebGPU on, ``fake_camera`` with a fake camera playing a .y4m file, ``persistent``
+    with a normal (not incognito) temporary profile.
 
     Every call waits at most ``call_timeout_s`` (default ``CALL_TIMEOUT_S``): a page that never answers (a model
     whose loop never ends holds the page's thread) raises ``BrowserTimeoutError`` after the driver and its Chromium
     were stopped, and the next ``open`` starts a fresh one, so one bad artifact cannot hold a whole bench run.
     """
 
-    def __init__(self, chromium: str | None = None, call_timeout_s: float | None = None) -> None:
+    def __init__(self, chromium: str | None = None, call_timeout_s: float | None = None, *, webgpu: bool = False,
+                 fake_camera: Path | None = None, persistent: bool = False) -> None:
         try:
             check_web_demo()
         except WebDemoError as e:
             raise BenchError(str(e)) from None
         self.chromium = chromium or find_chromium()
         self.call_timeout_s = float(call_timeout_s or CALL_TIMEOUT_S)
+        # launch options of the driver: WebGPU on (else --disable-gpu); a fake camera playing a .y4m file; a
+        # temporary profile that is not incognito (where Chromium judges whether a web app is installable)
+        self.options = {"webgpu": webgpu, "persistent": persistent,
+                        **({"fakeCamera": str(fake_camera)} if fake_camera else {})}
         self.version: str | None = None
         self.proc: subprocess.Popen | None = None
         self._start()
 
     def _start(self) -> None:
-        self.proc = subprocess.Popen([find_node(), str(WEB_DEMO / "driver.mjs"), self.chromium], cwd=WEB_DEMO,
+        self.proc = subprocess.Popen([find_node(), str(WEB_DEMO / "driver.mjs"), self.chromium,
+                                      json.dumps(self.options)], cwd=WEB_DEMO,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      encoding="utf-8", errors="replace")
         # the answers and the driver's stderr are read by threads: a wait has a deadline, and a chatty stderr can
@@ -158,6 +171,23 @@ class Browser:
     def console(self) -> list[str]:
         return self._ask(op="console")
 
+    def new_context(self, **options) -> None:
+        """A fresh browser context (Playwright's options: viewport, deviceScaleFactor, isMobile, hasTouch)."""
+        self._ask(op="context", options=options)
+
+    def set_offline(self, offline: bool) -> None:
+        self._ask(op="offline", value=offline)
+
+    def reload(self) -> bool:
+        """Reload the page and wait for it; True if it is cross-origin isolated."""
+        return self._ask(op="reload")
+
+    def tap(self, selector: str) -> None:
+        self._ask(op="tap", selector=selector)
+
+    def cdp(self, method: str, **params) -> object:
+        return self._ask(op="cdp", method=method, params=params)
+
     @property
     def pid(self) -> int | None:
         """The driver's process id (None while stopped)."""
@@ -196,8 +226,8 @@ def describe_browser(browser: Browser, bench: dict) -> dict:
     return {"target": "browser", "model": f"{browser.version} (headless)", "browser": browser.version,
             "user_agent": bench.get("userAgent"), "cpu": host["cpu"], "cores": bench.get("hardwareConcurrency"),
             "os": host["os"], "abi": "wasm32", "host_abi": host["abi"],
-            "wasm": {k: bench["info"].get(k) for k in ("runtime", "version", "backend", "threads", "simd",
-                                                       "crossOriginIsolated")}}
+            "runtime": {k: bench["info"].get(k) for k in ("runtime", "version", "backend", "detail", "threads", "simd",
+                                                          "crossOriginIsolated", "adapter", "fallback")}}
 
 
 def _npm_versions() -> dict[str, str]:
@@ -218,8 +248,9 @@ def run_browser(artifact: Artifact, browser: Browser, settings: Settings) -> Ben
     url = "models/" + urllib.parse.quote(artifact.path.name, safe="")
     with DemoServer(models=artifact.path.parent) as server:
         try:
-            browser.open(server.url)
-            loaded = browser.call("load", url, {"threads": settings.threads})
+            browser.open(server.url + "?offline=off")  # no service worker caching in the background while timing
+            backend = settings.backend or "wasm"
+            loaded = browser.call("load", url, {"threads": settings.threads, "backend": backend})
             if loaded.get("sha256") != artifact.sidecar.get("sha256"):
                 row.status = (f"failed: the page loaded {loaded.get('name')!r} (sha256 {loaded.get('sha256')}), "
                               f"not {artifact.path.name}; report this as a bug")
@@ -244,9 +275,16 @@ def run_browser(artifact: Artifact, browser: Browser, settings: Settings) -> Ben
     row.summary = summary(row.latencies_ms)
     row.versions = {**package_versions(), **_npm_versions(), "chromium": browser.version,
                     "node": _node_version()}
+    parity = loaded.get("parity") or {}
+    row.parity = {**parity, "where": f"{bench['info'].get('runtime')} {bench['info'].get('backend')} in the page"}
     if bench["info"]["threads"] != settings.threads:
         row.status = (f"failed: the page ran {bench['info']['threads']} thread(s), not {settings.threads} "
                       "(is the page cross-origin isolated?)")
+    elif bench["info"].get("backend") != backend:
+        row.status = (f"failed: the page ran {bench['info'].get('backend')}, not {backend}: "
+                      f"{bench['info'].get('fallback') or 'the runtime fell back'}")
+    elif str(parity.get("status", "")).startswith("failed"):
+        row.status = f"failed: parity of the bundled examples in the page: {parity['status']}"
     return row
 
 
@@ -264,16 +302,17 @@ class BrowserTarget(Target):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.browser = Browser()
+        self.browser = Browser(webgpu=settings.backend == "webgpu")
 
     def supports(self, artifact: Artifact) -> str | None:
         if artifact.backend in BROWSER_BACKENDS:
             return None
-        return (f"the browser runs .onnx, .ort and .tflite artifacts, not {artifact.backend} "
+        runs = vocabulary.BROWSER_SUFFIXES
+        return (f"the browser runs {', '.join(runs[:-1])} and {runs[-1]} artifacts, not {artifact.backend} "
                 "(use --device host, adb, mac or ios)")
 
     def describe(self) -> dict:
-        return {"target": "browser", "browser": self.browser.version}
+        return {"target": "browser", "browser": self.browser.version, "backend": self.settings.backend}
 
     def run(self, artifact: Artifact) -> BenchResult:
         return run_browser(artifact, self.browser, self.settings)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from emo.contract.text import printable
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, find_artifacts, read_rows
-from emo.runtime_bench.targets import Settings, Target, execute
+from emo.runtime_bench.targets import PAGE_BACKENDS, Settings, Target, execute
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 TARGETS = "host | browser | adb[:SERIAL] | mac | ios[:UDID] | aihub:DEVICE_NAME"
@@ -116,6 +116,8 @@ def _bench(argv: list[str]) -> int:
     p.add_argument("--parity", action="store_true", help="adb: also run the artifact's bundled examples on the phone "
                    "and compare with PyTorch's outputs (max |diff|, top-5 agreement in the row; a failure fails it)")
     p.add_argument("--delegate", help="adb: cpu | xnnpack | gpu | nnapi | qnn (what the runner supports)")
+    p.add_argument("--backend", choices=PAGE_BACKENDS, help="browser: the page's runtime backend, wasm "
+                   "(WebAssembly, the default) or webgpu (WebGPU; the row fails if the browser offers no adapter)")
     p.add_argument("--profile", nargs="?", type=int, const=20, default=0, metavar="RUNS",
                    help="also profile each artifact per operator type over RUNS inferences (default 20), after "
                         "timing: ORT profiling, ExecuTorch ETDump, LiteRT benchmark_model --enable_op_profiling")
@@ -136,7 +138,8 @@ def _bench(argv: list[str]) -> int:
                         iters=args.iters or (None if args.min_seconds else 50), min_seconds=args.min_seconds,
                         delegate=args.delegate, runners=tuple(args.runner), profile=args.profile, parity=args.parity,
                         cooldown=args.cooldown, compute_units=tuple(args.compute_units or ()),
-                        interleave=args.interleave, settle=args.settle, per_turn=args.per_turn)
+                        interleave=args.interleave, settle=args.settle, per_turn=args.per_turn,
+                        backend=args.backend or ("wasm" if kind == "browser" else None))
     target = open_target(kind, arg, settings)
     try:
         return _measure(target, artifacts, args)
@@ -210,6 +213,8 @@ def check_options(args, kind: str) -> None:
         raise BenchError(f"--cooldown {args.cooldown} must be 0..3600 seconds")
     if kind != "adb" and (args.parity or "app" in args.runner):
         raise BenchError("--parity and --runner app are for --device adb[:SERIAL]")
+    if kind != "browser" and args.backend:
+        raise BenchError("--backend is for --device browser (wasm or webgpu in the page); phones take --delegate")
     if kind != "host" and args.interleave:
         raise BenchError("--interleave is for --device host (one process times several artifacts side by side)")
     if not (math.isfinite(args.settle) and 0 <= args.settle <= 10):

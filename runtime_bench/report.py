@@ -18,7 +18,8 @@ def _device_name(row: dict) -> str:
 
 def _setting(row: dict) -> str:
     s = row.get("settings") if isinstance(row.get("settings"), dict) else {}
-    parts = [f"{s['threads']}t" if s.get("threads") else None, s.get("delegate"), s.get("compute_units")]
+    parts = [f"{s['threads']}t" if s.get("threads") else None, s.get("delegate"), s.get("compute_units"),
+             s.get("backend")]
     return ",".join(p for p in parts if p)
 
 

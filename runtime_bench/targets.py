@@ -20,6 +20,9 @@ from dataclasses import asdict, dataclass, field
 from emo.contract import vocabulary
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row, first_line
 
+# the web page's runtime backends (web_demo/runtimes.js BACKENDS): WebAssembly, or WebGPU where there is an adapter
+PAGE_BACKENDS = ("wasm", "webgpu")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -38,6 +41,7 @@ class Settings:
     interleave: bool = False          # host: time the artifacts of one runtime side by side in settled turns
     settle: float = 0.05              # host --interleave: seconds of untimed runs at the start of each turn
     per_turn: int = 3                 # host --interleave: timed runs per turn
+    backend: str | None = None        # browser: wasm | webgpu (the page's runtime backend; None elsewhere)
 
     @property
     def rounds(self) -> int:

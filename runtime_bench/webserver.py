@@ -4,10 +4,16 @@ exported artifacts, on 127.0.0.1 only, with the cross-origin isolation headers m
 It lives in ``runtime_bench`` because ``emo-bench --device browser`` serves the page with it and this package
 never imports ``emo``; ``python -m emo.web_demo serve DIR`` (``emo-web-demo``) is the user's entry point to it.
 
-    /                  web_demo/: the page's own files and the runtimes' dist folders in node_modules, nothing else
-    /models/NAME       artifacts (.onnx/.ort/.tflite), sidecars and examples (.json) and images directly inside DIR
-    /models/index.json the artifacts the page can list (visible, with their sidecar), and the sample photos
+    /                  web_demo/: the page's own files (the app shell: page, scripts, service worker, manifest,
+                       icons) and the runtimes' dist folders in node_modules, nothing else
+    /models/NAME       artifacts (.onnx/.ort/.tflite), sidecars and examples (.json) and images directly inside DIR,
+    /models/SUB/NAME   or in one of its visible subfolders (``make demo``: DIR/fashion_mnist/)
+    /models/index.json the artifacts the page can list (visible, with their sidecar), the sample photos, the images
+                       of the model folders
     /samples/NAME      sample photos (given by the caller)
+    /contract.json     the artifact contract for the page (vocabulary, JSON Schemas, parity policy, limits), built
+                       from ``emo.contract``: the page restates none of it
+    /version.json      the app shell's version (a hash of what the service worker caches) and its file list
 
 What it promises (README "Security"; tests/test_security_web.py): answers only requests whose ``Host`` is a
 loopback name with the bound port (DNS rebinding); opens every file exactly once, component by component with
@@ -34,19 +40,32 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from emo.contract import examples as contract_examples
+from emo.contract import jsonio, schema, text, vocabulary
+from emo.contract import sidecar as contract_sidecar
+
 WEB_DEMO = Path(__file__).resolve().parent.parent / "web_demo"
-BROWSER_SUFFIXES = (".onnx", ".ort", ".tflite")
-LISTED_SUFFIXES = (*BROWSER_SUFFIXES, ".pte", ".pt2")  # listed so that picking one gives the page's clear message
+BROWSER_SUFFIXES = vocabulary.BROWSER_SUFFIXES
+LISTED_SUFFIXES = vocabulary.ARTIFACT_SUFFIXES  # all listed, so that picking one gives the page's clear message
+FOLDER_SUFFIXES = (vocabulary.FORMATS["coreml"].suffix,)  # artifacts that are folders (listed, never served)
 IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 # the data folders serve only what the page reads, and only as types a browser never runs: a .html, .svg or .js
 # dropped into a model folder is a 404, not a script on the demo's origin
 MODEL_TYPES = {**dict.fromkeys(BROWSER_SUFFIXES, "application/octet-stream"), ".json": "application/json",
                **IMAGE_TYPES}
 SAMPLE_TYPES = IMAGE_TYPES
-# web_demo/ serves the page and the runtimes the import map names (driver.mjs, package files and the rest of
-# node_modules, playwright-core's own pages included, are not served)
+# web_demo/ serves the app shell and the runtimes the page imports (driver.mjs, package files and the rest of
+# node_modules, playwright-core's own pages included, are not served). The service worker caches exactly these
+# files (their list and version are /version.json); sw.js sits at the root, so its default scope is the whole page
+# and no Service-Worker-Allowed header is needed.
 PAGE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript", "core.js": "text/javascript",
-              "runtimes.js": "text/javascript", "style.css": "text/css"}
+              "contract.js": "text/javascript", "runtimes.js": "text/javascript", "runtime-ort.js": "text/javascript",
+              "runtime-litert.js": "text/javascript", "frame-worker.js": "text/javascript",
+              "camera.js": "text/javascript", "sw.js": "text/javascript", "style.css": "text/css",
+              "manifest.webmanifest": "application/manifest+json",
+              **{f"icons/{name}": "image/png" for name in ("icon-192.png", "icon-512.png", "maskable-192.png",
+                                                          "maskable-512.png", "apple-touch-icon.png",
+                                                          "favicon-32.png")}}
 RUNTIME_TREES = ("node_modules/onnxruntime-web/dist/", "node_modules/@litertjs/core/",
                  "node_modules/@litertjs/wasm-utils/dist/")
 RUNTIME_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
@@ -55,17 +74,20 @@ RUNTIME_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "
 MAX_CONNECTIONS = 32      # a page opens about 6 at a time; more are refused with 503
 TIMEOUT_S = 30.0          # to send the request line and headers, and per socket read or write after that
 MAX_PATH = 2048           # characters of a request path
-MAX_LISTED = 1000         # artifacts in index.json
-MAX_SIDECAR_BYTES = 16 << 20  # as runtime_bench.sidecar
+MAX_LISTED = 1000         # artifacts in index.json (and images)
+MAX_FOLDERS = 100         # subfolders of the model folder that are looked into
+MAX_SIDECAR_BYTES = contract_sidecar.MAX_SIDECAR_BYTES
 TEMPORARY = re.compile(r"\.tmp-\d+")  # emo-export's temporaries (hidden as well: .NAME.tmp-PID.SUFFIX)
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+CONTROL = text.CONTROL  # names with control or bidi characters are neither listed nor served
 
 # The page needs its own scripts, WebAssembly compilation ('wasm-unsafe-eval'; never 'unsafe-eval'), workers from
-# itself or blob: (the runtimes' pthreads), its own fetches, images it decodes from blob:/data:. The inline import
-# map is allowed by its hash (computed from index.html at start). Everything else is refused.
+# itself (the service worker, the camera's frame worker) or blob: (the runtimes' pthreads), its own fetches (WebGPU
+# needs nothing more), its manifest, images it decodes from blob:/data:. The inline import map is allowed by its hash
+# (computed from index.html at start). Everything else is refused.
 PAGE_CSP = ("default-src 'none'; script-src 'self' 'wasm-unsafe-eval'{hashes}; worker-src 'self' blob:; "
             "connect-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; "
-            "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; frame-src 'none'")
+            "manifest-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; "
+            "frame-src 'none'")
 # data files, index.json and errors: nothing may run even if a browser is made to render one
 DATA_CSP = "default-src 'none'; sandbox; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
@@ -121,8 +143,8 @@ def open_regular(root: Path, parts: list[str]) -> tuple[int, os.stat_result] | N
     return fd, info
 
 
-def _read_small(root: Path, name: str, limit: int) -> bytes | None:
-    opened = open_regular(root, [name])
+def _read_small(root: Path, parts: list[str], limit: int) -> bytes | None:
+    opened = open_regular(root, parts)
     if opened is None:
         return None
     fd, info = opened
@@ -130,79 +152,112 @@ def _read_small(root: Path, name: str, limit: int) -> bytes | None:
         return f.read(limit + 1) if info.st_size <= limit else None
 
 
-def printable(text: object, limit: int = 80) -> str:
-    """``text`` as one inert line: control characters, terminal escapes and bidi overrides become U+FFFD."""
-    text = CONTROL.sub("\ufffd", str(text))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def describe_sidecar(raw: bytes | None) -> dict:
-    """What tells artifacts of different models apart in the page's list: variant, precision, input, weights."""
+def describe_sidecar(raw: bytes | None, name: str = "sidecar") -> dict:
+    """What tells artifacts of different models apart in the page's list: variant, precision, input, weights (read
+    with the contract's one validator; a sidecar it refuses is listed with why, and the page gives the full line)."""
     if raw is None:
         return {"note": "sidecar unreadable or too large"}
     try:
-        side = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):
-        return {"note": "sidecar is not JSON"}
-    if not isinstance(side, dict):
-        return {"note": "sidecar is not a JSON object"}
-    out = {key: printable(side[key]) for key in ("variant", "backend", "precision")
-           if isinstance(side.get(key), str)}
-    shape = side.get("input", {}).get("shape") if isinstance(side.get("input"), dict) else None
-    if isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int | str) for d in shape):
-        layout = side["input"].get("layout")
-        h, w = (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
-        out["input"] = printable(f"{h}x{w}")
-    if isinstance(side.get("num_classes"), int):
-        out["classes"] = side["num_classes"]
-    weights = side.get("weights")
-    if isinstance(weights, dict):
-        if weights.get("random_init"):
-            out["weights"] = printable(f"random init (seed {weights.get('seed')})")
-        elif isinstance(weights.get("path"), str):
-            digest = weights.get("sha256")
-            tag = f" {digest[:8]}" if isinstance(digest, str) and digest else ""
-            out["weights"] = printable(weights["path"].replace("\\", "/").rsplit("/", 1)[-1] + tag)
-    return out
+        side = contract_sidecar.loads(raw, name)
+    except jsonio.ContractError as e:
+        return {"note": text.printable(str(e).split("; ")[0], 160)}
+    return {"variant": side.variant, "backend": side.backend, "precision": side.precision,
+            "input": f"{side.input.height}x{side.input.width}", "classes": side.num_classes,
+            "weights": text.printable(side.weights_id, 80), "trained": not side.weights.get("random_init", False)}
 
 
 def _visible(name: str) -> bool:
     return not name.startswith(".") and not TEMPORARY.search(name) and not CONTROL.search(name)
 
 
+def _entries(folder: Path) -> list[tuple[str, bool, bool]]:
+    """(name, is a regular file, is a folder) of the visible entries of ``folder``, sorted; never follows a link."""
+    with os.scandir(folder) as entries:
+        return sorted((e.name, e.is_file(follow_symlinks=False), e.is_dir(follow_symlinks=False))
+                      for e in entries if _visible(e.name))
+
+
 def model_index(models: Path | None, samples: Path | None) -> dict:
-    """index.json: the artifacts of ``models`` a user may pick (each with what its sidecar says), the samples.
+    """index.json: the artifacts of ``models`` and of its visible subfolders a user may pick (each with what its
+    sidecar says; names are ``NAME`` or ``SUB/NAME``), the images beside them, the sample photos.
 
     Only visible regular files (or .mlpackage folders) whose sidecar is present are listed: never a hidden
     temporary that a killed export left, never a symlink (it would not be served).
     """
-    index: dict = {"artifacts": [], "samples": []}
+    index: dict = {"artifacts": [], "images": [], "samples": []}
     if models is not None:
         try:
-            with os.scandir(models) as entries:
-                found = sorted((e.name, e.is_file(follow_symlinks=False), e.is_dir(follow_symlinks=False))
-                               for e in entries if _visible(e.name))
+            top = _entries(models)
         except OSError as e:
-            found = []
+            top = []
             index["error"] = (f"the served model folder {models} cannot be read ({e.strerror}): was it deleted "
                               "or moved? restart emo-web-demo serve with the folder")
-        names = {name for name, is_file, _ in found if is_file}
-        for name, is_file, is_dir in found:
-            suffix = os.path.splitext(name)[1]
-            listed = (is_file and suffix in LISTED_SUFFIXES) or (is_dir and suffix == ".mlpackage")
-            sidecar = name[: -len(suffix)] + ".json"
-            if not listed or sidecar not in names:
-                continue
-            if len(index["artifacts"]) >= MAX_LISTED:
-                index["truncated"] = True
-                break
-            details = describe_sidecar(_read_small(models, sidecar, MAX_SIDECAR_BYTES))
-            index["artifacts"].append({"name": name, **details})
+        folders = [("", top)]
+        for name, _, is_dir in top:
+            if is_dir and os.path.splitext(name)[1] not in FOLDER_SUFFIXES and len(folders) <= MAX_FOLDERS:
+                with contextlib.suppress(OSError):
+                    folders.append((name, _entries(models / name)))
+        for prefix, found in folders:
+            _list_folder(index, models, prefix, found)
     if samples is not None:
         with contextlib.suppress(OSError), os.scandir(samples) as entries:
             index["samples"] = sorted(e.name for e in entries if _visible(e.name) and e.is_file(follow_symlinks=False)
                                       and os.path.splitext(e.name)[1].lower() in SAMPLE_TYPES)
     return index
+
+
+def _list_folder(index: dict, models: Path, prefix: str, found: list[tuple[str, bool, bool]]) -> None:
+    names = {name for name, is_file, _ in found if is_file}
+    for name, is_file, is_dir in found:
+        suffix = os.path.splitext(name)[1]
+        shown = f"{prefix}/{name}" if prefix else name
+        if is_file and suffix.lower() in IMAGE_TYPES and len(index["images"]) < MAX_LISTED:
+            index["images"].append(shown)
+        listed = (is_file and suffix in LISTED_SUFFIXES and suffix not in FOLDER_SUFFIXES) or (
+            is_dir and suffix in FOLDER_SUFFIXES)
+        sidecar = name[: -len(suffix)] + vocabulary.SIDECAR_SUFFIX
+        if not listed or sidecar not in names:
+            continue
+        if len(index["artifacts"]) >= MAX_LISTED:
+            index["truncated"] = True
+            return
+        parts = [prefix, sidecar] if prefix else [sidecar]  # opened component by component, as a request would be
+        details = describe_sidecar(_read_small(models, parts, MAX_SIDECAR_BYTES), sidecar)
+        index["artifacts"].append({"name": shown, **details})
+
+
+def contract_document() -> dict:
+    """The contract as the page reads it (``web_demo/contract.js``): the vocabulary (vocabulary.json itself), the
+    sidecar and examples JSON Schemas, the parity policy and the readers' limits, all from ``emo.contract``."""
+    return {
+        "vocabulary": json.loads(vocabulary.VOCABULARY_JSON.read_text(encoding="utf-8")),
+        "schemas": {"sidecar": schema.schema("sidecar"), "examples": schema.schema("examples")},
+        "parity": {"tolerances": contract_examples.TOLERANCES, "upper_bounds": list(contract_examples.UPPER_BOUNDS)},
+        "limits": {"max_json_depth": jsonio.MAX_DEPTH, "max_sidecar_bytes": contract_sidecar.MAX_SIDECAR_BYTES,
+                   "max_input_elements": contract_sidecar.MAX_INPUT_ELEMENTS,
+                   "max_examples_bytes": contract_examples.MAX_EXAMPLES_BYTES,
+                   "max_tensor_elements": contract_examples.MAX_TENSOR_ELEMENTS,
+                   "crop_pct": contract_sidecar.CROP_PCT},
+    }
+
+
+# what the service worker caches up front (the runtimes' JS and WASM are cached as they are first used)
+SHELL = ("./", *(name for name in PAGE_FILES if name not in ("index.html", "sw.js")), "contract.json")
+RUNTIME_PACKAGES = ("onnxruntime-web", "@litertjs/core", "@litertjs/wasm-utils")
+
+
+def shell_version(root: Path, contract: bytes) -> str:
+    """A hash of the app shell (the page's files, the contract) and the runtimes' package versions: a new value
+    makes the page register a new service worker, which replaces the old cache."""
+    digest = hashlib.sha256(contract)
+    for name in sorted(PAGE_FILES) + [f"node_modules/{p}/package.json" for p in RUNTIME_PACKAGES]:
+        opened = open_regular(root, name.split("/"))
+        if opened is None:
+            digest.update(f"{name}: missing".encode())
+            continue
+        with os.fdopen(opened[0], "rb") as f:
+            digest.update(name.encode() + b"\0" + hashlib.sha256(f.read()).digest())
+    return digest.hexdigest()[:16]
 
 
 def _inline_script_hashes(html: str) -> str:
@@ -286,6 +341,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             index = model_index(self.server.models, self.server.samples)
             self._send_bytes(json.dumps(index).encode(), "application/json", body)
             return
+        if path == "/contract.json":
+            self._send_bytes(self.server.contract, "application/json", body)
+            return
+        if path == "/version.json":
+            version = {"version": shell_version(self.server.root, self.server.contract), "shell": list(SHELL)}
+            self._send_bytes(json.dumps(version).encode(), "application/json", body)
+            return
         routed = self._route(path)
         opened = open_regular(routed[0], routed[1]) if routed else None
         if opened is None:
@@ -306,9 +368,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if any(p in ("", ".", "..") or p.startswith(".") or CONTROL.search(p) for p in parts) and path != "/":
             return None
         suffix = os.path.splitext(parts[-1])[1].lower()
-        if len(parts) == 2 and parts[0] in ("models", "samples"):
+        if (parts[0] == "models" and len(parts) in (2, 3)) or (parts[0] == "samples" and len(parts) == 2):
             folder, types = (self.server.models, MODEL_TYPES) if parts[0] == "models" else \
                 (self.server.samples, SAMPLE_TYPES)
+            if len(parts) == 3 and (TEMPORARY.search(parts[1]) or os.path.splitext(parts[1])[1] in FOLDER_SUFFIXES):
+                return None
             return (folder, parts[1:], types[suffix]) if folder is not None and suffix in types else None
         relative = "/".join(parts) or "index.html"
         self.csp = self.server.page_csp
@@ -338,6 +402,7 @@ class _Server(http.server.ThreadingHTTPServer):
                  timeout_s: float) -> None:
         self.root, self.models, self.samples, self.timeout_s = root, models, samples, timeout_s
         self.page_csp = PAGE_CSP.format(hashes=_inline_script_hashes((root / "index.html").read_text("utf-8")))
+        self.contract = json.dumps(contract_document()).encode()
         self.slots = threading.BoundedSemaphore(max_connections)
         self.deadlines: dict[socket.socket, float] = {}
         self.lock = threading.Lock()

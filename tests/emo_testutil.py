@@ -1,5 +1,6 @@
 """Paths and helpers shared by the tests (a plain module: `tests` is not a package here)."""
 
+import hashlib
 import json
 import os
 import stat
@@ -46,6 +47,56 @@ def write_sidecar(artifact: Path, backend: str, precision: str = "fp32", **field
     path = artifact.with_suffix(".json")
     path.write_text(json.dumps(side))
     return path
+
+
+# ------------------------------------------------------------------ tiny real models for the web page's tests
+LABELS = ["alpha", "beta", "gamma"]
+
+
+def tiny_onnx(path: Path, loop_steps: int | None = None, labels: list[str] = LABELS, size: int = 32, **side) -> Path:
+    """A real ONNX classifier of the sidecar contract: image [1, 3, size, size] -> mean per channel = logits [1, 3].
+
+    With ``loop_steps``, the image first goes through an ONNX Loop of that many identity steps (2^50: never ends).
+    """
+    from onnx import TensorProto, helper
+
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])
+    nodes, initializers, source = [], [], "image"
+    if loop_steps:
+        identities = [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+                      helper.make_node("Identity", ["v_in"], ["v_out"])]
+        body = helper.make_graph(
+            identities, "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                     helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                     helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1, 3, size, size])],
+            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1, 3, size, size])])
+        initializers = [helper.make_tensor("steps", TensorProto.INT64, [], [loop_steps]),
+                        helper.make_tensor("go", TensorProto.BOOL, [], [True])]
+        nodes.append(helper.make_node("Loop", ["steps", "go", "image"], ["looped"], body=body))
+        source = "looped"
+    nodes.append(helper.make_node("ReduceMean", [source], ["logits"], axes=[2, 3], keepdims=0))
+    graph = helper.make_graph(nodes, "tiny", [image], [logits], initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    write_tiny_sidecar(path, labels=labels, size=size, **side)
+    return path
+
+
+def write_tiny_sidecar(path: Path, labels: list[str] = LABELS, size: int = 32, **fields) -> dict:
+    data = path.read_bytes()
+    side = {"schema": "emo-mobile/sidecar/1", "variant": "emo_1m", "backend": "onnx", "precision": "fp32",
+            "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data),
+            "weights": {"random_init": True, "seed": 0}, "num_classes": len(labels),
+            "input": {"name": "image", "shape": [1, 3, size, size], "dtype": "float32", "layout": "NCHW",
+                      "range": [0.0, 1.0], "normalization": {"mean": [0.485, 0.456, 0.406],
+                                                             "std": [0.229, 0.224, 0.225], "in_graph": True}},
+            "output": {"name": "logits", "kind": "logits", "shape": [1, len(labels)]},
+            "labels": {"names": labels}, **fields}
+    path.with_suffix(".json").write_text(json.dumps(side))
+    return side
 
 
 def run_tool(tool: str, *args, timeout: float = 300, **kwargs):

@@ -13,7 +13,6 @@ The models here are tiny ONNX graphs built with onnx.helper (one with a Loop of 
 """
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -33,11 +32,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from emo.runtime_bench.webserver import WEB_DEMO, DemoServer
-from emo_testutil import REPO, need_browser_tools
+from emo_testutil import REPO, need_browser_tools, tiny_onnx, write_tiny_sidecar
 
 SAMPLES = REPO / "emo" / "assets" / "samples"
 SECRET = b"OUTSIDE-THE-SERVED-FOLDER-7f3a"
-LABELS = ["alpha", "beta", "gamma"]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -64,52 +62,6 @@ def get(port: int, path: str, host: str | None = None, method: str = "GET") -> t
 
 def port_of(server: DemoServer) -> int:
     return server.httpd.server_address[1]
-
-
-def tiny_onnx(path: Path, loop_steps: int | None = None, labels: list[str] = LABELS, size: int = 32, **side) -> Path:
-    """A real ONNX classifier of the sidecar contract: image [1, 3, size, size] -> mean per channel = logits [1, 3].
-
-    With ``loop_steps``, the image first goes through an ONNX Loop of that many identity steps (2^50: never ends).
-    """
-    from onnx import TensorProto, helper
-
-    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])
-    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])
-    nodes, initializers, source = [], [], "image"
-    if loop_steps:
-        identities = [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-                      helper.make_node("Identity", ["v_in"], ["v_out"])]
-        body = helper.make_graph(
-            identities, "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-                     helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-                     helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1, 3, size, size])],
-            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-             helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1, 3, size, size])])
-        initializers = [helper.make_tensor("steps", TensorProto.INT64, [], [loop_steps]),
-                        helper.make_tensor("go", TensorProto.BOOL, [], [True])]
-        nodes.append(helper.make_node("Loop", ["steps", "go", "image"], ["looped"], body=body))
-        source = "looped"
-    nodes.append(helper.make_node("ReduceMean", [source], ["logits"], axes=[2, 3], keepdims=0))
-    graph = helper.make_graph(nodes, "tiny", [image], [logits], initializer=initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path.write_bytes(model.SerializeToString())
-    write_tiny_sidecar(path, labels=labels, size=size, **side)
-    return path
-
-
-def write_tiny_sidecar(path: Path, labels: list[str] = LABELS, size: int = 32, **fields) -> dict:
-    data = path.read_bytes()
-    side = {"schema": "emo-mobile/sidecar/1", "variant": "tiny_test", "backend": "onnx", "precision": "fp32",
-            "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data),
-            "weights": {"random_init": True, "seed": 0}, "num_classes": len(labels),
-            "input": {"name": "image", "shape": [1, 3, size, size], "dtype": "float32", "layout": "NCHW",
-                      "range": [0.0, 1.0], "normalization": {"mean": [0.485, 0.456, 0.406],
-                                                             "std": [0.229, 0.224, 0.225], "in_graph": True}},
-            "output": {"name": "logits", "kind": "logits", "shape": [1, len(labels)]},
-            "labels": {"names": labels}, **fields}
-    path.with_suffix(".json").write_text(json.dumps(side))
-    return side
 
 
 def fake_root(folder: Path) -> Path:
@@ -204,6 +156,27 @@ def test_symlinks_fifos_devices_and_folders_are_404_without_blocking(tmp_path):
             status, _, body = get(port, f"/models/{name}")
             assert status == 404 and SECRET not in body, name
             assert time.monotonic() - started < 4, name  # answered, not stuck on the FIFO
+
+
+def test_model_subfolders_are_served_one_level_deep_and_never_through_a_link(tmp_path):
+    """`make demo` serves DIR/fashion_mnist/: a visible subfolder's files are served and listed (one level only);
+    a hidden or temporary subfolder, a symlinked one, a deeper one and a Core ML package's insides are not."""
+    models = tmp_path / "models"
+    for sub in ("sub", ".hidden", "x.tmp-12", "sub/deeper", "m.mlpackage"):
+        (models / sub).mkdir(parents=True)
+        tiny_onnx(models / sub / "t.onnx")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "t.json").write_bytes(SECRET)
+    os.symlink(tmp_path / "outside", models / "link")
+    with DemoServer(models=models) as server:
+        port = port_of(server)
+        assert get(port, "/models/sub/t.json")[0] == 200 and get(port, "/models/sub/t.onnx")[0] == 200
+        for path in ("/models/.hidden/t.json", "/models/x.tmp-12/t.json", "/models/sub/deeper/t.json",
+                     "/models/m.mlpackage/t.json", "/models/link/t.json", "/models/sub/%2e%2e/link/t.json"):
+            status, _, body = get(port, path)
+            assert status == 404 and SECRET not in body, path
+        index = json.loads(get(port, "/models/index.json")[2])
+    assert [a["name"] for a in index["artifacts"]] == ["sub/t.onnx"], index
 
 
 # ------------------------------------------------------------------ 2. inert types from data roots; CSP + nosniff
@@ -425,9 +398,9 @@ def test_index_lists_only_visible_artifacts_with_sidecars_and_tells_them_apart(t
     names = [a["name"] for a in index["artifacts"]]
     assert names == ["a_onnx_fp32.onnx", "b_onnx_fp32.onnx", "broken.tflite"], names
     a, b, broken = index["artifacts"]
-    assert (a["weights"], b["weights"]) == ("best.pth 11111111", "best.pth 22222222")
-    assert a["variant"] == "tiny_test" and a["precision"] == "fp32" and a["input"] == "32x32"
-    assert broken["note"] == "sidecar is not JSON"
+    assert (a["weights"], b["weights"]) == ("best.pth@11111111", "best.pth@22222222")  # emo.contract weights_id
+    assert a["variant"] == "emo_1m" and a["precision"] == "fp32" and a["input"] == "32x32"
+    assert broken["note"] == "sidecar broken.json nests deeper than 32 levels"  # the contract's reader says why
     assert "cat.jpg" in index["samples"]
 
 
@@ -571,8 +544,10 @@ def test_page_bounds_threads_shapes_and_json_depth(page, tmp_path):
     # sidecars that would make the page allocate gigabytes, or recurse: refused before anything is allocated
     served = tmp_path / "bounds"
     served.mkdir()
-    cases = {"huge": {"input": {"shape": [1, 3, 16384, 16384]}}, "wide": {"input": {"shape": [1, 3, 32, 4097]}},
-             "small": {"input": {"shape": [1, 3, 16, 16]}}, "batch": {"input": {"shape": [1000, 3, 32, 32]}}}
+    # beyond the contract (every reader refuses them, naming the element), and within it but beyond the page's bounds
+    contract = {"huge": ("input.shape[2]", [1, 3, 16384, 16384]), "wide": ("input.shape[3]", [1, 3, 32, 4097])}
+    cases = {"small": {"input": {"shape": [1, 3, 16, 16]}}, "batch": {"input": {"shape": [1000, 3, 32, 32]}},
+             **{stem: {"input": {"shape": shape}} for stem, (_, shape) in contract.items()}}
     for stem, change in cases.items():
         tiny_onnx(served / f"{stem}.onnx")
         side = json.loads((served / f"{stem}.json").read_text())
@@ -588,33 +563,54 @@ def test_page_bounds_threads_shapes_and_json_depth(page, tmp_path):
         for stem in cases:
             with pytest.raises(PageError) as caught:
                 browser.call("load", f"models/{stem}.onnx")
-            assert ("field 'input.shape' must be a size emo-export writes (height and width 32..4096, batch at most "
-                    "64)") in str(caught.value), (stem, str(caught.value))
-        with pytest.raises(PageError, match="sidecar deep.json nests deeper than 64 levels"):
+            expected = (f"field '{contract[stem][0]}' must be a size in 1..4096, not" if stem in contract else
+                        "field 'input.shape' must be a size emo-export writes (height and width 32..4096, batch at "
+                        "most 64)")
+            assert expected in str(caught.value), (stem, str(caught.value))
+        with pytest.raises(PageError, match="sidecar deep.json nests deeper than 32 levels"):
             browser.call("load", "models/deep.onnx")
         with pytest.raises(PageError, match="the sidecar is larger than 16 MiB"):
             browser.call("load", "models/big.onnx")
 
 
 def test_labels_and_names_with_markup_and_escapes_are_shown_inertly(page, tmp_path):
+    """Markup (which the contract allows in a class name) and a bidi override (allowed in a checkpoint path) are shown
+    as text; terminal escapes and bidi controls in a class name (which it refuses) fail the load with the contract's
+    field, and the message shows them inertly."""
+    from emo.runtime_bench.browser import PageError
+
     browser, _, _ = page
-    hostile = ["<img src=x onerror=\"window.pwned=1\">", "\x1b[31mred\x1b[0m\x07", "\u202eevil\u202c"]
+    hostile = ["<img src=x onerror=\"window.pwned=1\">", "&lt;evil&gt;", "<b onmouseover=window.pwned=2>v</b>"]
     served = tmp_path / "hostile"
     served.mkdir()
-    tiny_onnx(served / "h.onnx", labels=hostile, variant="<b onmouseover=window.pwned=2>v</b>\x1b]0;x\x07")
+    tiny_onnx(served / "h.onnx", labels=hostile,
+              weights={"path": "<i onmouseover=window.pwned=3>x<\u202e.pth", "sha256": "1" * 64})
+    tiny_onnx(served / "esc.onnx", labels=["ok", "\x1b[31mred\x1b[0m\x07", "fine"])
+    tiny_onnx(served / "bidi.onnx", labels=["ok", "fine", "\u202eevil\u202c"])
     with DemoServer(models=served, samples=SAMPLES) as server:
         browser.open(server.url)
-        option = browser.evaluate("[...document.getElementById('model-list').options].pop().textContent")
-        assert option.startswith("h.onnx — <b onmouseover") and "\x1b" not in option
+        options = browser.evaluate("[...document.getElementById('model-list').options].map(o => o.textContent)")
+        assert options[1].startswith("bidi.onnx — sidecar bidi.json: field 'labels.names[2]' must be class names")
+        assert options[2].startswith("esc.onnx — sidecar esc.json: field 'labels.names[1]' must be class names")
+        assert "\x1b" not in options[2] and "\x07" not in options[2]
+        # the server's list drops control and bidi characters (emo.contract.text.printable), the page shows U+FFFD
+        assert options[3] == "h.onnx — emo_1m, fp32, 32x32, weights <i onmouseover=window.pwned=3>x<.pth@11111111"
+        with pytest.raises(PageError) as caught:
+            browser.call("load", "models/esc.onnx")
+        assert "field 'labels.names[1]' must be class names of 1..256 characters" in str(caught.value)
+        assert "\x1b" not in _error(browser) and "\\u001b[31mred" in _error(browser)
+        with pytest.raises(PageError, match=r"field 'labels.names\[2\]' must be class names"):
+            browser.call("load", "models/bidi.onnx")
+        assert "\u202e" not in _error(browser)
         browser.call("load", "models/h.onnx")
         result = browser.call("classify", "samples/cat.jpg", {"runs": 1})
     assert sorted(t["label"] for t in result["top5"]) == sorted(hostile)  # the hook returns the data as it is
     shown = browser.evaluate("[...document.querySelectorAll('#top5 tbody td:nth-child(2)')].map(c => c.textContent)")
-    assert sorted(shown) == sorted(["<img src=x onerror=\"window.pwned=1\">", "\ufffd[31mred\ufffd[0m\ufffd",
-                                    "\ufffdevil\ufffd"])
-    assert browser.evaluate("document.querySelectorAll('#top5 img, #model-info b, #model-info img').length") == 0
+    assert sorted(shown) == sorted(hostile)  # as text
+    assert browser.evaluate("document.querySelectorAll('#top5 img, #top5 b, #model-info i, #model-info img').length") \
+        == 0
     assert browser.evaluate("window.pwned === undefined")
-    assert "<b onmouseover=window.pwned=2>v</b>\ufffd]0;x\ufffd" in browser.text("#model-info")
+    assert "<i onmouseover=window.pwned=3>x<\ufffd.pth (sha256 11111111…)" in browser.text("#model-info")
     # and nothing in the page's code can turn text into markup
     for source in WEB_DEMO.glob("*.js"):
         assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function",
@@ -634,9 +630,9 @@ def test_page_lists_artifacts_told_apart_and_loads_escaped_names(page, tmp_path)
         options = browser.evaluate("[...document.getElementById('model-list').options].map(o => [o.value, o.text])")
         assert options == [["", "(none)"],
                            ["models/emo_onnx_fp32.onnx",
-                            "emo_onnx_fp32.onnx — tiny_test, fp32, 32x32, weights best.pth 11111111"],
+                            "emo_onnx_fp32.onnx — emo_1m, fp32, 32x32, weights best.pth@11111111"],
                            ["models/p%2541%20%231.onnx",
-                            "p%41 #1.onnx — tiny_test, fp32, 32x32, weights best.pth 22222222"]], options
+                            "p%41 #1.onnx — emo_1m, fp32, 32x32, weights best.pth@22222222"]], options
         browser.open(f"{server.url}?model=models/p%252541%2520%25231.onnx")  # as emo-web-demo serve prints it
         assert _error(browser) is None
         card = browser.text("#model-info")
@@ -684,7 +680,7 @@ def test_bench_browser_escapes_names_and_times_out_a_model_that_never_finishes(t
     names = ["p%41.onnx", "a#b?c=d.onnx", "sp ace 'q\"uote.onnx", "ünï©ødé.onnx"]
     for name in names:
         tiny_onnx(tmp_path / name)
-    tiny_onnx(tmp_path / "pA.onnx", size=64, variant="decoded_twice")  # other bytes: what p%41 must not become
+    tiny_onnx(tmp_path / "pA.onnx", size=64, variant="emo_2m")  # other bytes: what p%41 must not become
     tiny_onnx(tmp_path / "loop.onnx", loop_steps=2**50)
     tiny_onnx(tmp_path / "after.onnx")
     timeout = 15
@@ -708,7 +704,7 @@ def test_bench_browser_escapes_names_and_times_out_a_model_that_never_finishes(t
     assert code == 1 and [Path(r["artifact"]).name for r in rows] == artifacts
     for row in rows[:-2] + rows[-1:]:
         assert row["status"] == "ok", (row["artifact"], row["status"])
-        assert row["variant"] == "tiny_test" and row["summary"]["count"] == 2
+        assert row["variant"] == "emo_1m" and row["summary"]["count"] == 2
     assert rows[-2]["status"].startswith(f"failed: timed out after {timeout:g} s (benchmark): the page did not "
                                          "answer"), rows[-2]["status"]
     assert elapsed < 8 * 60, elapsed

@@ -1,23 +1,30 @@
 """The web demo in headless Chromium: the same logits as the Python runtimes on the same artifacts, the page shows
-them, bad artifacts get a clear message; the local server; emo-bench --device browser.
+them, bad artifacts get a clear message; the local server; emo-bench --device browser. In Node: the page's reader of
+the artifact contract (web_demo/contract.js) against every conformance vector, and its preprocessing against Pillow.
 
 The artifacts are the session's `emo-export --format all` folder (conftest `all_formats`): exported once, shared
-with test_export_all.py. Chromium and the npm packages come from `make test` (Debian chromium, `npm ci`).
+with test_export_all.py. Chromium and the npm packages come from `make test` (Debian chromium, `npm ci`). The app
+side of the page (offline, camera, WebGPU, phone layout) is tests/test_web_app.py.
 """
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from emo.contract import vocabulary
 from emo.data import load_image, sample_images, to_unit_array
-from emo.runtime_bench.webserver import WEB_DEMO, DemoServer
+from emo.runtime_bench.webserver import WEB_DEMO, DemoServer, contract_document
 from emo_testutil import assert_one_line_error, need_browser_tools
+
+CONFORMANCE = Path(vocabulary.__file__).with_name("conformance")
 
 TOL = 1e-4  # fp32 parity policy (README): the browser runs the same fp32 graph in WebAssembly
 FORMATS = ["emo_1m_onnx_fp32.onnx", "emo_1m_ort_fp32.ort", "emo_1m_tflite_fp32.tflite"]
@@ -53,8 +60,20 @@ def reference_logits(artifact, x: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ preprocessing (Node, no browser)
+def _unit_array(image: Image.Image, size: int, crop_pct: float) -> np.ndarray:
+    """emo.data.to_unit_array with another crop fraction (emo.data always uses 0.875; a sidecar may say otherwise)."""
+    image = image.convert("RGB")
+    short = int(size / crop_pct)
+    iw, ih = image.size
+    nw, nh = (short, int(short * ih / iw)) if iw <= ih else (int(short * iw / ih), short)
+    image = image.resize((nw, nh), Image.BICUBIC)
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    return np.asarray(image.crop((left, top, left + size, top + size)), np.float32).transpose(2, 0, 1) / 255.0
+
+
 def test_preprocess_matches_pillow_bit_for_bit(tmp_path):
-    """core.js `preprocess` == emo.data.to_unit_array (+ normalisation, NHWC) on the samples and resized photos."""
+    """core.js `preprocess` == emo.data.to_unit_array (+ normalisation, NHWC) on the samples and resized photos, with
+    the crop fraction the sidecar's input.preprocessing names (absent: the contract's default 0.875)."""
     need_browser_tools()
     rng = np.random.default_rng(0)
     images = {p.stem: load_image(p) for p in sample_images()}
@@ -67,17 +86,22 @@ def test_preprocess_matches_pillow_bit_for_bit(tmp_path):
         rgba = np.asarray(image.convert("RGBA"))
         rgba.tofile(tmp_path / f"{name}.rgba")
         cases.append({"name": name, "w": image.width, "h": image.height})
+    (tmp_path / "contract.json").write_text(json.dumps(contract_document()))
     script = tmp_path / "run.mjs"
     script.write_text(f"""
 import {{ preprocess }} from {json.dumps((WEB_DEMO / 'core.js').as_uri())};
 import fs from 'node:fs';
+const dir = {json.dumps(str(tmp_path))};
+const contract = JSON.parse(fs.readFileSync(dir + '/contract.json', 'utf8'));
 const mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225];
 for (const c of {json.dumps(cases)}) {{
-  const rgba = new Uint8Array(fs.readFileSync({json.dumps(str(tmp_path))} + '/' + c.name + '.rgba'));
-  for (const [tag, layout, inGraph] of [['nchw', 'NCHW', true], ['nhwc_norm', 'NHWC', false]]) {{
+  const rgba = new Uint8Array(fs.readFileSync(dir + '/' + c.name + '.rgba'));
+  for (const [tag, layout, inGraph, crop] of [['nchw', 'NCHW', true, null], ['nhwc_norm', 'NHWC', false, null],
+                                              ['crop1', 'NCHW', true, 1.0]]) {{
+    const pre = crop ? {{ preprocessing: {{ crop_pct: crop, interpolation: 'bicubic' }} }} : {{}};
     const side = {{ input: {{ shape: layout === 'NHWC' ? [1, 224, 224, 3] : [1, 3, 224, 224], layout,
-                             normalization: {{ in_graph: inGraph, mean, std }} }} }};
-    fs.writeFileSync({json.dumps(str(tmp_path))} + '/' + c.name + '.' + tag, preprocess(rgba, c.w, c.h, side));
+                             normalization: {{ in_graph: inGraph, mean, std }}, ...pre }} }};
+    fs.writeFileSync(dir + '/' + c.name + '.' + tag, preprocess(rgba, c.w, c.h, side, contract));
   }}
 }}
 """)
@@ -90,6 +114,116 @@ for (const c of {json.dumps(cases)}) {{
         np.testing.assert_array_equal(got, expected, err_msg=name)
         got = np.fromfile(tmp_path / f"{name}.nhwc_norm", np.float32).reshape(224, 224, 3).transpose(2, 0, 1)
         np.testing.assert_allclose(got, (expected - mean) / std, rtol=0, atol=1e-6, err_msg=name)
+        got = np.fromfile(tmp_path / f"{name}.crop1", np.float32).reshape(3, 224, 224)
+        np.testing.assert_array_equal(got, _unit_array(image, 224, 1.0), err_msg=f"{name} crop_pct 1.0")
+
+
+# ------------------------------------------------------------------------------- the contract in JavaScript (Node)
+def test_javascript_reader_agrees_with_every_conformance_case(tmp_path):
+    """web_demo/contract.js reads every case of emo/contract/conformance (sidecar, examples) as the Python validator
+    does: valid ones parse, bad ones give exactly the case's field and reason with a one-line message. The contract
+    document is the one the server gives the page (a new case is picked up from cases.json without a change here)."""
+    need_browser_tools()
+    (tmp_path / "contract.json").write_text(json.dumps(contract_document()))
+    script = tmp_path / "conformance.mjs"
+    script.write_text(f"""
+import fs from 'node:fs';
+import {{ readSidecar, readExamples }} from {json.dumps((WEB_DEMO / 'contract.js').as_uri())};
+const contract = JSON.parse(fs.readFileSync({json.dumps(str(tmp_path / 'contract.json'))}, 'utf8'));
+const root = {json.dumps(str(CONFORMANCE))};
+const readers = {{ sidecar: readSidecar, examples: readExamples }};
+const results = [];
+for (const kind of Object.keys(readers)) {{
+  for (const c of JSON.parse(fs.readFileSync(`${{root}}/${{kind}}/cases.json`, 'utf8')).cases) {{
+    const raw = fs.readFileSync(`${{root}}/${{kind}}/${{c.file}}`);
+    try {{
+      readers[kind](raw, c.file, contract);
+      results.push({{ kind, file: c.file, valid: true }});
+    }} catch (e) {{
+      results.push({{ kind, file: c.file, valid: false, field: e.field, reason: e.reason, message: e.message,
+                      demo: e.constructor.name }});
+    }}
+  }}
+}}
+process.stdout.write(JSON.stringify(results));
+""")
+    proc = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = {(r["kind"], r["file"]): r for r in json.loads(proc.stdout)}
+    expected = {(kind, case["file"]): case for kind in ("sidecar", "examples")
+                for case in json.loads((CONFORMANCE / kind / "cases.json").read_text())["cases"]}
+    assert got.keys() == expected.keys()
+    wrong = []
+    for key, case in expected.items():
+        result = got[key]
+        if case["valid"] != result["valid"] or (not case["valid"] and (
+                (result["field"], result["reason"]) != (case["field"], case["reason"]) or result["demo"] != "DemoError"
+                or "\n" in result["message"] or (case["field"] and f"'{case['field']}'" not in result["message"]))):
+            wrong.append((key, case.get("field"), case.get("reason"), result))
+    assert not wrong, wrong
+    print(f"{len(expected)} conformance cases agree in JavaScript "
+          f"({sum(c['valid'] for c in expected.values())} valid, {sum(not c['valid'] for c in expected.values())} bad)")
+
+
+def test_no_vocabulary_is_restated_in_the_page():
+    """The page's words of the contract (format suffixes, precisions, which formats run in a browser) come from the
+    contract document the server builds from emo.contract (/contract.json), never from a list in the page's code. The
+    contract's reader may name what a cross-field rule of a schema names (x-rules: "... only with backend coreml")."""
+    from emo.contract import schema
+
+    words = {f.suffix for f in vocabulary.FORMATS.values()} | set(vocabulary.PRECISIONS) | set(vocabulary.FORMATS)
+    rules = " ".join(rule for kind in ("sidecar", "examples") for rule in schema.schema(kind)["x-rules"])
+    for source in WEB_DEMO.glob("*.js"):
+        code = re.sub(r"//[^\n]*|/\*.*?\*/", "", source.read_text(), flags=re.DOTALL)  # comments may name them
+        literals = set(re.findall(r"'([^'\n]*)'|\"([^\"\n]*)\"", code))
+        restated = sorted(w for pair in literals for w in pair if w in words and not (
+            source.name == "contract.js" and re.search(rf"\b{re.escape(w)}\b", rules)))
+        assert not restated, (source.name, restated)
+
+
+def test_page_names_where_other_formats_run(tmp_path):
+    """Every format of the vocabulary the browser does not run gets its own line (from its runtime family), a QNN
+    artifact included although its suffix is .onnx (its sidecar says so)."""
+    need_browser_tools()
+    (tmp_path / "contract.json").write_text(json.dumps(contract_document()))
+    side = json.loads((CONFORMANCE / "sidecar" / "good" / "fixture_onnx_fp32.json").read_text())
+    others = {f.name: f for f in vocabulary.FORMATS.values() if not f.browser}
+    script = tmp_path / "where.mjs"
+    script.write_text(f"""
+import fs from 'node:fs';
+import {{ runtimeFor, checkArtifactMatches }} from {json.dumps((WEB_DEMO / 'core.js').as_uri())};
+const contract = JSON.parse(fs.readFileSync({json.dumps(str(tmp_path / 'contract.json'))}, 'utf8'));
+const out = {{}};
+for (const [name, suffix] of {json.dumps([[n, f.suffix] for n, f in others.items()])}) {{
+  try {{
+    const side = {{ ...{json.dumps(side)}, backend: name }};
+    if (runtimeFor('m' + suffix, contract)) checkArtifactMatches(side, 'm' + suffix, new ArrayBuffer(1), '', contract);
+    out[name] = null;
+  }} catch (e) {{ out[name] = e.message; }}
+}}
+process.stdout.write(JSON.stringify(out));
+""")
+    proc = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    where = json.loads(proc.stdout)
+    assert where.keys() == others.keys()
+    for name, message in where.items():
+        assert message and message.endswith("The browser runs .onnx, .ort and .tflite artifacts."), (name, message)
+        assert " does not run in a browser" not in message, (name, message)  # each family has its own line
+    assert "a QNN artifact runs on a Snapdragon NPU" in where["qnn"]
+
+
+def test_the_server_gives_the_page_the_contract():
+    """/contract.json: emo.contract's vocabulary.json, schemas, parity policy and limits; inert JSON."""
+    from emo.contract import examples, schema
+
+    with DemoServer() as server, urllib.request.urlopen(server.url + "contract.json", timeout=30) as r:
+        assert r.headers["Content-Type"] == "application/json" and r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["Content-Security-Policy"].startswith("default-src 'none'; sandbox")
+        document = json.loads(r.read())
+    assert document["vocabulary"] == json.loads(vocabulary.VOCABULARY_JSON.read_text())
+    assert document["schemas"] == {"sidecar": schema.schema("sidecar"), "examples": schema.schema("examples")}
+    assert document["parity"]["tolerances"] == examples.TOLERANCES
 
 
 # ------------------------------------------------------------------------------------------- in the browser
@@ -191,7 +325,7 @@ def test_bad_artifacts_show_a_clear_message(demo, tmp_path):
     shutil.copy(out / "emo_1m_xnnpack_fp32.pte", bad / "emo_1m_xnnpack_fp32.pte")
     cases = {
         "truncated_onnx_fp32.onnx": "the file is truncated or is not the exported artifact",
-        "damaged_tflite_fp32.tflite": "LiteRT.js could not load it",
+        "damaged_tflite_fp32.tflite": "LiteRT.js (wasm) could not load it",
         "swapped_tflite_fp32.tflite": "the sidecar describes a 'onnx' artifact, not a .tflite file",
         "lonely_ort_fp32.ort": "every artifact needs the .json sidecar",
         "emo_1m_coreml_fp16.mlpackage": "a Core ML package runs on Apple devices only",
@@ -267,7 +401,10 @@ def test_bench_browser_rows(all_formats, tmp_path):
     for row in rows[:2]:
         assert row["status"] == "ok", row["status"]
         assert row["device"]["target"] == "browser" and row["device"]["browser"].startswith("Chromium")
-        assert row["device"]["wasm"]["threads"] == 2 and row["device"]["wasm"]["crossOriginIsolated"]
+        assert row["device"]["runtime"]["threads"] == 2 and row["device"]["runtime"]["crossOriginIsolated"]
+        assert row["settings"]["backend"] == "wasm" and row["device"]["runtime"]["backend"] == "wasm"
+        # the page ran the artifact's bundled examples against PyTorch's outputs (fp32: max |diff| <= 1e-4)
+        assert row["parity"]["status"] == "passed" and row["parity"]["max_abs_diff"] <= 1e-4, row["parity"]
         assert len(row["latencies_ms"]) == 3 and row["summary"]["count"] == 3 and row["summary"]["median"] > 0
         assert row["settings"]["threads"] == 2 and row["load_ms"] > 0 and row["first_inference_ms"] > 0
     assert "onnxruntime-web" in rows[0]["versions"] and "@litertjs/core" in rows[1]["versions"]

@@ -1,21 +1,27 @@
-// The platform-free core of the web demo: the sidecar contract, preprocessing and post-processing.
+// The platform-free core of the web demo: what the page does with the artifact contract (web_demo/contract.js),
+// preprocessing and post-processing.
 //
 // Nothing here touches the DOM or a runtime, so Node runs it too (tests/test_web_demo.py checks `preprocess`
-// against Pillow pixel for pixel). Everything the model needs comes from the sidecar that emo-export writes next
-// to the artifact (input size, layout, normalisation, labels): nothing is copied by hand.
+// against Pillow pixel for pixel, and the contract reader against every conformance vector). Everything the model
+// needs comes from the sidecar that emo-export writes next to the artifact (input size, layout, normalisation,
+// crop fraction, labels), and every word of the vocabulary (formats, suffixes, which run in a browser, precisions)
+// from the contract document the server builds from emo.contract: nothing is copied by hand.
 
-export const BROWSER_FORMATS = { '.onnx': 'onnxruntime-web', '.ort': 'onnxruntime-web', '.tflite': 'LiteRT.js' };
-export const OTHER_FORMATS = {
-  '.mlpackage': 'a Core ML package runs on Apple devices only (the iOS demo, or emo-bench --device mac/ios)',
-  '.mlmodel': 'a Core ML model runs on Apple devices only (the iOS demo, or emo-bench --device mac/ios)',
-  '.pte': 'an ExecuTorch program runs in the ExecuTorch runtime (Android/iOS apps, emo-bench --device host/adb), ' +
-    'not in a browser',
-  '.pt2': 'a torch.export program runs in PyTorch (emo-bench --device host), not in a browser',
+import {
+  DemoError, agreement, formatNamed, inputGeometry, labelOf, preprocessing, readSidecar,
+} from './contract.js';
+
+export { DemoError, inputGeometry } from './contract.js';
+
+// Where an artifact that is not for the browser runs, per runtime family of the contract's vocabulary (prose only:
+// which formats exist and which run here comes from the vocabulary)
+const ELSEWHERE = {
+  coreml: 'a Core ML package runs on Apple devices only (the iOS demo, or emo-bench --device mac/ios)',
+  executorch: 'an ExecuTorch program runs in the ExecuTorch runtime (Android/iOS apps, emo-bench --device ' +
+    'host/adb), not in a browser',
+  pytorch: 'a torch.export program runs in PyTorch (emo-bench --device host), not in a browser',
+  qnn: 'a QNN artifact runs on a Snapdragon NPU (emo-bench --device adb or aihub), not in a browser',
 };
-const CROP_PCT = 0.875;  // emo.data.CROP_PCT: the authors' eval transform resizes the short side to size / 0.875
-
-/** An error whose message is shown to the user as is (one line that names the fix). */
-export class DemoError extends Error {}
 
 /** The suffix of a file name ('.onnx'), lower case; '' if none. Names are file names, never URLs: a '#' or '?' is
  * part of the name (app.js turns a URL into the file name it names first). */
@@ -25,71 +31,66 @@ export function suffixOf(name) {
   return dot > clean.lastIndexOf('/') ? clean.slice(dot).toLowerCase() : '';
 }
 
-/** The sidecar's file name: the same stem with `.json` (runtime_bench/sidecar.py: sidecar_path). */
-export function sidecarName(name) {
+/** The sidecar's file name: the same stem with the contract's sidecar suffix (emo.contract.sidecar.sidecar_path). */
+export function sidecarName(name, contract) {
   const clean = name.replace(/\/+$/, '');
-  return clean.slice(0, clean.length - suffixOf(clean).length) + '.json';
+  return clean.slice(0, clean.length - suffixOf(clean).length) + contract.vocabulary.sidecar_suffix;
 }
 
-/** The runtime for an artifact name, or a DemoError saying where such a file runs instead. */
-export function runtimeFor(name) {
+/** The contract's formats that run in a browser, and their suffixes (".onnx, .ort and .tflite"). */
+export function browserFormats(contract) {
+  return contract.vocabulary.formats.filter((f) => f.browser);
+}
+
+export function browserSuffixes(contract) {
+  return [...new Set(browserFormats(contract).map((f) => f.suffix))];
+}
+
+function spoken(items, conjunction = 'and') {
+  return items.length > 1 ? `${items.slice(0, -1).join(', ')} ${conjunction} ${items[items.length - 1]}`
+    : items.join('');
+}
+
+/** The browser format of an artifact name ({name, suffix, runtime, ...}), or a DemoError saying where such a file
+ * runs instead. */
+export function runtimeFor(name, contract) {
   const suffix = suffixOf(name);
-  if (BROWSER_FORMATS[suffix]) return BROWSER_FORMATS[suffix];
-  if (OTHER_FORMATS[suffix]) throw new DemoError(`${baseName(name)}: ${OTHER_FORMATS[suffix]}. ` +
-    'The browser runs .onnx, .ort and .tflite artifacts.');
-  throw new DemoError(`${baseName(name)} is not an artifact this page can run: use an .onnx, .ort or .tflite file ` +
-    'exported by emo-export, with its .json sidecar.');
+  const formats = contract.vocabulary.formats.filter((f) => f.suffix === suffix);
+  const here = formats.find((f) => f.browser);
+  if (here) return here;
+  if (formats.length) throw elsewhere(name, formats[0], contract);
+  const runs = spoken(browserSuffixes(contract), 'or');
+  throw new DemoError(`${baseName(name)} is not an artifact this page can run: use an ${runs} file exported by ` +
+    'emo-export, with its .json sidecar.');
+}
+
+function elsewhere(name, format, contract) {
+  return new DemoError(`${baseName(name)}: ${ELSEWHERE[format.runtime] ?? `a ${format.name} artifact does not run ` +
+    'in a browser'}. The browser runs ${spoken(browserSuffixes(contract))} artifacts.`);
 }
 
 export function baseName(name) {
   return name.replace(/\/+$/, '').split('/').pop();
 }
 
-// ---------------------------------------------------------------- bounds on what a file or a URL can ask for
+// ------------------------------------------------ bounds on what a file or a URL can make this page allocate
+// The contract accepts inputs up to 2^28 elements; a browser tab gets far less memory than a phone app, so the page
+// runs what emo-export writes by default and refuses the rest before allocating anything.
 export const MIN_SIDE = 32;              // emo-export --input-size: each side 32..4096 pixels
 export const MAX_SIDE = 4096;
 export const MAX_BATCH = 64;
 export const MAX_INPUT_ELEMENTS = 3 * MAX_SIDE * MAX_SIDE;  // one 4096x4096 RGB image (192 MiB of float32)
-export const MAX_SIDECAR_BYTES = 16 << 20;                  // as runtime_bench/sidecar.py
 export const MAX_ARTIFACT_BYTES = 2 ** 31;                  // 2 GiB: far above any EMO export
-export const MAX_JSON_DEPTH = 64;
 export const MAX_THREADS = 64;
 export const MAX_IMAGE_PIXELS = 64e6;
 
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/g;
 
 /** `text` as one inert line for the page: control characters, terminal escapes and bidi overrides become U+FFFD
  * (the page also only ever sets textContent: no text from a file is parsed as HTML). */
 export function printable(text, limit = 200) {
   const clean = String(text).replace(CONTROL, '\ufffd');
   return clean.length <= limit ? clean : `${clean.slice(0, limit - 1)}…`;
-}
-
-/** JSON.parse, after checking without recursion that arrays/objects nest at most MAX_JSON_DEPTH deep. */
-export function parseJson(text, what) {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 0x5c) i++;  // a backslash escapes the next character
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) {
-      inString = true;
-    } else if (c === 0x5b || c === 0x7b) {
-      if (++depth > MAX_JSON_DEPTH) {
-        throw new DemoError(`${what} nests deeper than ${MAX_JSON_DEPTH} levels: it is not a file emo-export wrote; ` +
-          're-export the artifact with emo-export');
-      }
-    } else if (c === 0x5d || c === 0x7d) {
-      depth--;
-    }
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new DemoError(`${what} is not JSON (${printable(e.message, 120)}); re-export the artifact with emo-export`);
-  }
 }
 
 /**
@@ -129,76 +130,38 @@ export function checkThreads(value, cores, label = 'threads ') {
   return n;
 }
 
-const isPositiveInt = (v) => Number.isInteger(v) && v >= 1;
-
 /**
- * The sidecar if this page can use it, else a DemoError naming the wrong field (the same checks as
- * runtime_bench/sidecar.py `validate`, for the fields the page reads).
+ * The sidecar (raw bytes) if the contract accepts it and this page can run it, else a DemoError: the contract's
+ * field and reason for a file every reader refuses, then the page's own bounds (input size, batch) and what a
+ * browser runtime takes (a float input, not a full-integer graph).
  */
-export function checkSidecar(side, where) {
+export function checkSidecar(raw, where, contract) {
+  const side = readSidecar(raw, printable(where, 100), contract);
   const fail = (field, expected, value) => new DemoError(
     `sidecar ${printable(where, 100)}: field '${field}' must be ${expected}, not ` +
-    `${printable(JSON.stringify(value)?.slice(0, 60) ?? String(value))}; ` +
-    're-export the artifact with emo-export');
-  if (side === null || typeof side !== 'object' || Array.isArray(side)) throw fail('(top level)', 'a JSON object', side);
-  for (const field of ['variant', 'backend']) {
-    if (typeof side[field] !== 'string' || !side[field]) throw fail(field, 'a non-empty string', side[field]);
-  }
-  if (!['fp32', 'fp16', 'int8', 'w8a16'].includes(side.precision)) {
-    throw fail('precision', 'one of fp32, fp16, int8, w8a16', side.precision);
-  }
-  const input = side.input;
-  if (!input || typeof input !== 'object') throw fail('input', 'an object', input);
-  const shape = input.shape;
-  if (!(Array.isArray(shape) && shape.length === 4 && (shape[0] === 'batch' || isPositiveInt(shape[0])) &&
-        shape.slice(1).every(isPositiveInt))) {
-    throw fail('input.shape', '[batch, ...] with 4 positive sizes', shape);
-  }
-  // bounded before anything is allocated: a sidecar asking for 16384x16384 would make the page take gigabytes
-  const [h, w] = (input.layout ?? 'NCHW') === 'NHWC' ? [shape[1], shape[2]] : [shape[2], shape[3]];
-  const batch = shape[0] === 'batch' ? 1 : shape[0];
+    `${printable(JSON.stringify(value)?.slice(0, 60) ?? String(value))}; re-export the artifact with emo-export`,
+    field, 'range');
+  const { height: h, width: w, batch } = inputGeometry(side);
+  const shape = side.input.shape;
   if (![h, w].every((d) => d >= MIN_SIDE && d <= MAX_SIDE) || batch > MAX_BATCH ||
       batch * shape[1] * shape[2] * shape[3] > MAX_INPUT_ELEMENTS) {
     throw fail('input.shape', `a size emo-export writes (height and width ${MIN_SIDE}..${MAX_SIDE}, batch at most ` +
       `${MAX_BATCH})`, shape);
   }
-  const layout = input.layout ?? 'NCHW';
-  if (!['NCHW', 'NHWC'].includes(layout)) throw fail('input.layout', 'NCHW or NHWC for a browser runtime', layout);
-  if ((layout === 'NHWC' ? shape[3] : shape[1]) !== 3) throw fail('input.shape', `RGB (3 channels in ${layout})`, shape);
-  const norm = input.normalization;
-  if (!norm || typeof norm.in_graph !== 'boolean') {
-    throw fail('input.normalization', "an object with a boolean 'in_graph'", norm);
-  }
-  for (const key of ['mean', 'std']) {
-    const v = norm[key];
-    if (!(Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number' && (key === 'mean' || x > 0)))) {
-      throw fail(`input.normalization.${key}`, '3 numbers (std > 0)', v);
-    }
-  }
-  const output = side.output;
-  if (!output || typeof output !== 'object' || !['logits', 'probabilities'].includes(output.kind ?? 'logits')) {
-    throw fail('output', "an object whose 'kind' is logits or probabilities", output);
-  }
-  const names = side.labels?.names;
-  if (side.labels != null && !(Array.isArray(names) && names.every((n) => typeof n === 'string'))) {
-    throw fail('labels.names', 'a list of strings', names);
-  }
-  if (side.num_classes !== undefined && !isPositiveInt(side.num_classes)) {
-    throw fail('num_classes', 'a positive integer', side.num_classes);
-  }
-  if (names && side.num_classes !== undefined && names.length !== side.num_classes) {
-    throw fail('labels.names', `${side.num_classes} names (num_classes)`, names.length);
-  }
-  if (typeof side.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(side.sha256)) {
-    throw fail('sha256', 'the artifact\'s sha256 (64 hex digits)', side.sha256);
+  const io = side.quantization?.io?.input;
+  if (io && io.dtype !== 'float32') {
+    throw fail('quantization.io.input.dtype', 'float32 for the page (a full-integer graph needs the Android app)',
+               io.dtype);
   }
   return side;
 }
 
 /** A DemoError unless the sidecar describes exactly these bytes (size and sha256) of an artifact of this type. */
-export function checkArtifactMatches(side, name, bytes, sha256hex) {
+export function checkArtifactMatches(side, name, bytes, sha256hex, contract) {
   const suffix = suffixOf(name);
-  const expected = { '.onnx': ['onnx'], '.ort': ['ort'], '.tflite': ['tflite'] }[suffix] ?? [];
+  const expected = browserFormats(contract).filter((f) => f.suffix === suffix).map((f) => f.name);
+  const described = formatNamed(contract, side.backend);
+  if (!described.browser && described.suffix === suffix) throw elsewhere(name, described, contract);  // a QNN .onnx
   if (!expected.includes(side.backend)) {
     throw new DemoError(`${baseName(name)}: the sidecar describes a '${side.backend}' artifact, not a ${suffix} file; ` +
       'the sidecar does not belong to this file (load the .json that emo-export wrote next to it)');
@@ -211,14 +174,6 @@ export function checkArtifactMatches(side, name, bytes, sha256hex) {
     throw new DemoError(`${baseName(name)}: sha256 ${sha256hex.slice(0, 12)}… differs from the sidecar's ` +
       `${side.sha256.slice(0, 12)}…: the file changed since export or the sidecar belongs to another file; re-export it`);
   }
-}
-
-/** (height, width, layout, batch) of the model input the sidecar describes. */
-export function inputGeometry(side) {
-  const { shape } = side.input;
-  const layout = side.input.layout ?? 'NCHW';
-  const [h, w] = layout === 'NHWC' ? [shape[1], shape[2]] : [shape[2], shape[3]];
-  return { height: h, width: w, layout, batch: shape[0] === 'batch' ? 1 : shape[0] };
 }
 
 // ---------------------------------------------------------------- Pillow's bicubic resize, bit for bit
@@ -332,13 +287,16 @@ function roundHalfEven(x) {
 }
 
 /**
- * emo.data.to_unit_array + the sidecar's layout and normalisation: RGBA pixels of the decoded photo -> the
- * model input (Float32Array). Resize the short side to int(max(h, w) / 0.875) with Pillow's bicubic, centre-crop
- * (h, w), scale to [0, 1], normalise only when the graph does not, lay out as NCHW or NHWC.
+ * emo.data.to_unit_array + the sidecar's input contract: RGBA pixels of the decoded photo -> the model input
+ * (Float32Array). Resize the short side to int(max(h, w) / crop_pct) with Pillow's bicubic (input.preprocessing;
+ * an older sidecar without it gets the contract's default), centre-crop (h, w), scale to [0, 1], normalise only
+ * when the graph does not, lay out as NCHW or NHWC.
  */
-export function preprocess(rgba, imgW, imgH, side) {
+export function preprocess(rgba, imgW, imgH, side, contract) {
   const { height: h, width: w, layout } = inputGeometry(side);
-  const short = Math.trunc(Math.max(h, w) / CROP_PCT);
+  const { cropPct, interpolation } = preprocessing(side, contract);
+  if (interpolation !== 'bicubic') throw new DemoError(`interpolation ${printable(interpolation)} is not implemented`);
+  const short = Math.trunc(Math.max(h, w) / cropPct);
   const [nw, nh] = imgW <= imgH ? [short, Math.trunc(short * imgH / imgW)] : [Math.trunc(short * imgW / imgH), short];
   const resized = resizeBicubic(rgba, imgW, imgH, nw, nh);
   const top = roundHalfEven((nh - h) / 2);
@@ -373,12 +331,10 @@ export function softmax(logits) {
 /** The k best classes: [{index, label, probability, logit}], best first (ties keep the lower index first). */
 export function topK(values, side, k = 5) {
   const probabilities = (side.output?.kind ?? 'logits') === 'probabilities' ? Array.from(values) : softmax(values);
-  const names = side.labels?.names;
   return Array.from(values.keys())
     .sort((a, b) => values[b] - values[a] || a - b)
     .slice(0, k)
-    .map((index) => ({ index, label: names?.[index] ?? `class ${index}`, probability: probabilities[index],
-                       logit: values[index] }));
+    .map((index) => ({ index, label: labelOf(side, index), probability: probabilities[index], logit: values[index] }));
 }
 
 export function median(values) {
@@ -390,4 +346,50 @@ export function median(values) {
 export async function sha256Hex(bytes) {
   const digest = await crypto.subtle.digest('SHA-256', bytes);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+// ---------------------------------------------------------------- what the runtimes share
+/** The tensor shape the runtime takes (a symbolic batch becomes 1). */
+export function tensorShape(side) {
+  const { height, width, layout, batch } = inputGeometry(side);
+  return layout === 'NHWC' ? [batch, height, width, 3] : [batch, 3, height, width];
+}
+
+/** One image's input as the model's batch: the image repeated for a static batch N (as the examples file says). */
+export function batched(x, side) {
+  const { batch } = inputGeometry(side);
+  if (batch === 1) return x;
+  const out = new Float32Array(x.length * batch);
+  for (let i = 0; i < batch; i++) out.set(x, i * x.length);
+  return out;
+}
+
+/** The first image's output of a batch (num_classes values). */
+export function firstRow(values, side) {
+  return values.length > side.num_classes ? values.slice(0, side.num_classes) : values;
+}
+
+/** A runtime's refusal as the page's one line. */
+export function runtimeError(name, runtime, error) {
+  const text = String(error?.message ?? error).split('\n')[0].slice(0, 200);
+  return new DemoError(`${baseName(name)}: ${runtime} could not load it (${text}); the file is damaged or not a ` +
+    'model this runtime reads: re-export it with emo-export');
+}
+
+/**
+ * The bundled examples (contract.js readExamples) through a loaded model's `run`: the agreement with PyTorch's
+ * outputs judged by the file's tolerance (emo.contract.examples.agreement), i.e. the export's parity check on this
+ * device, this browser and this backend.
+ */
+export async function runExamples(run, examples, side, contract) {
+  const size = tensorShape(side).slice(1).reduce((a, b) => a * b, 1);
+  const outputs = [];
+  for (const [i, example] of examples.examples.entries()) {
+    if (example.input.values.length !== size) {
+      return { status: `failed: examples[${i}].input has ${example.input.values.length} values, the model takes ` +
+        `${size}: the examples file belongs to another export` };
+    }
+    outputs.push(await run(example.input.values));
+  }
+  return agreement(examples, outputs, contract);
 }

@@ -1,104 +1,69 @@
-// The two browser runtimes behind one interface: `const model = await openModel(name, bytes, side, threads)`,
-// `await model.run(float32Input) -> Float32Array logits`, `model.info` (runtime, version, backend, threads, SIMD).
-// Their WebAssembly files are served from node_modules by the demo's own server (never a CDN): the page works
-// offline. Multi-threaded WASM needs SharedArrayBuffer, i.e. a cross-origin isolated page (COOP + COEP headers,
-// which `python -m emo.web_demo serve` sends); without them both runtimes run on one thread and `info` says so.
+// The browser runtimes behind one interface, per runtime family of the contract's vocabulary (the loader table):
+// `const model = await openModel(name, bytes, side, {threads, backend, contract})`, `await model.run(input)` ->
+// Float32Array logits, `model.info` (runtime, version, backend that ran, threads, SIMD, and why it fell back when a
+// WebGPU request ran on WebAssembly). Their WebAssembly is served from node_modules by the demo's own server (never a
+// CDN), and the service worker keeps what was used for offline visits. Multi-threaded WASM needs SharedArrayBuffer,
+// i.e. a cross-origin isolated page (COOP + COEP, which `python -m emo.web_demo serve` sends); without it both
+// runtimes run on one thread and `info` says so.
 
-import * as ort from 'onnxruntime-web';
-import { loadLiteRt, loadAndCompile, Tensor, supportsFeature } from '@litertjs/core';
+import { DemoError, runtimeFor } from './core.js';
 
-import { DemoError, baseName, inputGeometry, runtimeFor } from './core.js';
-
-const ORT_WASM = new URL('./node_modules/onnxruntime-web/dist/', import.meta.url).href;
-const LITERT_WASM = new URL('./node_modules/@litertjs/core/wasm/', import.meta.url).href;
-// versions as installed (package-lock.json pins them); LiteRT.js does not export its own
-export const VERSIONS = {
-  'onnxruntime-web': ort.env.versions?.web ?? '?',
-  '@litertjs/core': await fetch(new URL('./node_modules/@litertjs/core/package.json', import.meta.url))
-    .then((r) => r.json()).then((p) => p.version).catch(() => '?'),
+const MODULES = {
+  onnxruntime: () => import('./runtime-ort.js'),
+  litert: () => import('./runtime-litert.js'),
 };
+export const BACKENDS = ['wasm', 'webgpu'];
 
-/** The tensor shape the runtime takes (a symbolic batch becomes 1). */
-function inputShape(side) {
-  const { height, width, layout, batch } = inputGeometry(side);
-  return layout === 'NHWC' ? [batch, height, width, 3] : [batch, 3, height, width];
-}
-
-function describeError(name, runtime, error) {
-  const text = String(error?.message ?? error).split('\n')[0].slice(0, 200);
-  return new DemoError(`${baseName(name)}: ${runtime} could not load it (${text}); the file is damaged or not a ` +
-    'model this runtime reads: re-export it with emo-export');
-}
-
-async function openOnnx(name, bytes, side, threads) {
-  ort.env.wasm.wasmPaths = ORT_WASM;
-  ort.env.wasm.numThreads = crossOriginIsolated ? threads : 1;
-  ort.env.wasm.proxy = false;
-  let session;
+/** The runtime module of a browser format ({open, RUNTIME, WORKER_OK}). */
+export async function runtimeModule(format) {
   try {
-    session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+    return await MODULES[format.runtime]();
   } catch (e) {
-    throw describeError(name, 'onnxruntime-web', e);
+    throw new DemoError(`the ${format.runtime} runtime could not be loaded (${String(e?.message ?? e).slice(0, 120)})` +
+      `${navigator.onLine ? '' : ': this device is offline and the runtime was not cached here yet; open a model ' +
+        'of this kind once while online'}`);
   }
-  const shape = inputShape(side);
-  const [input] = session.inputNames;
-  const [output] = session.outputNames;
-  return {
-    info: { runtime: 'onnxruntime-web', version: VERSIONS['onnxruntime-web'], backend: 'wasm',
-            threads: ort.env.wasm.numThreads, simd: true, crossOriginIsolated },
-    async run(x) {
-      const feeds = { [input]: new ort.Tensor('float32', x, shape) };
-      const result = await session.run(feeds);
-      return Float32Array.from(result[output].data);
-    },
-    async release() { await session.release(); },
-  };
 }
 
-let liteRtThreads = null;  // LiteRT.js loads one WASM module per page: threaded or not, fixed at first load
+let adapterProbe = null;
 
-async function openTflite(name, bytes, side, threads) {
-  const useThreads = crossOriginIsolated && threads > 1;
-  if (liteRtThreads === null) {
-    await loadLiteRt(LITERT_WASM, useThreads ? { threads: true } : {});
-    liteRtThreads = useThreads;
-  } else if (liteRtThreads !== useThreads) {
-    throw new DemoError('LiteRT.js is already loaded with another thread setting: reload the page to change threads');
-  }
-  let model;
-  try {
-    model = await loadAndCompile(bytes, { accelerator: 'wasm', cpuOptions: { numThreads: useThreads ? threads : 1 } });
-  } catch (e) {
-    throw describeError(name, 'LiteRT.js', e);
-  }
-  const shape = inputShape(side);
-  const details = model.getInputDetails()[0];
-  if (details && Array.from(details.shape).join('x') !== shape.join('x')) {
-    model.delete();
-    throw new DemoError(`${baseName(name)} takes input ${Array.from(details.shape).join('x')} but its sidecar says ` +
-      `${shape.join('x')}: the sidecar does not belong to this file; re-export it`);
-  }
-  return {
-    info: { runtime: 'LiteRT.js', version: VERSIONS['@litertjs/core'], backend: 'wasm (XNNPACK)',
-            threads: useThreads ? threads : 1, simd: await supportsFeature('relaxedSimd'), crossOriginIsolated },
-    async run(x) {
-      const input = new Tensor(x, shape);
-      try {
-        const outputs = await model.run(input);
-        const logits = Float32Array.from(outputs[0].toTypedArray());
-        for (const t of outputs) t.delete();
-        return logits;
-      } finally {
-        input.delete();
-      }
-    },
-    async release() { model.delete(); },
-  };
+/** The WebGPU adapter the browser offers: {adapter: {vendor, architecture, fallback} | null, reason}. */
+export function gpuAdapter() {
+  adapterProbe ??= (async () => {
+    if (!globalThis.navigator?.gpu) return { adapter: null, reason: 'this browser offers no WebGPU (navigator.gpu)' };
+    try {
+      const adapter = await navigator.gpu.requestAdapter();
+      if (!adapter) return { adapter: null, reason: 'this browser offers no WebGPU adapter' };
+      const info = adapter.info ?? {};
+      return { adapter: { vendor: info.vendor || '?', architecture: info.architecture || '?',
+                          description: info.description || '', fallback: Boolean(info.isFallbackAdapter ??
+                            adapter.isFallbackAdapter) }, reason: '' };
+    } catch (e) {
+      return { adapter: null, reason: `WebGPU failed (${String(e?.message ?? e).slice(0, 100)})` };
+    }
+  })();
+  return adapterProbe;
 }
 
-/** A loaded model of the artifact `name` (its bytes and checked sidecar), in the runtime its file type needs. */
-export async function openModel(name, bytes, side, threads) {
-  const runtime = runtimeFor(name);
-  const data = new Uint8Array(bytes);
-  return runtime === 'LiteRT.js' ? openTflite(name, data, side, threads) : openOnnx(name, data, side, threads);
+/** A loaded model of the artifact `name` (its bytes and checked sidecar), in the runtime its format needs. */
+export async function openModel(name, bytes, side, { threads, backend = 'wasm', contract }) {
+  if (!BACKENDS.includes(backend)) {
+    throw new DemoError(`backend ${String(backend).slice(0, 20)} is not one of ${BACKENDS.join(', ')}`);
+  }
+  const format = runtimeFor(name, contract);
+  const module = await runtimeModule(format);
+  let fallback = null;
+  if (backend === 'webgpu') {
+    const gpu = await gpuAdapter();
+    if (!gpu.adapter) {
+      fallback = `WebGPU was asked for, but ${gpu.reason}: running on WebAssembly`;
+      backend = 'wasm';
+    }
+  }
+  const model = await module.open(name, new Uint8Array(bytes), side, { threads, backend });
+  model.info.requested = fallback ? 'webgpu' : backend;
+  if (fallback) model.info.fallback = fallback;
+  if (model.info.backend === 'webgpu') model.info.adapter = (await gpuAdapter()).adapter;
+  model.info.workerCapable = module.WORKER_OK;
+  return model;
 }
