@@ -4,8 +4,9 @@ first row. The one accuracy report that every precision (fp32, fp16, int8) and f
 
 Images go through the eval transform of ``emo.preprocess`` once (``emo.train.eval_view``, kept as uint8; exact,
 because the transform's pixels are k / 255). A checkpoint runs in PyTorch; an artifact runs through the loaders
-``emo-verify`` uses (``emo.export``: the backend table, ``host_runtimes``/``load``, ``artifact_logits``), so the
-numbers are those of the runtime an app ships with. ``emo.export`` is imported only for artifacts.
+``emo-verify`` uses (the contract's loader table ``emo.contract.runtimes``, then
+``emo.export.pipeline.artifact_logits``), so the numbers are those of the runtime an app ships with. ``emo.export`` is
+imported only for artifacts.
 
 Class folders meet a model's outputs by exact class name, never silently by position: when the model knows its class
 names and a folder matches none of them, emo-eval refuses and names them. ``--class-map FILE`` maps folders to
@@ -84,31 +85,37 @@ def checkpoint_candidate(path: str, model_name: str, ema: bool, input_size: tupl
 
 def artifact_candidates(path: str) -> list[Candidate]:
     """An artifact in every runtime that runs it on this host (as ``emo-verify`` checks it)."""
-    from emo.export.output import captured_output
-    from emo.export.pipeline import artifact_logits, contract_batch_and_size, read_sidecar, sidecar_backend
+    from emo.contract import runtimes
+    from emo.contract.output import captured_output
+    from emo.export.pipeline import (
+        artifact_logits,
+        contract_batch_and_size,
+        read_sidecar,
+        require_runtime,
+        sidecar_backend,
+    )
 
     artifact = Path(path)
     if not artifact.exists():
         raise EMOError(f"artifact not found: {artifact}")
     side = read_sidecar(artifact)
     backend = sidecar_backend(side)
-    with captured_output(io.StringIO()):
-        module = backend.load_module()
     batch, size = contract_batch_and_size(side["input"])
-    in_graph = bool(side["input"]["normalization"]["in_graph"])
     classes = (side.get("labels") or {}).get("names")
     outputs = side.get("num_classes") if isinstance(side.get("num_classes"), int) else None
     probabilities = side["output"].get("kind") == "probabilities"
     name = artifact.name
-    if not getattr(module, "CAN_RUN_HERE", True):
-        return [Candidate(name, "artifact", backend.runtime, size, classes, skipped=module.SKIP_REASON,
-                          outputs=outputs)]
-    runtimes = module.host_runtimes(artifact) if hasattr(module, "host_runtimes") else [(backend.runtime, module.load)]
+    reason = runtimes.cannot_run_here(backend.name)
+    if reason:
+        return [Candidate(name, "artifact", backend.runtime, size, classes, skipped=reason, outputs=outputs)]
+    require_runtime(backend)
+    loaders = runtimes.here(backend.name)
     out = []
-    for runtime, load in runtimes:
+    for loader in loaders:  # every runtime of the format that runs here (the contract's loader table)
+        runtime = loader.runtime
         try:
             with captured_output(io.StringIO()):
-                fn = load(artifact)
+                fn = loader.open(artifact, None)
         except EMOError:
             raise
         except Exception as e:  # a truncated or foreign file: the runtime's own parser error, on one line
@@ -123,12 +130,13 @@ def artifact_candidates(path: str) -> list[Candidate]:
                 x = (images.images[i:i + chunk].float() / 255.0).expand(-1, 3, -1, -1).numpy()
                 try:
                     with captured_output(io.StringIO()):
-                        rows.append(artifact_logits(fn, np.ascontiguousarray(x, dtype=np.float32), step, in_graph))
+                        rows.append(artifact_logits(fn, np.ascontiguousarray(x, dtype=np.float32), step,
+                                                    side["input"]))
                 except Exception as e:  # the runtime cannot run it: a failed row, not a crash
                     raise RuntimeError(f"{runtime}: {first_line(e, 300)}") from None
             return np.concatenate(rows)
 
-        out.append(Candidate(name if len(runtimes) == 1 else f"{name} [{runtime}]", "artifact", runtime, size,
+        out.append(Candidate(name if len(loaders) == 1 else f"{name} [{runtime}]", "artifact", runtime, size,
                              list(classes) if classes else None, run, probabilities=probabilities, outputs=outputs))
     return out
 

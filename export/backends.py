@@ -1,4 +1,5 @@
-"""The table of export backends: the single source of truth for names, suffixes, precisions and extras.
+"""The table of export backends: how each format of the contract (``emo.contract.vocabulary.FORMATS``: name, artifact
+tag, suffix, precisions) is exported here: its module, the extra that brings its converter, the flags it honours.
 
 Each backend module exposes the same two functions:
 ``export(model, example, path, options) -> dict`` writes the artifact (returns facts for the sidecar, e.g. the
@@ -13,16 +14,14 @@ import io
 from dataclasses import dataclass
 from types import ModuleType
 
+from emo.contract.output import captured_output
+from emo.contract.vocabulary import FORMATS, QUANTIZED, Format
 from emo.errors import EMOError
-from emo.export.output import captured_output
 
 
 @dataclass(frozen=True)
 class Backend:
-    name: str                     # --format name
-    tag: str                      # the {backend} part of the artifact name
-    suffix: str                   # file extension, with the dot
-    precisions: tuple[str, ...]   # first is the default
+    format: Format                # the contract's format: --format name, artifact tag, suffix, precisions
     extra: str                    # pip extra that brings the converter and runtime ("" = core dependencies)
     module: str                   # module under emo.export holding export() and load()
     runtime: str                  # what checks parity on this host ("checked_with")
@@ -30,11 +29,27 @@ class Backend:
     flags: tuple[str, ...] = ()   # format-specific emo-export flags this backend honours
 
     @property
+    def name(self) -> str:
+        return self.format.name
+
+    @property
+    def tag(self) -> str:
+        return self.format.tag
+
+    @property
+    def suffix(self) -> str:
+        return self.format.suffix
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return self.format.precisions
+
+    @property
     def default_precision(self) -> str:
-        return self.precisions[0]
+        return self.format.default_precision
 
     def filename(self, variant: str, precision: str) -> str:
-        return f"{variant}_{self.tag}_{precision}{self.suffix}"
+        return self.format.filename(variant, precision)
 
     def load_module(self) -> ModuleType:
         """The backend module, or an EMOError naming the extra to install. Imports quietly: converters print
@@ -51,31 +66,25 @@ class Backend:
 
 
 _ONNX = ("onnx", "onnxruntime", "onnxsim", "onnxscript")
-BACKENDS: dict[str, Backend] = {
-    "onnx": Backend("onnx", "onnx", ".onnx", ("fp32", "int8"), "onnx", "onnx", "onnxruntime (CPU EP)", _ONNX,
-                    flags=("--dynamic-batch",)),
-    "ort": Backend("ort", "ort", ".ort", ("fp32", "int8"), "onnx", "ort", "onnxruntime (CPU EP, ORT format)", _ONNX,
-                   flags=("--dynamic-batch", "--ort-style")),
-    "coreml": Backend("coreml", "coreml", ".mlpackage", ("fp16", "fp32", "int8"), "coreml", "coreml",
-                      "mil-interpreter (numpy)", ("coremltools",),
-                      flags=("--image-input", "--classifier", "--min-target")),
-    "tflite": Backend("tflite", "tflite", ".tflite", ("fp32", "fp16", "int8"), "tflite", "tflite",
-                      "ai-edge-litert interpreter (XNNPACK)", ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
-                      flags=("--nhwc",)),
-    "executorch": Backend("executorch", "xnnpack", ".pte", ("fp32", "int8"), "executorch", "executorch",
-                          "executorch.runtime (XNNPACK)", ("executorch",)),
-    "qnn": Backend("qnn", "qnn", ".onnx", ("w8a16", "int8"), "qnn", "qnn",
-                   "onnxruntime QNN EP, HTP backend (x86-64 HTP simulator, not a phone)", (*_ONNX, "onnxruntime_qnn")),
-    "pt2": Backend("pt2", "pytorch", ".pt2", ("fp32",), "", "pt2", "PyTorch (torch.export program)", ("torch",),
-                   flags=("--dynamic-batch",)),
-    "executorch-coreml": Backend("executorch-coreml", "coreml-et", ".pte", ("fp16",), "executorch,coreml",
-                                 "executorch_coreml", "executorch.runtime (Core ML delegate)",
-                                 ("executorch", "coremltools")),
-}
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend(FORMATS["onnx"], "onnx", "onnx", "onnxruntime (CPU EP)", _ONNX, flags=("--dynamic-batch",)),
+    Backend(FORMATS["ort"], "onnx", "ort", "onnxruntime (CPU EP, ORT format)", _ONNX,
+            flags=("--dynamic-batch", "--ort-style")),
+    Backend(FORMATS["coreml"], "coreml", "coreml", "mil-interpreter (numpy)", ("coremltools",),
+            flags=("--image-input", "--classifier", "--min-target")),
+    Backend(FORMATS["tflite"], "tflite", "tflite", "ai-edge-litert interpreter (XNNPACK)",
+            ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"), flags=("--nhwc",)),
+    Backend(FORMATS["executorch"], "executorch", "executorch", "executorch.runtime (XNNPACK)", ("executorch",)),
+    Backend(FORMATS["qnn"], "qnn", "qnn", "onnxruntime QNN EP, HTP backend (x86-64 HTP simulator, not a phone)",
+            (*_ONNX, "onnxruntime_qnn")),
+    Backend(FORMATS["pt2"], "", "pt2", "PyTorch (torch.export program)", ("torch",), flags=("--dynamic-batch",)),
+    Backend(FORMATS["executorch-coreml"], "executorch,coreml", "executorch_coreml",
+            "executorch.runtime (Core ML delegate)", ("executorch", "coremltools")),
+)}
+assert list(BACKENDS) == list(FORMATS), "every format of the contract has its backend, in the contract's order"
 ALL = "all"
 
 
-QUANTIZED = ("int8", "w8a16")
 # why a format has no quantized precision (the refusal names it)
 NOT_QUANTIZED = {"coreml": "Core ML has int8 (W8A8), not w8a16; use --precision int8 or fp16",
                  "executorch-coreml": "the Core ML delegate of ExecuTorch is exported in fp16 only; for int8 on Apple "

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 import emo
+from emo.contract.output import captured_output
 from emo.contract.timing import settled_turns
 from emo.errors import EMOError
 from emo.export.backends import BACKENDS
-from emo.export.output import captured_output
 from emo.export.pipeline import (
     ExportContext,
     ExportOptions,
@@ -151,7 +151,7 @@ def _run(args, sizes: list[int], runtimes: list[str]) -> int:
                     except Exception as e:  # a converter that cannot take a form is a row, not a crash
                         print(f"  {backend} {form} {size}: export failed: {str(e).splitlines()[0][:200]}")
                         continue
-                    run = BACKENDS[backend].load_module().load(path, threads=args.threads)
+                    run = runtimes.open_session(path, backend, args.threads).run
                     diff = float(np.abs(run(x[size]) - ref_logits).max())
                     fact["max_abs_diff"] = diff
                     if backend == "executorch":

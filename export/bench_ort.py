@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 import emo
+from emo.contract import runtimes
+from emo.contract.output import captured_output
 from emo.errors import EMOError
 from emo.export.backends import BACKENDS
 from emo.export.bench_deploy import add_timing_arguments, measure, timing_arguments_ok
-from emo.export.output import captured_output
 from emo.export.pipeline import ExportOptions, export_all, prepare_run
 
 ONNX, ONNX_NO_NCHWC, BASIC = ".onnx", ".onnx, NCHWc off", ".ort basic (before issue 24)"
@@ -103,16 +104,15 @@ def _run(args, styles: list[str]) -> int:
                 name = ONNX if row.backend == "onnx" else f".ort {style}"
                 artifacts[name] = (row.path, json.loads(row.sidecar.read_text()))
                 print(f"  exported {name:16s} max |diff| vs PyTorch {row.parity.max_abs_diff:.1e}", flush=True)
-        onnx_module = BACKENDS["onnx"].load_module()
-        runners = {("ort", ONNX, args.size): onnx_module.load(artifacts[ONNX][0], threads=args.threads),
+        runners = {("ort", ONNX, args.size): runtimes.open_session(artifacts[ONNX][0], "onnx", args.threads).run,
                    ("ort", ONNX_NO_NCHWC, args.size): onnx_session_without_nchwc(artifacts[ONNX][0], args.threads)}
-        runners.update({("ort", f".ort {s}", args.size): onnx_module.load(artifacts[f".ort {s}"][0],
-                                                                           threads=args.threads) for s in styles})
+        runners.update({("ort", f".ort {s}", args.size): runtimes.open_session(artifacts[f".ort {s}"][0], "ort",
+                                                                               args.threads).run for s in styles})
         if args.precision == "fp32":
             from emo.export.ort import ort_ops
 
             basic = save_basic_ort(artifacts[ONNX][0], Path(tmp) / "basic.ort")
-            runners[("ort", BASIC, args.size)] = onnx_module.load(basic, threads=args.threads)
+            runners[("ort", BASIC, args.size)] = runtimes.open_session(basic, "ort", args.threads).run
             artifacts[BASIC] = (basic, {"backend_info": {"ort_nodes": sum(ort_ops(basic).values()),
                                                          "ort_nchwc_nodes": 0}})
         x = {args.size: np.random.default_rng(0).random((1, 3, args.size, args.size), dtype=np.float32)}

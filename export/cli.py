@@ -238,29 +238,36 @@ def predict_main(argv: list[str] | None = None) -> int:
     if missing:  # checked up front; the images themselves are decoded one at a time below
         raise EMOError(f"image not found (or not a file): {missing[0]}")
     if args.artifact:
-        from emo.export.pipeline import contract_batch_and_size, read_sidecar, sidecar_backend
+        from emo.contract import runtimes
+        from emo.export.pipeline import contract_batch_and_size, read_sidecar, require_runtime, sidecar_backend
 
         artifact = Path(args.artifact)
         if not artifact.exists():
             raise EMOError(f"artifact not found: {artifact}")
         side = read_sidecar(artifact)
         backend = sidecar_backend(side)
-        module = backend.load_module()
-        if not getattr(module, "CAN_RUN_HERE", True):
-            print(f"emo-predict: {artifact.name} cannot run on this host: {module.SKIP_REASON}", file=sys.stderr)
+        reason = runtimes.cannot_run_here(backend.name)
+        if reason:
+            print(f"emo-predict: {artifact.name} cannot run on this host: {reason}", file=sys.stderr)
             return EXIT_NOT_CHECKED
+        require_runtime(backend)
         try:
-            run = module.load(artifact)
+            session = runtimes.open_session(artifact, backend.name)
         except EMOError:
             raise
         except Exception as e:  # truncated or foreign file: the runtime's own parser error, on one line
             raise EMOError(f"{backend.runtime} cannot load {artifact.name} (truncated or not a {backend.name} "
                            f"artifact?): {first_line(e)}") from None
+        contract = runtimes.input_contract(side["input"])
+
+        def run(x: np.ndarray) -> np.ndarray:  # [0, 1] NCHW images -> the artifact's own input
+            return session.run(runtimes.artifact_input(x, contract))
+
         batch, size = contract_batch_and_size(side["input"])
         batch = batch or 1
-        in_graph = bool(side["input"]["normalization"]["in_graph"])
+        in_graph = True  # run() prepares the input as the artifact takes it
         labels = (side.get("labels") or {}).get("names")
-        runtime = backend.runtime
+        runtime = session.runtime
         probabilities = side["output"].get("kind") == "probabilities"
     else:
         import torch

@@ -22,7 +22,6 @@ Parity on Linux: ``mil_interpreter`` executes the saved program with NumPy. On m
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -38,9 +37,7 @@ DEFAULT_TARGET = "iOS17"
 INT8_TARGETS = ("iOS17", "iOS18", "macOS14", "macOS15")  # MIL quantize/dequantize of activations: opset iOS17
 WEIGHT_THRESHOLD = 2048  # coremltools' default: smaller weights (depthwise kernels, norms) stay fp16
 FLOAT_ACTIVATION_OPS = ("add",)  # int8 mixed precision: these ops' activations stay fp16 (see _to_int8)
-INTERPRETER = "mil-interpreter (numpy)"
-COREML_RUNTIME = "Core ML runtime (MLModel.predict, macOS)"
-PIXEL_SCALE = 1.0 / 255.0
+from emo.contract.runtimes import PIXEL_SCALE  # noqa: E402 - the ImageType's scale, as the loader table feeds it
 
 
 def check_target(target: str, precision: str | None = None) -> str:
@@ -231,7 +228,7 @@ def layer_errors(reference, quantized: Path, samples: list[dict[str, np.ndarray]
     its inputs. Ops are paired in program order
     (coremltools renumbers op outputs when it re-runs its pipeline, so names do not pair); only a note when the two
     programs do not have the same ops in the same order."""
-    from emo.export.mil_interpreter import MILProgram
+    from emo.contract.runtimes.mil_interpreter import MILProgram
 
     fp, q = reference, MILProgram(quantized)
     skip = ("const", "quantize", "dequantize")
@@ -282,7 +279,7 @@ def _to_int8(mlmodel, folder: Path, ctx, image_input: bool):
     import coremltools.optimize as cto
     from coremltools.optimize.coreml import _post_training_quantization as ptq
 
-    from emo.export.mil_interpreter import MILProgram
+    from emo.contract.runtimes.mil_interpreter import MILProgram
     from emo.export.quantize import LAYER_ERROR_IMAGES
 
     images = ctx.calibration.images * (1.0 / PIXEL_SCALE if image_input else 1.0)
@@ -330,81 +327,3 @@ def _to_int8(mlmodel, folder: Path, ctx, image_input: bool):
         "coremltools_passes": ["linear_quantize_activations", "linear_quantize_weights"],
         "layer_errors": errors}
 
-
-def _feed(program_spec_input_is_image: bool, x: np.ndarray) -> np.ndarray:
-    # An ImageType input receives pixel values 0..255 (Core ML converts the CVPixelBuffer); scale is in the graph.
-    return x / PIXEL_SCALE if program_spec_input_is_image else x
-
-
-STACK_BYTES = 256 << 20  # the interpreter runs this much of a stack of images at once (largest tensor x 8)
-
-
-def load(path: Path, threads: int | None = None):
-    """The MIL interpreter on this host. Returns logits, or probabilities for a classifier program.
-
-    The runner takes any whole number of the program's batches at once (``stacks_batches``): they run as one
-    stack through ``MILProgram.run_batch`` (each image gets exactly what a batch of its own gives it), in pieces
-    of at most ``STACK_BYTES`` of largest tensor."""
-    from emo.export.mil_interpreter import MILProgram
-
-    program = MILProgram(path)
-    description = program.spec.description
-    image_input = description.input[0].type.WhichOneof("Type") == "imageType"
-    probs_name = description.predictedProbabilitiesName
-    batch = _batch(description)
-    stack = max(1, STACK_BYTES // (8 * 4 * max(1, program.largest_value_elements())))
-
-    def run(x: np.ndarray) -> np.ndarray:
-        if len(x) % batch:
-            raise EMOError(f"{len(x)} images for a program of batch {batch}: give a multiple of {batch}")
-        runs = np.reshape(_feed(image_input, x), (len(x) // batch, batch, *np.shape(x)[1:]))
-        rows = []
-        for i in range(0, len(runs), stack):
-            out = program.run_batch({"image": runs[i:i + stack]})
-            if probs_name:
-                rows += [list(probabilities.values()) for probabilities in out[probs_name]]
-            else:
-                rows.append(np.asarray(out[description.output[0].name], np.float32).reshape(-1, *np.shape(
-                    out[description.output[0].name])[2:]))
-        return np.asarray(rows, dtype=np.float32) if probs_name else np.concatenate(rows)
-
-    run.stacks_batches = True
-    return run
-
-
-def _batch(description) -> int:
-    if description.input[0].type.WhichOneof("Type") == "imageType":
-        return 1
-    return int(description.input[0].type.multiArrayType.shape[0])
-
-
-def load_coreml_runtime(path: Path, threads: int | None = None):
-    """Apple's Core ML runtime (macOS only): ``MLModel.predict`` on the CPU and GPU/ANE as Core ML decides."""
-    import coremltools as ct
-    from PIL import Image
-
-    mlmodel = ct.models.MLModel(str(path))
-    description = mlmodel.get_spec().description
-    image_input = description.input[0].type.WhichOneof("Type") == "imageType"
-    probs_name = description.predictedProbabilitiesName
-
-    def run(x: np.ndarray) -> np.ndarray:
-        rows = []
-        for image in x:
-            if image_input:  # Core ML takes a PIL image here: pixels are quantised to uint8, as from a camera
-                feed = Image.fromarray(np.clip(np.rint(image.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8))
-            else:
-                feed = image[None]
-            out = mlmodel.predict({"image": feed})
-            rows.append(list(out[probs_name].values()) if probs_name else np.asarray(out["logits"]).reshape(-1))
-        return np.asarray(rows, dtype=np.float32)
-
-    return run
-
-
-def host_runtimes(path: Path) -> list[tuple[str, object]]:
-    """Every runtime that checks a Core ML artifact on this host: the interpreter everywhere, Core ML on macOS."""
-    runtimes = [(INTERPRETER, load)]
-    if sys.platform == "darwin":
-        runtimes.append((COREML_RUNTIME, load_coreml_runtime))
-    return runtimes

@@ -116,17 +116,3 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
     facts["quantization"] = {"scheme": INT8_SCHEME}
     return facts
 
-
-def load(path: Path, threads: int | None = None):
-    from executorch.runtime import Runtime
-
-    if threads:  # XNNPACK's thread pool (process-wide in the Python binding)
-        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-
-        _unsafe_reset_threadpool(threads)
-    method = Runtime.get().load_program(Path(path)).load_method("forward")
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return method.execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])[0].numpy()
-
-    return run

@@ -14,7 +14,6 @@ import math
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxsim
 import torch
@@ -155,12 +154,3 @@ def session(path_or_bytes, threads: int | None = None):
     return ort.InferenceSession(str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes,
                                 options, providers=["CPUExecutionProvider"])
 
-
-def load(path: Path, threads: int | None = None):
-    sess = session(path, threads)
-    name = sess.get_inputs()[0].name
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-    return run

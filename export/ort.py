@@ -30,7 +30,6 @@ import torch
 
 from emo.export import onnx as onnx_backend
 
-load = onnx_backend.load
 DEPLOY_TARGET = onnx_backend.DEPLOY_TARGET
 
 

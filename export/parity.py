@@ -72,11 +72,12 @@ def batches(images: np.ndarray, batch: int) -> list[np.ndarray]:
     return out
 
 
-def run_batched(fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch: int) -> np.ndarray:
-    """``fn`` on ``images`` in batches of ``batch``; a runner marked ``stacks_batches`` (the MIL interpreter) takes
-    the padded batches all in one call and runs them as one stack."""
+def run_batched(fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch: int,
+                stacks: bool = False) -> np.ndarray:
+    """``fn`` on ``images`` in batches of ``batch``; with ``stacks`` (a session that takes any whole number of
+    batches, as the MIL interpreter's) the padded batches go in one call and run as one stack."""
     chunks = batches(images, batch)
-    if getattr(fn, "stacks_batches", False):
+    if stacks:
         chunks = [np.concatenate(chunks)]
     outputs = np.concatenate([np.asarray(fn(chunk)) for chunk in chunks])
     return outputs[: len(images)].astype(np.float32)

@@ -30,9 +30,10 @@ import emo
 from emo.checkpoint import sha256_file
 from emo.cli_common import check_out_dir
 from emo.contract import examples as examples_contract
-from emo.contract import jsonio
+from emo.contract import jsonio, runtimes
 from emo.contract import sidecar as sidecar_contract
 from emo.contract.examples import examples_path
+from emo.contract.output import captured_output
 from emo.contract.sidecar import sidecar_path
 from emo.contract.text import label_problem
 from emo.contract.vocabulary import QUANTIZED as QUANTIZED_PRECISIONS
@@ -41,7 +42,6 @@ from emo.errors import EMOError, first_line
 from emo.export.backends import BACKENDS, Backend, precision_for
 from emo.export.calibration import Calibration, calibration_images
 from emo.export.examples import build as build_examples
-from emo.export.output import captured_output
 from emo.export.parity import (
     Parity,
     combine,
@@ -266,30 +266,45 @@ def toolchain_versions(backend: Backend) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------------- running it
-def artifact_logits(run, images: np.ndarray, batch: int, in_graph_normalization: bool) -> np.ndarray:
-    """Run an artifact on [0, 1] images, normalising first when the graph does not."""
-    inputs = images if in_graph_normalization else normalize(images).astype(np.float32)
-    return run_batched(run, inputs, batch)
+def artifact_logits(session: runtimes.Session, images: np.ndarray, batch: int, contract: dict) -> np.ndarray:
+    """An artifact's outputs for [0, 1] NCHW images: turned into its own input (``runtimes.artifact_input``:
+    normalised when the graph does not, channel-last, pixel values for a Core ML ImageType), run in whole batches."""
+    inputs = runtimes.artifact_input(images, input_contract_of(contract))
+    return run_batched(session.run, inputs, batch, stacks=session.stacks_batches)
 
 
-def check_parity(backend: Backend, module, path: Path, reference: nn.Module, size: tuple[int, int], batch: int,
-                 precision: str, in_graph_normalization: bool, probabilities: bool = False) -> Parity:
-    """Run the artifact in every runtime that can run it on this host and compare with the PyTorch model."""
-    if not getattr(module, "CAN_RUN_HERE", True):
-        return skipped(backend.runtime, precision, module.SKIP_REASON)
+def input_contract_of(contract: dict) -> sidecar_contract.InputContract:
+    return sidecar_contract.input_contract(contract)
+
+
+def require_runtime(backend: Backend) -> None:
+    """An EMOError naming the extra to install when a runtime this host could run the artifact in is missing."""
+    package = runtimes.missing_package(backend.name)
+    if package:
+        spec = f"'emo-mobile[{backend.extra}]'" if backend.extra else "emo-mobile"
+        raise EMOError(f"running {backend.name} artifacts needs '{package}', which is not installed: "
+                       f"pip install {spec}")
+
+
+def check_parity(backend: Backend, path: Path, reference: nn.Module, size: tuple[int, int], batch: int,
+                 precision: str, contract: dict, probabilities: bool = False) -> Parity:
+    """Run the artifact in every runtime that runs it on this host (the contract's loader table) and compare with
+    the PyTorch model."""
+    reason = runtimes.cannot_run_here(backend.name)
+    if reason:
+        return skipped(backend.runtime, precision, reason)
     images = parity_inputs(size)
     expected = reference_logits(reference, images, probabilities)
-    runtimes = module.host_runtimes(path) if hasattr(module, "host_runtimes") else [(backend.runtime, module.load)]
     parities = []
-    for name, load in runtimes:
+    for loader in runtimes.here(backend.name):
         try:
-            actual = artifact_logits(load(path), images, batch, in_graph_normalization)
+            actual = artifact_logits(loader.open(path, None), images, batch, contract)
         except EMOError:  # the artifact is refused (e.g. an unsafe archive): bad input, not a failed check
             raise
         except Exception as e:  # the runtime cannot execute the artifact: that is a failed check, not a crash
-            parities.append(failed(name, precision, f"runtime error: {first_line(e, limit=300)}"))
+            parities.append(failed(loader.runtime, precision, f"runtime error: {first_line(e, limit=300)}"))
             continue
-        parities.append(compare(expected, actual, precision, name))
+        parities.append(compare(expected, actual, precision, loader.runtime))
     return combine(parities)
 
 
@@ -324,8 +339,9 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
         seconds = time.perf_counter() - start
         parity_batch = DYNAMIC_PARITY_BATCH if options.dynamic_batch else options.batch
         with captured_output(log):
-            parity = check_parity(backend, module, tmp, model, options.input_size, parity_batch, precision,
-                                  options.normalize, probabilities=bool(options.backend_options.get("classifier")))
+            parity = check_parity(backend, tmp, model, options.input_size, parity_batch, precision,
+                                  input_contract(options),
+                                  probabilities=bool(options.backend_options.get("classifier")))
     except EMOError:
         _remove_temporaries(out, final, tmp)
         raise
@@ -487,9 +503,8 @@ def verify(artifact: Path, weights: str | None = None) -> tuple[Parity, dict, li
             raise EMOError(f"{weights} changed since export (sha256 differs from the sidecar); pass --weights PATH")
     model = build_model(side["variant"], weights, bool(recorded.get("ema")), side.get("num_classes"))
     batch, size = contract_batch_and_size(side["input"])
-    module = backend.load_module()
+    require_runtime(backend)
     with captured_output(io.StringIO()):
-        parity = check_parity(backend, module, artifact, model, size, batch or DYNAMIC_PARITY_BATCH,
-                              side["precision"], bool(side["input"]["normalization"]["in_graph"]),
-                              probabilities=side["output"].get("kind") == "probabilities")
+        parity = check_parity(backend, artifact, model, size, batch or DYNAMIC_PARITY_BATCH, side["precision"],
+                              side["input"], probabilities=side["output"].get("kind") == "probabilities")
     return parity, side, notes

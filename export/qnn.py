@@ -34,11 +34,11 @@ import onnxruntime as ort
 import onnxruntime_qnn
 import torch
 
+from emo.contract.output import captured_output
+from emo.contract.runtimes import qnn_session_options
 from emo.export import onnx as onnx_backend
-from emo.export.output import captured_output
 from emo.export.quantize import OnnxRecipe, fuse_gelu, quantize_onnx
 
-EP_NAME = "QNNExecutionProvider"
 SOC_MODEL = "57"          # Snapdragon 8 Gen 3 (SM8650)
 SOC_NAME = "Snapdragon 8 Gen 3 (SM8650)"
 HTP_ARCH = "75"           # Hexagon v75
@@ -54,32 +54,6 @@ RECIPES = {
 }
 RUNTIME = "onnxruntime QNN EP, HTP backend (x86-64 HTP simulator, not a phone)"
 
-_registered = False
-
-
-def _register() -> None:
-    """Register the plugin EP library with onnxruntime once per process."""
-    global _registered
-    if not _registered:
-        if not any(d.ep_name == EP_NAME for d in ort.get_ep_devices()):
-            ort.register_execution_provider_library(EP_NAME, onnxruntime_qnn.get_library_path())
-        _registered = True
-
-
-def _session_options(compile_for_soc: bool, threads: int | None = None) -> ort.SessionOptions:
-    _register()
-    devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
-    if not devices:
-        raise RuntimeError("onnxruntime-qnn registered no device for the QNN EP")
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")  # every node on the HTP, or an error
-    if threads:
-        options.intra_op_num_threads = threads
-    provider = {"backend_type": "htp"}
-    if compile_for_soc:
-        provider.update(soc_model=SOC_MODEL, htp_arch=HTP_ARCH)
-    options.add_provider_for_devices(devices, provider)
-    return options
 
 
 def reciprocal_to_div(proto: onnx.ModelProto) -> int:
@@ -112,8 +86,8 @@ def compile_for_htp(qdq_path: Path, path: Path) -> None:
     log = io.StringIO()
     try:
         with captured_output(log):
-            compiler = ort.ModelCompiler(_session_options(compile_for_soc=True), str(qdq_path),
-                                         embed_compiled_data_into_model=True)
+            options = qnn_session_options(compile_for={"soc_model": SOC_MODEL, "htp_arch": HTP_ARCH})
+            compiler = ort.ModelCompiler(options, str(qdq_path), embed_compiled_data_into_model=True)
             compiler.compile_to_file(str(path))
     except Exception as e:
         print(log.getvalue(), file=sys.stderr)  # into the export log
@@ -155,13 +129,3 @@ def export(model: torch.nn.Module, example: torch.Tensor, path: Path, ctx) -> di
                          "layer_errors": {**errors, "note": "the QDQ graph on the CPU EP, before HTP compilation"}},
     }
 
-
-def load(path: Path, threads: int | None = None):
-    with captured_output(io.StringIO()):  # the EP's banner lines on load
-        sess = ort.InferenceSession(str(path), _session_options(compile_for_soc=False, threads=threads))
-    name = sess.get_inputs()[0].name
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-    return run

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emo.contract.runtimes import litert_interpreter
 from emo.data import IMAGENET_MEAN, IMAGENET_STD
 
 METADATA_NAME = "emo_mobile"
@@ -328,7 +329,7 @@ def float_islands(model_bytes: bytes) -> tuple[bytes, int]:
 
 def io_quantization(path: Path) -> dict:
     """dtype, scale and zero point of the graph's input and output (what an app must apply to an int8 model)."""
-    interpreter = _interpreter(path, 1, xnnpack=False)
+    interpreter = litert_interpreter(path, 1, xnnpack=False)
     out = {}
     for key, detail in (("input", interpreter.get_input_details()[0]), ("output", interpreter.get_output_details()[0])):
         scale, zero_point = detail["quantization"]
@@ -336,21 +337,12 @@ def io_quantization(path: Path) -> dict:
     return out
 
 
-def _interpreter(path: Path, threads: int | None, xnnpack: bool = True):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = Interpreter(model_path=str(path), num_threads=threads or 2, experimental_op_resolver_type=resolver)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
 def graph_facts(path: Path) -> dict:
     """Operators of the model, and whether the default XNNPACK delegate took the whole graph: one DELEGATE node
     whose inputs and outputs are the graph's own."""
-    plain = _interpreter(path, 1, xnnpack=False)
+    plain = litert_interpreter(path, 1, xnnpack=False)
     ops = Counter(op["op_name"] for op in plain._get_ops_details())
-    delegated = _interpreter(path, 1, xnnpack=True)
+    delegated = litert_interpreter(path, 1, xnnpack=True)
     delegates = [op for op in delegated._get_ops_details() if op["op_name"] == "DELEGATE"]
     graph_in = {d["index"] for d in delegated.get_input_details()}
     graph_out = {d["index"] for d in delegated.get_output_details()}
@@ -359,26 +351,3 @@ def graph_facts(path: Path) -> dict:
     return {"ops": dict(sorted(ops.items())), "num_nodes": sum(ops.values()),
             "xnnpack_partitions": len(delegates), "xnnpack_whole_graph": bool(whole)}
 
-
-def load(path: Path, threads: int | None = None):
-    interpreter = _interpreter(path, threads)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    nhwc = int(inp["shape"][-1]) == 3 and int(inp["shape"][1]) != 3
-
-    in_scale, in_zero = inp["quantization"]
-    out_scale, out_zero = out["quantization"]
-    integer_in = np.dtype(inp["dtype"]).kind in "iu"
-    integer_out = np.dtype(out["dtype"]).kind in "iu"
-
-    def run(x: np.ndarray) -> np.ndarray:
-        if nhwc:  # the pipeline hands NCHW; an NHWC artifact gets the same pixels channel-last
-            x = x.transpose(0, 2, 3, 1)
-        if integer_in:  # a full-integer model: quantize the [0, 1] image with the input's scale and zero point
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / in_scale) + in_zero, info.min, info.max).astype(inp["dtype"])
-        interpreter.set_tensor(inp["index"], np.ascontiguousarray(x, dtype=inp["dtype"]))
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"]).copy()
-        return (y.astype(np.float32) - out_zero) * out_scale if integer_out else y
-
-    return run

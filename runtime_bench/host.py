@@ -15,23 +15,21 @@ import sys
 import time
 from pathlib import Path
 
-from emo.contract import vocabulary
+from emo.contract import runtimes, vocabulary
+from emo.contract.runtimes import RuntimeMissingError
 from emo.contract.timing import measure, settled_turns, summary
 from emo.runtime_bench.results import Artifact, BenchError, BenchResult, base_row, first_line, package_versions
 from emo.runtime_bench.targets import Run, Target
 
-RUNTIME_PACKAGES = {"onnx": ("onnxruntime",), "ort": ("onnxruntime",), "tflite": ("ai-edge-litert",),
-                    "executorch": ("executorch", "torch"), "pt2": ("torch",)}
+# the packages whose versions a row records, by runtime family (emo.contract.vocabulary)
+RUNTIME_PACKAGES = {vocabulary.ONNXRUNTIME: ("onnxruntime",), vocabulary.LITERT: ("ai-edge-litert",),
+                    vocabulary.EXECUTORCH: ("executorch", "torch"), vocabulary.PYTORCH: ("torch",)}
 APPLE_ONLY = {"coreml": "Core ML artifacts run with --device mac (macOS) or ios",
               "executorch-coreml": "Core ML-delegated .pte files run on Apple devices only (--device ios)",
               # not Apple, but the same answer: the host has only the HTP *simulator*, whose speed says nothing
               "qnn": "QNN HTP artifacts run on a Snapdragon phone (--device adb, onnxruntime_perf_test -e qnn) or "
                      "AI Hub; this host only simulates the HTP, so its latency would mean nothing"}
 WORKER_TIMEOUT_S = 900
-
-
-class RuntimeMissingError(RuntimeError):
-    pass
 
 
 def describe_host() -> dict:
@@ -49,67 +47,16 @@ def describe_host() -> dict:
 
 # ------------------------------------------------------------------------------------------ inside the worker
 def _load(path: Path, backend: str, threads: int):
-    """A callable ``run(x)`` doing one inference in the artifact's own runtime with ``threads`` threads."""
-    try:
-        if backend in ("onnx", "ort"):
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            name = session.get_inputs()[0].name
-            return lambda x: session.run(None, {name: x})
-        if backend == "tflite":
-            from ai_edge_litert.interpreter import Interpreter
-
-            interpreter = Interpreter(model_path=str(path), num_threads=threads)
-            interpreter.allocate_tensors()
-            inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
-            quantized_input = _input_quantizer(interpreter.get_input_details()[0])
-
-            def run_tflite(x):
-                interpreter.set_tensor(inp, quantized_input(x))
-                interpreter.invoke()
-                return interpreter.get_tensor(out)
-
-            return run_tflite
-        if backend == "executorch":
-            import torch
-            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-            from executorch.runtime import Runtime
-
-            _unsafe_reset_threadpool(threads)  # XNNPACK's thread pool
-            method = Runtime.get().load_program(path).load_method("forward")
-            return lambda x: method.execute([torch.from_numpy(x)])
-        if backend == "pt2":
-            import torch
-
-            from emo.contract.pt2 import load_program
-
-            torch.set_num_threads(threads)
-            module = load_program(path)
-
-            def run_pt2(x):
-                with torch.no_grad():
-                    return module(torch.from_numpy(x))
-
-            return run_pt2
-    except ImportError as e:
-        raise RuntimeMissingError(f"{backend} runtime not installed ({e.name}); pip install "
-                             f"{' '.join(RUNTIME_PACKAGES.get(backend, ()))}") from None
-    raise RuntimeMissingError(APPLE_ONLY.get(backend, f"no host runtime for backend {backend!r}"))
+    """A callable ``run(x)`` doing one inference in the artifact's own runtime with ``threads`` threads: the
+    contract's loader table (``emo.contract.runtimes``), as emo-verify and emo-eval open artifacts."""
+    if backend in APPLE_ONLY:
+        raise RuntimeMissingError(APPLE_ONLY[backend])
+    return runtimes.open_session(path, backend, threads).run
 
 
-def _input_quantizer(detail: dict):
-    """A full-integer (int8) TFLite model takes quantized pixels: apply its scale and zero point, as an app does."""
-    import numpy as np
-
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind not in "iu":
-        return lambda x: x
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(dtype)
-    return lambda x: np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+def _family(backend: str) -> str:
+    fmt = vocabulary.FORMATS.get(backend)
+    return fmt.runtime if fmt else backend
 
 
 def _peak_rss_mb() -> float:
@@ -140,7 +87,7 @@ def worker(job: dict) -> dict:
             continue
         loaded[i] = (lambda run=run, x=x: run(x))
         results[i] = {"load_ms": load_ms, "first_inference_ms": first_ms,
-                      "versions": package_versions(*RUNTIME_PACKAGES.get(item["backend"], ()))}
+                      "versions": package_versions(*RUNTIME_PACKAGES.get(_family(item["backend"]), ()))}
         if not job.get("interleave"):  # alone: timed right after its own load, before the next is loaded
             _, results[i]["latencies_ms"] = measure(loaded[i], warmup=job["warmup"], iters=job["iters"],
                                                     min_seconds=job["min_seconds"])

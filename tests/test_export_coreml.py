@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
+from emo.contract.runtimes.mil_interpreter import MILInterpreterError, MILProgram, _BlobFile
 from emo.data import sample_images
 from emo.export import backends as backends_mod
 from emo.export import cli
 from emo.export.backends import BACKENDS
-from emo.export.mil_interpreter import MILInterpreterError, MILProgram, _BlobFile
 from emo_testutil import need_reference
 
 
@@ -221,7 +221,7 @@ def test_coremltools_missing_names_the_extra(tmp_path, monkeypatch, capsys):
 @pytest.mark.macos
 @pytest.mark.skipif(sys.platform != "darwin", reason="the Core ML runtime exists on macOS only")
 def test_coreml_runtime_agrees_on_macos(exported):
-    from emo.export.coreml import COREML_RUNTIME, host_runtimes
+    from emo.contract.runtimes import COREML_RUNTIME, here
 
-    assert [name for name, _ in host_runtimes(exported / "emo_1m_coreml_fp32.mlpackage")][-1] == COREML_RUNTIME
+    assert [loader.runtime for loader in here("coreml")][-1] == COREML_RUNTIME
     assert cli.verify_main([str(exported / "emo_1m_coreml_fp32.mlpackage")]) == 0

@@ -126,8 +126,8 @@ def test_dynamic_batch_no_normalize_odd_size(tmp_path):
     side = json.loads(result.sidecar.read_text())
     assert side["input"]["shape"] == ["batch", 3, 200, 264] and side["input"]["normalization"]["in_graph"] is False
     assert side["weights"] == {"random_init": True, "seed": 0}
-    from emo.export.onnx import load
-    run = load(result.path)
+    from emo.contract.runtimes import open_session
+    run = open_session(result.path, "onnx").run
     assert run(np.zeros((5, 3, 200, 264), np.float32)).shape == (5, 1000)
     # random-init artifacts verify too: the seed rebuilds the same weights
     assert cli.verify_main([str(result.path)]) == 0
@@ -202,7 +202,10 @@ def test_mobile_ep_style_keeps_plain_onnx_ops(tmp_path):
 def test_cpu_x86_style_is_the_onnx_graph_of_this_x86_host(tmp_path):
     """--ort-style cpu-x86 keeps the NCHWc layout: the graph this host's CPU EP builds from the .onnx at load, same
     logits bit for bit; the sidecar says it loads on x86-64 only."""
-    from emo.export.onnx import load
+    from emo.contract.runtimes import open_session
+
+    def load(path):
+        return open_session(path, path.suffix[1:]).run
 
     code, side = _ort_export(tmp_path, "--ort-style", "cpu-x86")
     assert code == 0 and side["parity"]["status"] == "passed"

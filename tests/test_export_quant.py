@@ -329,7 +329,10 @@ def test_qnn_names_a_node_the_htp_cannot_take(tmp_path):
 def test_ort_int8_is_the_onnx_qdq_graph_stored_fused(exported):
     """One calibration for both; the .ort holds the QLinear kernels the CPU EP fuses the .onnx into at load time,
     so both compute bit-identical logits (a .ort stored unfused ran 5-6x slower)."""
-    from emo.export.onnx import load
+    from emo.contract.runtimes import open_session
+
+    def load(path):
+        return open_session(path, path.suffix[1:]).run
 
     side = _side(exported, "emo_1m_ort_int8")
     assert side["parity"]["status"] == "passed" and side["parity"]["tolerance"] == TOLERANCES["int8"]
@@ -353,8 +356,8 @@ def test_coreml_int8_w8a8_runs_in_the_mil_interpreter(exported):
     assert "MIL interpreter" in quant["calibration_statistics"] and quant["float_activation_ops"] == ["add"]
     assert quant["calibration"]["count"] == CAL_COUNT
     # mixed precision: the 12 LayerNorms' statistics convs (mean and variance) take fp16 inputs
+    from emo.contract.runtimes.mil_interpreter import MILProgram
     from emo.export.coreml import _layernorm_statistics
-    from emo.export.mil_interpreter import MILProgram
 
     assert quant["float_activation_layers"] == {"layernorm_statistics": 24}
     program = MILProgram(exported / "emo_1m_coreml_int8.mlpackage")
@@ -383,8 +386,8 @@ def test_layer_error_ignores_scales_folded_into_ops():
 
 def test_coreml_int8_activation_ranges_come_from_the_interpreter(exported, tmp_path):
     """The statistics handed to coremltools are min/max of real op outputs: the input's range is the images'."""
+    from emo.contract.runtimes.mil_interpreter import MILProgram
     from emo.export.coreml import _activation_ranges
-    from emo.export.mil_interpreter import MILProgram
 
     fp16 = tmp_path / "fp16"
     assert cli.export_main(["--model", "emo_1m", "--format", "coreml", "--input-size", SIZE, "--out", str(fp16)]) == 0

@@ -49,7 +49,7 @@ from coremltools.converters import _converters_entry  # noqa: E402
 from coremltools.converters.mil.mil.ops.tests import testing_utils as their_harness  # noqa: E402
 from coremltools.converters.mil.testing_reqs import BackendConfig  # noqa: E402
 
-from emo.export.mil_interpreter import MILProgram, MILUnsupportedError  # noqa: E402
+from emo.contract.runtimes.mil_interpreter import MILProgram, MILUnsupportedError  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -408,7 +408,7 @@ def test_unreachable_needs_the_exact_result_to_miss_and_the_interpreter_to_match
     """The xfail is granted only with both proofs: with the fp32 expectation it is (the fp16 weight is off by
     up to 2^-12 relative), with the exact result as the expectation it is not, and an interpreter 2e-3 off is not
     excused either."""
-    from emo.export import mil_interpreter
+    from emo.contract.runtimes import mil_interpreter
 
     program, feeds, expected = _fp16_weight_conv(tmp_path)
     out = next(iter(program.run(feeds).values()))

@@ -7,7 +7,7 @@ cover what that suite does not reach.
 import numpy as np
 import pytest
 
-from emo.export.mil_interpreter import (
+from emo.contract.runtimes.mil_interpreter import (
     OPS,
     OPS_IOS17,
     MILInterpreterError,

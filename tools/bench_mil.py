@@ -52,17 +52,22 @@ VERSIONS = ("before", "before, BLAS on 1 thread", "now")
 def code_of(version: str, before: types.SimpleNamespace):
     """Today's interpreter and loader, or the old ones in their place while the block runs ("before"), also with
     NumPy's BLAS held to one thread as today's interpreter holds it (to tell its share of the gain apart)."""
-    import emo.export.coreml as coreml
-    import emo.export.mil_interpreter as interpreter
+    import emo.contract.runtimes.mil_interpreter as interpreter
+    from emo.contract import runtimes
 
-    saved = coreml.load, interpreter.MILProgram
-    if version != "now":  # the old loader imports MILProgram from the module when it runs: the old one then
-        coreml.load, interpreter.MILProgram = before.coreml.load, before.mil.MILProgram
+    saved = runtimes.LOADERS["coreml"]
+    if version != "now":  # the old loader (NCHW in, its MILProgram imported when it runs) behind the loader table
+        def old_session(path, threads):
+            return runtimes.Session(runtimes.MIL_INTERPRETER, before.coreml.load(path, threads))
+
+        runtimes.LOADERS["coreml"] = (runtimes.Loader(runtimes.MIL_INTERPRETER, old_session),)
+        sys.modules["emo.export.mil_interpreter"] = before.mil  # where the old loader imports it from
     try:
         with interpreter._one_blas_thread() if version == "before, BLAS on 1 thread" else contextlib.nullcontext():
             yield
     finally:
-        coreml.load, interpreter.MILProgram = saved
+        runtimes.LOADERS["coreml"] = saved
+        sys.modules.pop("emo.export.mil_interpreter", None)
 
 
 def run_eval(artifact: str, data: str, limit: int) -> tuple[float, float, dict]:
@@ -82,7 +87,7 @@ def parity(artifact: Path, weights: str) -> dict[str, float]:
     """max |diff| and min cosine of the artifact's logits against the PyTorch model, on the parity images."""
     import torch
 
-    from emo.export.coreml import load
+    from emo.contract.runtimes import open_session
     from emo.export.parity import parity_inputs, reference_logits
     from emo.export.pipeline import build_model, contract_batch_and_size, read_sidecar
 
@@ -92,7 +97,8 @@ def parity(artifact: Path, weights: str) -> dict[str, float]:
     images = parity_inputs(size)
     with torch.no_grad():
         expected = reference_logits(model, images).astype(np.float64)
-    actual = np.concatenate([load(artifact)(images[i:i + 1]) for i in range(len(images))]).astype(np.float64)
+    run = open_session(artifact, "coreml").run
+    actual = np.concatenate([run(images[i:i + 1]) for i in range(len(images))]).astype(np.float64)
     cosine = (expected * actual).sum(1) / np.linalg.norm(expected, axis=1) / np.linalg.norm(actual, axis=1)
     return {"max_abs_diff": float(np.abs(actual - expected).max()), "cosine": float(cosine.min())}
 

@@ -187,6 +187,21 @@ def _integral(data: dict) -> None:
         data["size_bytes"] = whole(data["size_bytes"])
 
 
+def input_contract(contract: dict) -> InputContract:
+    """The typed input contract of a sidecar's ``input`` (one that passed the schema; emo-export also calls it on
+    the contract it is about to write, to feed the artifact before its sidecar exists)."""
+    shape, layout = contract["shape"], contract.get("layout", "NCHW")
+    h, w = (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
+    norm = contract["normalization"]
+    pre = contract.get("preprocessing") or {}
+    return InputContract(
+        name=contract.get("name", "image"), layout=layout, batch=None if shape[0] == "batch" else int(shape[0]),
+        height=int(h), width=int(w),
+        normalization=Normalization(tuple(norm["mean"]), tuple(norm["std"]), norm["in_graph"]),
+        preprocessing=Preprocessing(float(pre.get("crop_pct", CROP_PCT)), pre.get("interpolation", "bicubic"),
+                                    pre.get("resize", "shorter-side")))
+
+
 def validate(data, where: str) -> Sidecar:
     """The ``Sidecar`` of a parsed document, or ``SidecarError`` naming the first wrong field."""
     try:
@@ -195,22 +210,12 @@ def validate(data, where: str) -> Sidecar:
         raise SidecarError(str(e), e.field, e.reason) from None
     _rules(data, where)
     _integral(data)
-    contract = data["input"]
-    shape, layout = contract["shape"], contract.get("layout", "NCHW")
-    h, w = (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
-    norm = contract["normalization"]
-    pre = contract.get("preprocessing") or {}
     io = (data.get("quantization") or {}).get("io")
     output = data.get("output") or {}
     return Sidecar(
         variant=data["variant"], backend=data["backend"], precision=data["precision"], file=data["file"],
         sha256=data["sha256"], size_bytes=data.get("size_bytes"), num_classes=int(data["num_classes"]),
-        input=InputContract(
-            name=contract.get("name", "image"), layout=layout, batch=None if shape[0] == "batch" else int(shape[0]),
-            height=int(h), width=int(w),
-            normalization=Normalization(tuple(norm["mean"]), tuple(norm["std"]), norm["in_graph"]),
-            preprocessing=Preprocessing(float(pre.get("crop_pct", CROP_PCT)), pre.get("interpolation", "bicubic"),
-                                        pre.get("resize", "shorter-side"))),
+        input=input_contract(data["input"]),
         output_name=output.get("name", "logits"), output_kind=output.get("kind", "logits"),
         labels=tuple(data["labels"]["names"]) if data.get("labels") else None, examples=data.get("examples"),
         quantized_io={k: QuantizedIO(v["dtype"], float(v["scale"]), int(v["zero_point"])) for k, v in io.items()
