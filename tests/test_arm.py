@@ -19,7 +19,7 @@ import pytest
 
 from emo.errors import EMOError
 from emo.export import arm, cli
-from emo.runtime_bench import examples as examples_format
+from emo.contract import examples as examples_format
 from emo_testutil import REPO, assert_one_line_error, run_tool, snapshot, write_sidecar
 
 pytestmark = pytest.mark.arm
@@ -257,7 +257,7 @@ def test_arm_check_fails_when_the_outputs_are_wrong(fixture_artifacts, tmp_path,
         shutil.copy(path, tmp_path / path.name)
     data = json.loads(examples_format.examples_path(artifact).read_text())
     for example in data["examples"]:
-        logits = examples_format.decode_tensor(example["output"], "output")
+        logits = examples_format.decode_tensor(example["output"], "output", "test")
         example["output"] = examples_format.encode_tensor(-logits)
     examples_format.examples_path(artifact).write_text(json.dumps(data))
     assert cli.verify_main([str(artifact), "--arm", "cortex-a53"]) == 1

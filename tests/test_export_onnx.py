@@ -44,7 +44,9 @@ def test_sidecar(exported, stem):
     assert side["variant"] == "emo_1m" and side["precision"] == "fp32"
     assert side["input"] == {"name": "image", "shape": [1, 3, 224, 224], "dtype": "float32", "layout": "NCHW",
                              "range": [0.0, 1.0], "normalization": {"mean": [0.485, 0.456, 0.406],
-                                                                     "std": [0.229, 0.224, 0.225], "in_graph": True}}
+                                                                     "std": [0.229, 0.224, 0.225], "in_graph": True},
+                             "preprocessing": {"resize": "shorter-side", "crop_pct": 0.875,
+                                               "interpolation": "bicubic"}}
     assert side["output"] == {"name": "logits", "kind": "logits", "shape": [1, 1000]}
     assert side["weights"]["sha256"] == "c33b2c82313f1eaeca620a5fb3814c05ba62df0c288b992dbe7f8474ca08b2e7"
     assert len(side["labels"]["names"]) == 1000
