@@ -19,7 +19,11 @@ PINS := torch==2.13.0 onnx==1.23.2 onnxruntime==1.32.0 onnxruntime-qnn==2.7.0 on
         hypothesis==6.170.17 mediapipe==1.2.3
 
 # Debian packages the tests and the demo use (installed only where missing; CI runs as root on a fresh Debian 12).
-DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java debootstrap dataset-fashion-mnist
+DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java debootstrap dataset-fashion-mnist gcc
+
+# ai-edge-litert's Qualcomm compiler plugin (emo-export --format litert-npu) needs a libQnnLpai.so to load, which
+# onnxruntime-qnn does not ship; an empty one is enough for HTP targets (tools/qnn_lpai_stub.c says why)
+LPAI_STUB := $(VENV)/lib/emo-mobile/libQnnLpai.so
 
 # The web demo's npm packages (onnxruntime-web, @litertjs/core, playwright-core), exactly as package-lock.json pins
 # them; `npm ci` runs again only when the lockfile changes. Browsers are never downloaded: the tests and
@@ -29,13 +33,17 @@ WEB_STAMP := $(WEB)/node_modules/.npm-installed
 
 .PHONY: venv sysdeps web-deps swift-chroot demo test lint clean fixture
 
-venv: $(STAMP)
+venv: $(STAMP) $(LPAI_STUB)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	printf '%s\n' $(PINS) > $(VENV)/constraints.txt
 	$(BIN)/pip install --disable-pip-version-check -q -c $(VENV)/constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
+
+$(LPAI_STUB): tools/qnn_lpai_stub.c
+	@mkdir -p $(dir $@)
+	$(CC) -shared -fPIC -o $@ $<
 
 web-deps: $(WEB_STAMP)
 

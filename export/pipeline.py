@@ -94,6 +94,7 @@ class ExportResult:
     export_seconds: float | None = None
     size_bytes: int | None = None
     parity: Parity | None = None
+    coverage: dict | None = None  # an NPU compile: ops on the NPU / in all, partitions (backend_info.coverage)
 
     @property
     def ok(self) -> bool:
@@ -277,9 +278,14 @@ def artifact_logits(run, images: np.ndarray, batch: int, in_graph_normalization:
 
 def check_parity(backend: Backend, module, path: Path, reference: nn.Module, size: tuple[int, int], batch: int,
                  precision: str, in_graph_normalization: bool, probabilities: bool = False) -> Parity:
-    """Run the artifact in every runtime that can run it on this host and compare with the PyTorch model."""
-    if not getattr(module, "CAN_RUN_HERE", True):
-        return skipped(backend.runtime, precision, module.SKIP_REASON)
+    """Run the artifact in every runtime that can run it on this host and compare with the PyTorch model, at the
+    tolerance of the precision it computes in there (a module's ``PARITY_PRECISION``: litert-npu's fp32 artifacts
+    compute in fp16 on the HTP)."""
+    judged = getattr(module, "PARITY_PRECISION", {}).get(precision, precision)
+    reason = module.skip_reason(path) if hasattr(module, "skip_reason") else (
+        None if getattr(module, "CAN_RUN_HERE", True) else module.SKIP_REASON)
+    if reason:
+        return skipped(backend.runtime, judged, reason)
     images = parity_inputs(size)
     expected = reference_logits(reference, images, probabilities)
     runtimes = module.host_runtimes(path) if hasattr(module, "host_runtimes") else [(backend.runtime, module.load)]
@@ -290,9 +296,9 @@ def check_parity(backend: Backend, module, path: Path, reference: nn.Module, siz
         except EMOError:  # the artifact is refused (e.g. an unsafe archive): bad input, not a failed check
             raise
         except Exception as e:  # the runtime cannot execute the artifact: that is a failed check, not a crash
-            parities.append(failed(name, precision, f"runtime error: {first_line(e, limit=300)}"))
+            parities.append(failed(name, judged, f"runtime error: {first_line(e, limit=300)}"))
             continue
-        parities.append(compare(expected, actual, precision, name))
+        parities.append(compare(expected, actual, judged, name))
     return combine(parities)
 
 
@@ -300,6 +306,7 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
                     shared: dict | None = None) -> ExportResult:
     """Export one artifact, check its parity in its runtime, write it and its sidecar. Never raises for a
     converter or runtime failure: that is recorded in the result (and a log next to the artifact)."""
+    options = backend.options_for(options)
     precision = precision_for(backend, options.precision)
     module = backend.load_module()
     final = out / backend.filename(options.variant, precision)
@@ -379,7 +386,8 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
     write_json_atomic(examples, build_examples(sidecar, model, options.input_size), indent=None)
     side = sidecar_path(final)
     write_json_atomic(side, sidecar)
-    return ExportResult(backend.name, precision, final, side, parity.status, seconds, size, parity)
+    return ExportResult(backend.name, precision, final, side, parity.status, seconds, size, parity,
+                        facts.get("coverage"))
 
 
 def _remove_temporaries(out: Path, final: Path, tmp: Path) -> None:

@@ -156,9 +156,35 @@ def export(model: torch.nn.Module, example: torch.Tensor, path: Path, ctx) -> di
     }
 
 
-def load(path: Path, threads: int | None = None):
+def epcontext_model(partitions: list[tuple[str, bytes, list[str], list[str]]],
+                    inputs: list[tuple[str, int, list[int]]], outputs: list[tuple[str, int, list[int]]]
+                    ) -> onnx.ModelProto:
+    """An ONNX model of ``EPContext`` nodes, each holding a QNN context binary (embedded), as the QNN EP writes one
+    when it compiles: this is how context binaries made elsewhere (LiteRT's Qualcomm compiler plugin) run on the HTP
+    simulator here. ``partitions`` are (QNN graph name, context binary, input names, output names): the QNN EP finds
+    the graph by the node's name and binds tensors by name, so the names are those inside the binary. ``inputs`` and
+    ``outputs`` are the graph's, as (name, onnx.TensorProto dtype, shape)."""
+    nodes = [onnx.helper.make_node("EPContext", list(ins), list(outs), name=name, domain="com.microsoft",
+                                   main_context=1, embed_mode=1, ep_cache_context=binary, source="QNN",
+                                   partition_name=name)
+             for name, binary, ins, outs in partitions]
+    values = [[onnx.helper.make_tensor_value_info(name, dtype, shape) for name, dtype, shape in group]
+              for group in (inputs, outputs)]
+    graph = onnx.helper.make_graph(nodes, "emo_epcontext", values[0], values[1])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17),
+                                                        onnx.helper.make_opsetid("com.microsoft", 1)])
+
+
+def htp_session(model: Path | bytes, threads: int | None = None) -> ort.InferenceSession:
+    """A session on the HTP (simulator on x86-64) for a compiled model (EPContext), CPU fallback disabled: a node
+    the HTP does not run is an error, never a silent CPU run."""
     with captured_output(io.StringIO()):  # the EP's banner lines on load
-        sess = ort.InferenceSession(str(path), _session_options(compile_for_soc=False, threads=threads))
+        source = model if isinstance(model, bytes) else str(model)
+        return ort.InferenceSession(source, _session_options(compile_for_soc=False, threads=threads))
+
+
+def load(path: Path, threads: int | None = None):
+    sess = htp_session(path, threads)
     name = sess.get_inputs()[0].name
 
     def run(x: np.ndarray) -> np.ndarray:

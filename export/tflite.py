@@ -204,7 +204,10 @@ def read_metadata(path: Path) -> dict[str, str]:
     raise KeyError(f"{path} has no {METADATA_NAME} metadata")
 
 
-def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
+def convert(model: nn.Module, example: torch.Tensor, ctx, xnnpack_float_islands: bool = True) -> tuple[bytes, int]:
+    """Steps 1-4 of the recipe: the annotated .tflite bytes, before any TFLite Model Metadata, and how many int8
+    ops were made float islands for XNNPACK (``float_islands``; ``xnnpack_float_islands=False`` keeps the graph as
+    the quantizer made it, for a runtime other than XNNPACK)."""
     import litert_torch
 
     _register_window_lowerings()
@@ -220,11 +223,17 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
         converted = litert_torch.convert(_Named(model).eval(), sample_kwargs={"image": example})
     model_bytes = bytes(converted.model_content())
     unfused = 0
-    if ctx.precision == "int8":
+    if ctx.precision == "int8" and xnnpack_float_islands:
         model_bytes, unfused = float_islands(model_bytes)
     if ctx.precision == "fp16":
         model_bytes = _to_fp16_weights(model_bytes)
     model_bytes = _rename_and_annotate(model_bytes, {**ctx.metadata, "emo.layout": "NHWC" if nhwc else "NCHW"})
+    return model_bytes, unfused
+
+
+def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
+    model_bytes, unfused = convert(model, example, ctx)
+    nhwc = bool(ctx.options.backend_options.get("nhwc"))
     facts = {"tflite_metadata": "none: MediaPipe and ML model binding take NHWC images (export with --nhwc)"}
     if ctx.precision == "int8":
         facts["tflite_metadata"] = "none: the int8 input takes quantized values, not an image the metadata describes"
@@ -360,11 +369,11 @@ def graph_facts(path: Path) -> dict:
             "xnnpack_partitions": len(delegates), "xnnpack_whole_graph": bool(whole)}
 
 
-def load(path: Path, threads: int | None = None):
-    interpreter = _interpreter(path, threads)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+def adapt_io(invoke, inp: dict, out: dict):
+    """``run(x)`` for the pipeline (NCHW float32 images in [0, 1] or normalised, float logits out) around
+    ``invoke(raw) -> raw`` of a .tflite graph whose input may be NHWC and whose input and output may be integers
+    (the scale and zero point of ``inp`` / ``out``, details as the interpreter gives them)."""
     nhwc = int(inp["shape"][-1]) == 3 and int(inp["shape"][1]) != 3
-
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
     integer_in = np.dtype(inp["dtype"]).kind in "iu"
@@ -376,9 +385,19 @@ def load(path: Path, threads: int | None = None):
         if integer_in:  # a full-integer model: quantize the [0, 1] image with the input's scale and zero point
             info = np.iinfo(inp["dtype"])
             x = np.clip(np.round(x / in_scale) + in_zero, info.min, info.max).astype(inp["dtype"])
-        interpreter.set_tensor(inp["index"], np.ascontiguousarray(x, dtype=inp["dtype"]))
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"]).copy()
+        y = invoke(np.ascontiguousarray(x, dtype=inp["dtype"]))
         return (y.astype(np.float32) - out_zero) * out_scale if integer_out else y
 
     return run
+
+
+def load(path: Path, threads: int | None = None):
+    interpreter = _interpreter(path, threads)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+    def invoke(x: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"]).copy()
+
+    return adapt_io(invoke, inp, out)

@@ -1,0 +1,215 @@
+"""LiteRT on the NPU (``--format litert-npu``): emo_1m compiled for a Snapdragon (SM8650) by ai-edge-litert's AOT
+compiler with onnxruntime-qnn's QNN libraries, fp32 and int8, checked on the HTP simulator; coverage; the
+refusals (a vendor SDK that is missing, an unknown SoC, --soc for another format). Small exports (64x64, 4
+calibration images) keep this file to a few minutes on two shared cores."""
+
+import json
+
+import numpy as np
+import pytest
+
+from emo.export import cli
+from emo.export.backends import BACKENDS, parse_formats
+from emo.export.parity import TOLERANCES
+from emo_testutil import REF_CKPT, assert_one_line_error, need_reference, run_tool
+
+SIZE = "64"
+FP32 = "emo_1m_litert-npu-sm8650_fp32"
+INT8 = "emo_1m_litert-npu-sm8650_int8"
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory):
+    """The console script, SM8650 and MT6989 in one run: the Snapdragon compiles, the MediaTek SoC (no NeuroPilot
+    SDK here) is a failed row of the same run, with nothing written for it."""
+    need_reference()
+    out = tmp_path_factory.mktemp("npu_fp32")
+    proc = run_tool("emo-export", "--model", "emo_1m", "--weights", REF_CKPT, "--format", "litert-npu",
+                    "--soc", "sm8650,MT6989", "--input-size", SIZE, "--out", out, timeout=1800)
+    return proc, out
+
+
+@pytest.fixture(scope="module")
+def int8(tmp_path_factory):
+    need_reference()
+    out = tmp_path_factory.mktemp("npu_int8")
+    code = cli.export_main(["--model", "emo_1m", "--weights", str(REF_CKPT), "--format", "litert-npu",
+                            "--precision", "int8", "--calibration-count", "4", "--input-size", SIZE,
+                            "--out", str(out)])
+    return code, out
+
+
+def _side(out, stem):
+    return json.loads((out / f"{stem}.json").read_text())
+
+
+def _check_compiled(out, stem, precision):
+    """What every SM8650 artifact must show: the whole graph in one NPU partition, stamped for SM8650, checked on
+    the HTP simulator at the tolerance of the arithmetic it runs in, and what the phone needs."""
+    from emo.export.litert_npu import read_model, stamp
+
+    side = _side(out, stem)
+    info = side["backend_info"]
+    assert side["backend"] == "litert-npu" and side["precision"] == precision and side["file"] == f"{stem}.tflite"
+    assert side["input"]["layout"] == "NHWC" and side["input"]["shape"] == [1, 64, 64, 3]
+    coverage = info["coverage"]
+    assert coverage["ops"] > 300 and coverage["ops_on_npu"] == coverage["ops"] and coverage["ops_on_cpu"] == 0
+    assert coverage["npu_partitions"] == 1 and coverage["cpu_op_types"] == {}
+    assert coverage["compiler_report"] == [{"subgraph": 0, "ops_offloaded": coverage["ops"], "ops": coverage["ops"],
+                                            "partitions": 1}]  # the plugin's own count agrees with the file's
+    assert info["warnings"] == [] and 0 < info["compile_seconds"] < side["export_seconds"] + 1
+    assert info["target"] == {"soc_manufacturer": "Qualcomm", "soc_model": "SM8650", "htp_arch": "v75"}
+    phone = info["phone"]
+    assert phone["dispatch_library"] == "libLiteRtDispatch_Qualcomm.so" and phone["accelerator"] == "NPU"
+    assert phone["qnn_libraries"] == ["libQnnHtp.so", "libQnnSystem.so", "libQnnHtpV75Stub.so", "libQnnHtpV75Skel.so"]
+    assert phone["qnn_sdk"] and phone["play_feature_module"] == "qualcomm_runtime_v75"
+    assert "empty stand-in" in info["compiler"]["libQnnLpai"]
+    model = read_model(out / f"{stem}.tflite")  # one DISPATCH_OP holding the QNN context binary
+    assert stamp(model) == {"soc_manufacturer": "Qualcomm", "soc_model": "SM8650"}
+    assert len(model.subgraphs[0].operators) == 1
+    parity = side["parity"]
+    assert parity["status"] == "passed" and "HTP simulator" in parity["checked_with"]
+    assert info["cpu_reference"]["status"] == "passed"
+    assert info["cpu_reference"]["tolerance"] == TOLERANCES[precision]
+    examples = json.loads((out / f"{stem}.examples.json").read_text())
+    assert examples["tolerance"] == parity["tolerance"]  # the apps' self-test judges as the export did
+    return side
+
+
+def test_fp32_compiles_whole_and_matches_pytorch_on_the_htp_simulator(fp32):
+    proc, out = fp32
+    assert proc.returncode == 1, proc.stderr[-2000:]  # the MediaTek row failed: recorded, not raised
+    side = _check_compiled(out, FP32, "fp32")
+    parity = side["parity"]
+    # the HTP computes in fp16: the artifact is judged at the fp16 tolerance, and the sidecar says so
+    assert parity["tolerance"] == TOLERANCES["fp16"] and side["backend_info"]["parity_precision"].startswith("fp16")
+    assert 0 < parity["max_abs_diff"] < 0.05 and parity["cosine"] > 0.9999 and parity["top1_agreement"] == 1.0
+    reference = side["backend_info"]["cpu_reference"]  # the same graph before compilation, fp32 on the CPU
+    assert reference["max_abs_diff"] < 1e-4 < parity["max_abs_diff"]
+    row = next(line for line in proc.stdout.splitlines() if FP32 in line and line.startswith("litert-npu"))
+    n = side["backend_info"]["coverage"]["ops"]
+    assert f"{n}/{n} (1)" in row and row.endswith("passed")  # coverage in the table
+
+
+def test_a_missing_vendor_sdk_is_a_failed_row_among_several(fp32):
+    proc, out = fp32
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("litert-npu  -"))
+    assert "error: MT6989: the MediaTek NPU compiler needs the MediaTek NeuroPilot SDK" in row
+    assert "pip install ai-edge-litert-sdk-mediatek" in row
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"{FP32}.examples.json", f"{FP32}.json", f"{FP32}.tflite"]
+
+
+def test_int8_compiles_whole_and_matches_pytorch_on_the_htp_simulator(int8):
+    code, out = int8
+    assert code == 0
+    side = _check_compiled(out, INT8, "int8")
+    parity = side["parity"]
+    assert parity["tolerance"] == TOLERANCES["int8"] and parity["cosine"] > 0.999
+    io = side["quantization"]["io"]
+    assert io["input"]["dtype"] == "int8" and io["output"]["dtype"] == "int8"
+    assert side["quantization"]["calibration"]["count"] == 4
+
+
+def test_artifact_runs_on_the_htp_simulator_as_the_interpreter_runs_the_tflite(fp32):
+    """``load`` feeds NCHW float images in [0, 1] (the pipeline's form): NHWC and the EPContext wrapping are its
+    business; an input the graph cannot take is the runtime's error, not a silent wrong answer."""
+    from emo.export import litert_npu
+    from emo.export.parity import parity_inputs
+
+    _, out = fp32
+    run = litert_npu.load(out / f"{FP32}.tflite")
+    x = parity_inputs((64, 64))[:1]
+    y = run(x)
+    assert y.shape == (1, 1000) and y.dtype == np.float32 and np.isfinite(y).all()
+    with pytest.raises(Exception, match="(?i)shape|dimension|size"):
+        run(np.zeros((1, 3, 32, 32), np.float32))
+
+
+@pytest.mark.parametrize(("soc", "sdk"), [("MT6989", "MediaTek NeuroPilot SDK (libneuron_adapter.so)"),
+                                          ("tensor-g4", "Google Tensor ML SDK (liblitert_plugin_compiler.so)")])
+def test_a_vendor_sdk_that_is_missing_is_refused_cleanly(tmp_path, soc, sdk):
+    out = tmp_path / "out"
+    proc = run_tool("emo-export", "--model", "emo_1m", "--format", "litert-npu", "--soc", soc, "--out", out)
+    assert_one_line_error(proc, 2, f"the {sdk.split()[0]} NPU compiler needs the {sdk}, which is not installed")
+    assert not out.exists()  # refused before anything was written
+
+
+def test_unknown_soc_lists_the_known_ones(tmp_path, capsys):
+    code = cli.export_main(["--model", "emo_1m", "--format", "litert-npu", "--soc", "SM8650,SD888",
+                            "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "unknown --soc 'SD888'; choose from Qualcomm: " in err
+    assert all(name in err for name in ("SM8650", "SM8750", "MediaTek: ", "MT6989", "Google: ", "Tensor_G4"))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("args", "pattern"), [
+    (["--format", "onnx", "--soc", "SM8650"], "--soc is not available for onnx; it applies to: litert-npu"),
+    (["--format", "tflite,litert-npu", "--soc", "SM8650"], "--soc is not available for tflite"),
+    (["--format", "litert-npu", "--soc", " , "], "--soc is empty"),
+    (["--format", "litert-npu", "--precision", "fp16"], "litert-npu has no precision 'fp16'"),
+    (["--format", "litert-npu", "--dynamic-batch"], "--dynamic-batch is not available for litert-npu"),
+])
+def test_soc_and_options_a_format_lacks(tmp_path, capsys, args, pattern):
+    code = cli.export_main(["--model", "emo_1m", "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and pattern in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_socs_parse_case_and_separators_and_name_the_artifact():
+    from emo.export.backends import expand_targets
+    from emo.export.litert_npu import DEFAULT_SOCS, parse_socs
+
+    assert parse_socs("sm8650, SM8750,sm8650") == ["SM8650", "SM8750"]
+    assert parse_socs("tensor-g4") == ["Tensor_G4"] and parse_socs(None) == list(DEFAULT_SOCS)
+    backends = expand_targets(parse_formats("litert-npu"), "SM8750,Tensor_G4")
+    assert [b.filename("emo_1m", "int8") for b in backends] == ["emo_1m_litert-npu-sm8750_int8.tflite",
+                                                                "emo_1m_litert-npu-tensor-g4_int8.tflite"]
+    assert [dict(b.fixed_options) for b in backends] == [{"nhwc": True, "soc": "SM8750"},
+                                                         {"nhwc": True, "soc": "Tensor_G4"}]
+    assert "litert-npu" not in [b.name for b in parse_formats("all")]  # SoC-specific: asked for by name
+    assert "litert-npu" not in [b.name for b in parse_formats("all", "int8")]
+
+
+def test_missing_lpai_stand_in_names_the_fix(monkeypatch, tmp_path):
+    from emo.errors import EMOError
+    from emo.export import litert_npu
+    from emo.export.backends import expand_targets
+
+    monkeypatch.setattr(litert_npu, "LPAI_STUB", tmp_path / "nowhere" / "libQnnLpai.so")
+    (backend,) = expand_targets([BACKENDS["litert-npu"]], "SM8650")
+    with pytest.raises(EMOError, match=r"needs a libQnnLpai.so to load.*`make venv`, or: cc -shared"):
+        litert_npu.check_backend(backend)
+
+
+def test_ops_left_on_the_cpu_are_counted_and_warned(fp32):
+    """A partial compile (here: an op added to the compiled graph) is reported: the ops outside a DISPATCH_OP, their
+    types, a warning; and the HTP simulator, which runs only NPU partitions, is skipped with that reason."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from emo.export import litert_npu
+
+    _, out = fp32
+    compiled = litert_npu.read_model(out / f"{FP32}.tflite")
+    source_ops = _side(out, FP32)["backend_info"]["coverage"]["ops"]
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.TANH
+    compiled.operatorCodes.append(code)
+    tanh = schema.OperatorT()
+    tanh.opcodeIndex, tanh.inputs, tanh.outputs = len(compiled.operatorCodes) - 1, [1], [1]
+    compiled.subgraphs[0].operators.append(tanh)
+    source = litert_npu.read_model(out / f"{FP32}.tflite")
+    source.subgraphs[0].operators = source.subgraphs[0].operators * source_ops  # stands in for the uncompiled graph
+    covered = litert_npu.coverage(source, compiled)
+    assert covered["ops_on_cpu"] == 1 and covered["cpu_op_types"] == {"TANH": 1}
+    assert covered["ops_on_npu"] == source_ops - 1 and covered["npu_partitions"] == 1
+    reference = {"status": "passed"}
+    (warning,) = litert_npu._warnings(covered, reference, litert_npu.VENDORS["qualcomm"])
+    assert warning.startswith(f"1 of {source_ops} ops stay on the CPU (TANH x1)")
+    partial = out.parent / "partial.tflite"
+    partial.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(compiled)))
+    assert "1 ops stay on the CPU (TANH)" in litert_npu.skip_reason(partial)
