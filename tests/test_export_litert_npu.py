@@ -185,31 +185,41 @@ def test_missing_lpai_stand_in_names_the_fix(monkeypatch, tmp_path):
         litert_npu.check_backend(backend)
 
 
-def test_ops_left_on_the_cpu_are_counted_and_warned(fp32):
-    """A partial compile (here: an op added to the compiled graph) is reported: the ops outside a DISPATCH_OP, their
-    types, a warning; and the HTP simulator, which runs only NPU partitions, is skipped with that reason."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
+def _with_atan2(tmp_path) -> bytes:
+    """A tiny .tflite whose middle op (ATAN2) the Qualcomm compiler plugin does not take."""
+    import litert_torch
+    import torch
 
+    class Partial(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.b(torch.atan2(y, y * 0.5 + 1.0))
+
+    return bytes(litert_torch.convert(Partial().eval(), (torch.rand(1, 3, 16, 16),)).model_content())
+
+
+def test_ops_left_on_the_cpu_are_counted_shown_and_warned(tmp_path, monkeypatch, capsys):
+    """A real partial compile: ATAN2 stays on the CPU between two NPU partitions. emo-export says so in the table,
+    on stderr and in the sidecar, and skips the HTP simulator (it runs NPU partitions only) with that reason."""
     from emo.export import litert_npu
 
-    _, out = fp32
-    compiled = litert_npu.read_model(out / f"{FP32}.tflite")
-    source_ops = _side(out, FP32)["backend_info"]["coverage"]["ops"]
-    code = schema.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.TANH
-    compiled.operatorCodes.append(code)
-    tanh = schema.OperatorT()
-    tanh.opcodeIndex, tanh.inputs, tanh.outputs = len(compiled.operatorCodes) - 1, [1], [1]
-    compiled.subgraphs[0].operators.append(tanh)
-    source = litert_npu.read_model(out / f"{FP32}.tflite")
-    source.subgraphs[0].operators = source.subgraphs[0].operators * source_ops  # stands in for the uncompiled graph
-    covered = litert_npu.coverage(source, compiled)
-    assert covered["ops_on_cpu"] == 1 and covered["cpu_op_types"] == {"TANH": 1}
-    assert covered["ops_on_npu"] == source_ops - 1 and covered["npu_partitions"] == 1
-    reference = {"status": "passed"}
-    (warning,) = litert_npu._warnings(covered, reference, litert_npu.VENDORS["qualcomm"])
-    assert warning.startswith(f"1 of {source_ops} ops stay on the CPU (TANH x1)")
-    partial = out.parent / "partial.tflite"
-    partial.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(compiled)))
-    assert "1 ops stay on the CPU (TANH)" in litert_npu.skip_reason(partial)
+    partial = _with_atan2(tmp_path)
+    monkeypatch.setattr(litert_npu, "_convert", lambda model, example, ctx: partial)  # compile this graph instead
+    monkeypatch.setattr(litert_npu, "_cpu_reference", lambda model, source, ctx: {"status": "passed"})
+    code = cli.export_main(["--model", "emo_1m", "--format", "litert-npu", "--input-size", SIZE,
+                            "--out", str(tmp_path / "o")])
+    captured = capsys.readouterr()
+    assert code == 0  # skipped is not a failure; the warning says what the NPU did not take
+    stem = "emo_1m_litert-npu-sm8650_fp32"
+    covered = _side(tmp_path / "o", stem)["backend_info"]["coverage"]
+    assert covered["ops"] == 7 and covered["ops_on_npu"] == 6 and covered["ops_on_cpu"] == 1
+    assert covered["npu_partitions"] == 2 and covered["cpu_op_types"] == {"ATAN2": 1}
+    assert covered["compiler_report"] == [{"subgraph": 0, "ops_offloaded": 6, "ops": 7, "partitions": 2}]
+    row = next(line for line in captured.out.splitlines() if stem in line)
+    assert "6/7 (2)" in row and "skipped: 1 ops stay on the CPU (ATAN2)" in row
+    warning = next(line for line in captured.err.splitlines() if line.startswith("WARNING: " + stem))
+    assert "1 of 7 ops stay on the CPU (ATAN2 x1): the Qualcomm NPU compiler did not take them" in warning
