@@ -3,7 +3,8 @@ LiteRT's ``CompiledModel`` with ``Accelerator.NPU``.
 
 Recipe (one artifact per ``--soc``):
 1. The .tflite of the TFLite backend (``emo.export.tflite.convert``: the same deploy form, int8 recipe and
-   calibration), NHWC because Android camera frames arrive channel-last, converted once per run for every SoC.
+   calibration), NHWC because Android camera frames arrive channel-last, converted once per run for every SoC;
+   a PAD of the innermost axis's end becomes a concatenation (``pad_by_concatenation``: the HTP pads it wrongly).
    Its CPU reference: the LiteRT interpreter runs it against PyTorch at the precision's own tolerance (sidecar).
 2. ``aot_compile`` for the SoC in a child process (``_compile_main``) whose library path holds the vendor's
    compiler libraries; nothing in this process changes. For Snapdragon those are the x86-64 QNN libraries that
@@ -236,15 +237,100 @@ def coverage(source, compiled) -> dict:
             "ops_before_compile": dict(sorted(Counter(before).items()))}
 
 
-def _convert(model, example, ctx) -> bytes:
-    """The .tflite bytes, once per run: every SoC compiles the same model. The int8 graph stays as the quantizer
-    made it (no float islands: those are for XNNPACK, and the NPU runs int8 GELU)."""
+def pad_by_concatenation(model_bytes: bytes) -> tuple[bytes, int]:
+    """Rewrite each ``PAD`` that pads the innermost axis at its end, (0, r), as that PAD without it followed by a
+    CONCATENATION with a constant block of the pad value (zero, or the zero point of an integer tensor): the same
+    values, and the HTP writes every padded element itself.
+
+    Why: on the HTP (simulator, QNN 2.51 through ai-edge-litert 2.3.0's Qualcomm plugin) a PAD of the innermost axis
+    at its end fills the padding with stale values instead of the pad value (a one-conv repro, float and int8;
+    padding an outer axis comes out right). litert-torch's int8 graphs pad EMO's attention windows on NCHW tensors,
+    (0, 3) on W for [1, C, 4, 4] -> [1, C, 7, 7] in stage 4 at 112x112: random-init emo_1m int8 at 112 ended at
+    cosine 0.62 against PyTorch. Returns the model and how many PADs were rewritten."""
+    import copy
+
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    schema = _schema()
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    pad_codes = {i for i, c in enumerate(model.operatorCodes)
+                 if max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.PAD}
+    numpy_type = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT8: np.int8,
+                  schema.TensorType.UINT8: np.uint8, schema.TensorType.INT16: np.int16}
+
+    def constant(subgraph, values: np.ndarray, like=None, name: bytes = b"") -> int:
+        buffer = schema.BufferT()
+        buffer.data = np.ascontiguousarray(values).view(np.uint8).ravel()
+        model.buffers.append(buffer)
+        tensor = copy.deepcopy(like) if like is not None else schema.TensorT()
+        if like is None:
+            tensor.type = schema.TensorType.INT32
+        tensor.shape, tensor.buffer, tensor.name, tensor.shapeSignature = list(values.shape), \
+            len(model.buffers) - 1, name, None
+        subgraph.tensors.append(tensor)
+        return len(subgraph.tensors) - 1
+
+    concat_code = None
+    rewritten = 0
+    for subgraph in model.subgraphs:
+        operators = []
+        for op in subgraph.operators:
+            data = (model.buffers[subgraph.tensors[op.inputs[1]].buffer].data
+                    if op.opcodeIndex in pad_codes else None)
+            paddings = None if data is None else np.frombuffer(bytes(data), dtype=np.int32).reshape(-1, 2).copy()
+            out = subgraph.tensors[op.outputs[0]]
+            if paddings is None or paddings[-1, 1] == 0 or out.type not in numpy_type:
+                operators.append(op)
+                continue
+            if concat_code is None:
+                code = schema.OperatorCodeT()
+                code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CONCATENATION
+                code.version = 1
+                model.operatorCodes.append(code)
+                concat_code = len(model.operatorCodes) - 1
+            r = int(paddings[-1, 1])
+            zero = int(out.quantization.zeroPoint[0]) if out.quantization is not None and \
+                out.quantization.zeroPoint is not None and len(out.quantization.zeroPoint) else 0
+            block = np.full([*(int(d) for d in out.shape[:-1]), r], zero, dtype=numpy_type[out.type])
+            final = op.outputs[0]
+            inputs = []
+            if paddings.any() and (paddings[:-1].any() or paddings[-1, 0]):
+                narrower = copy.deepcopy(out)
+                narrower.shape = [*out.shape[:-1], int(out.shape[-1]) - r]
+                narrower.name = (out.name or b"") + b"/before_end_pad"
+                narrower.buffer, narrower.shapeSignature = 0, None
+                subgraph.tensors.append(narrower)
+                op.outputs = [len(subgraph.tensors) - 1]
+                paddings[-1, 1] = 0
+                op.inputs = [op.inputs[0], constant(subgraph, paddings, name=b"emo_pad_without_end"), *op.inputs[2:]]
+                operators.append(op)
+                inputs.append(op.outputs[0])
+            else:  # the PAD only padded the end of the innermost axis: the concatenation replaces it
+                inputs.append(op.inputs[0])
+            joined = schema.OperatorT()
+            joined.opcodeIndex = concat_code
+            joined.inputs = [*inputs, constant(subgraph, block, like=out, name=(out.name or b"") + b"/end_pad")]
+            joined.outputs = [final]
+            joined.builtinOptionsType = schema.BuiltinOptions.ConcatenationOptions
+            joined.builtinOptions = schema.ConcatenationOptionsT()
+            joined.builtinOptions.axis = len(out.shape) - 1
+            operators.append(joined)
+            rewritten += 1
+        subgraph.operators = operators
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), rewritten
+
+
+def _convert(model, example, ctx) -> tuple[bytes, int]:
+    """The .tflite bytes, once per run (every SoC compiles the same model), and how many end paddings became
+    concatenations (``pad_by_concatenation``). The int8 graph is otherwise as the quantizer made it (no float
+    islands: those are for XNNPACK, and the NPU runs int8 GELU)."""
     from emo.export import tflite
 
     key = ("litert-npu", ctx.precision, tuple(example.shape), ctx.options.normalize)
     if ctx.shared.get("litert_npu_key") != key:
         model_bytes, _ = tflite.convert(model, example, ctx, xnnpack_float_islands=False)
-        ctx.shared.update(litert_npu_key=key, litert_npu_tflite=model_bytes, litert_npu_reference=None)
+        model_bytes, rewritten = pad_by_concatenation(model_bytes)
+        ctx.shared.update(litert_npu_key=key, litert_npu_tflite=(model_bytes, rewritten), litert_npu_reference=None)
     return ctx.shared["litert_npu_tflite"]
 
 
@@ -370,7 +456,8 @@ def export(model, example, path: Path, ctx) -> dict:
     vendor = vendor_of(soc)
     with tempfile.TemporaryDirectory(prefix=".emo-litert-npu-", dir=path.parent) as tmp:
         source = Path(tmp) / "model.tflite"
-        source.write_bytes(_convert(model, example, ctx))                    # 1. the .tflite, its CPU reference
+        model_bytes, end_pads = _convert(model, example, ctx)               # 1. the .tflite, its CPU reference
+        source.write_bytes(model_bytes)
         reference = _cpu_reference(model, source, ctx)
         start = time.perf_counter()
         compiled, report = _compile(source, vendor, soc, Path(tmp))         # 2. compiled for the SoC's NPU
@@ -391,6 +478,7 @@ def export(model, example, path: Path, ctx) -> dict:
     facts = {"layout": "NHWC", "target": {"soc_manufacturer": vendor.name, "soc_model": soc},
              "coverage": covered, "compile_seconds": round(compile_seconds, 3), "compiler": _compiler_facts(vendor),
              "phone": phone_requirements(vendor, soc), "cpu_reference": reference,
+             "graph_rewrites": {"end_pad_as_concatenation": end_pads},
              "warnings": _warnings(covered, reference, vendor)}
     if vendor.aot == "qualcomm":
         facts["target"]["htp_arch"] = HTP_ARCH.get(soc)

@@ -84,6 +84,7 @@ def test_fp32_compiles_whole_and_matches_pytorch_on_the_htp_simulator(fp32):
     # the HTP computes in fp16: the artifact is judged at the fp16 tolerance, and the sidecar says so
     assert parity["tolerance"] == TOLERANCES["fp16"] and side["backend_info"]["parity_precision"].startswith("fp16")
     assert 0 < parity["max_abs_diff"] < 0.05 and parity["cosine"] > 0.9999 and parity["top1_agreement"] == 1.0
+    assert side["backend_info"]["graph_rewrites"] == {"end_pad_as_concatenation": 0}  # fp32 pads channel-last
     reference = side["backend_info"]["cpu_reference"]  # the same graph before compilation, fp32 on the CPU
     assert reference["max_abs_diff"] < 1e-4 < parity["max_abs_diff"]
     row = next(line for line in proc.stdout.splitlines() if FP32 in line and line.startswith("litert-npu"))
@@ -106,6 +107,8 @@ def test_int8_compiles_whole_and_matches_pytorch_on_the_htp_simulator(int8):
     side = _check_compiled(out, INT8, "int8")
     parity = side["parity"]
     assert parity["tolerance"] == TOLERANCES["int8"] and parity["cosine"] > 0.999
+    # at 64x64 stages 3 and 4 pad their 4x4 and 2x2 maps to 7x7 windows, on NCHW tensors in the int8 graph
+    assert side["backend_info"]["graph_rewrites"]["end_pad_as_concatenation"] >= 2
     io = side["quantization"]["io"]
     assert io["input"]["dtype"] == "int8" and io["output"]["dtype"] == "int8"
     assert side["quantization"]["calibration"]["count"] == 4
@@ -208,7 +211,7 @@ def test_ops_left_on_the_cpu_are_counted_shown_and_warned(tmp_path, monkeypatch,
     from emo.export import litert_npu
 
     partial = _with_atan2(tmp_path)
-    monkeypatch.setattr(litert_npu, "_convert", lambda model, example, ctx: partial)  # compile this graph instead
+    monkeypatch.setattr(litert_npu, "_convert", lambda model, example, ctx: (partial, 0))  # compile this instead
     monkeypatch.setattr(litert_npu, "_cpu_reference", lambda model, source, ctx: {"status": "passed"})
     code = cli.export_main(["--model", "emo_1m", "--format", "litert-npu", "--input-size", SIZE,
                             "--out", str(tmp_path / "o")])
@@ -223,3 +226,54 @@ def test_ops_left_on_the_cpu_are_counted_shown_and_warned(tmp_path, monkeypatch,
     assert "6/7 (2)" in row and "skipped: 1 ops stay on the CPU (ATAN2)" in row
     warning = next(line for line in captured.err.splitlines() if line.startswith("WARNING: " + stem))
     assert "1 of 7 ops stay on the CPU (ATAN2 x1): the Qualcomm NPU compiler did not take them" in warning
+
+
+def test_end_padding_of_the_innermost_axis_becomes_a_concatenation(tmp_path):
+    """The HTP fills a PAD of the innermost axis's end with stale values (litert-torch's int8 graphs pad EMO's
+    windows so, on NCHW tensors); the export writes those pads as concatenations of the pad value. Same values on
+    the CPU, right values on the HTP simulator; and the raw PAD is still wrong there (when this assertion fails,
+    the HTP was fixed and ``pad_by_concatenation`` can go)."""
+    import litert_torch
+    import torch
+    import torch.nn.functional as F
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from emo.export import litert_npu, tflite
+
+    class WindowPad(torch.nn.Module):  # EMO's stage-4 window pad at 112x112: 4x4 -> 7x7, at the end of H and W
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(8, 16, 1), torch.nn.Conv2d(16, 16, 1)
+
+        def forward(self, x):
+            return self.b(F.pad(self.a(x) + 0.3, (0, 3, 0, 3)))
+
+    torch.manual_seed(0)
+    example = torch.rand(1, 8, 4, 4)
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    prepared = prepare_pt2e(torch.export.export(WindowPad().eval(), (example,)).module(), quantizer)
+    for _ in range(4):
+        prepared(torch.rand(1, 8, 4, 4))
+    converted = litert_torch.convert(convert_pt2e(prepared, fold_quantize=False), (example,),
+                                     quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    raw = tmp_path / "raw.tflite"
+    raw.write_bytes(converted.model_content())
+    assert "PAD" in litert_npu._op_names(litert_npu.read_model(raw))
+    rewritten_bytes, count = litert_npu.pad_by_concatenation(raw.read_bytes())
+    rewritten = tmp_path / "rewritten.tflite"
+    rewritten.write_bytes(rewritten_bytes)
+    assert count == 1 and "CONCATENATION" in litert_npu._op_names(litert_npu.read_model(rewritten))
+    x = np.random.default_rng(1).random((1, 8, 4, 4), dtype=np.float32)
+    cpu = tflite.load(raw)(x)
+    assert np.array_equal(tflite.load(rewritten)(x), cpu)  # an exact rewrite
+
+    def on_htp(path):
+        work = tmp_path / f"work_{path.stem}"
+        work.mkdir()
+        compiled, _ = litert_npu._compile(path, litert_npu.VENDORS["qualcomm"], "SM8650", work)
+        return litert_npu.load(compiled)(x)
+
+    assert np.abs(on_htp(rewritten) - cpu).max() < 0.05  # int8 rounding of the HTP
+    assert np.abs(on_htp(raw) - cpu).max() > 0.3  # the HTP's own PAD: stale values in the padding
