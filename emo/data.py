@@ -130,7 +130,11 @@ def check_class_name(name: str, where: str = "class name") -> None:
     """
     control = CONTROL.search(name) if isinstance(name, str) else None
     if control:
-        raise EMOError(f"{where} {name!r} contains the control character U+{ord(control.group()):04X}; a class name "
+        char = control.group()
+        if ord(char) in BIDI_CONTROLS:
+            raise EMOError(f"{where} {name!r} contains U+{ord(char):04X} (a bidirectional control: the name would "
+                           "display as other text); rename it")
+        raise EMOError(f"{where} {name!r} contains the control character U+{ord(char):04X}; a class name "
                        "must be one line of printable text: rename it")
     problem = label_problem(name)
     if problem:
@@ -141,6 +145,10 @@ def check_class_name(name: str, where: str = "class name") -> None:
                        "file name); rename it")
     if name != name.strip():
         raise EMOError(f"{where} {name!r} begins or ends with whitespace; rename it without the padding")
+
+
+# the bidirectional controls (ALM, LRM, RLM, LRE..RLO, LRI..PDI): a name holding one displays as other text
+BIDI_CONTROLS = frozenset([0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
 
 
 def check_class_names(names, where: str) -> tuple[str, ...]:

@@ -491,8 +491,15 @@ def stop_on_first_signal() -> Iterator[None]:
             stopping.append(signum)
             raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    with _on_stop_signals(handler):
-        yield
+    try:
+        with _on_stop_signals(handler):
+            yield
+    finally:
+        if stopping and threading.current_thread() is threading.main_thread():
+            # the process is on its way out with 130/143: a further Ctrl-C must not kill it before that exit code
+            # (Python restores SIG_DFL for handled signals when it shuts down; an ignored one stays ignored)
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, signal.SIG_IGN)
 
 
 def save_atomic(obj: dict, path: Path) -> None:

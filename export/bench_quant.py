@@ -30,6 +30,7 @@ import numpy as np
 
 import emo
 from emo.contract.output import captured_output
+from emo.contract.runtimes import open_session
 from emo.errors import EMOError
 from emo.export.backends import BACKENDS
 from emo.export.bench_deploy import add_timing_arguments, measure, timing_arguments_ok
@@ -128,7 +129,7 @@ def _run(args, runtimes: list[str]) -> int:
         x = {args.size: np.random.default_rng(0).random((1, 3, args.size, args.size), dtype=np.float32)}
         times = {}
         for r in runtimes:  # one runtime's sessions at a time: idle sessions' spinning thread pools steal the CPU
-            runners = {(r, p, args.size): runtimes.open_session(results[(r, p)][0], r, args.threads).run
+            runners = {(r, p, args.size): open_session(results[(r, p)][0], r, args.threads).run
                        for p in PRECISIONS}
             times.update(measure(runners, x, args.rounds, args.warmup, args.per_turn, args.settle))
             del runners

@@ -32,13 +32,20 @@ def _fmt(value, spec: str) -> str:
 
 def results_table(results) -> str:
     rows = []
+    npu = any(r.coverage for r in results)  # an NPU compile: how much of the graph the NPU took
     for r in results:
         p = r.parity
         rows.append([r.backend, r.path.name if r.path else "-",
                      _fmt(r.size_bytes / 1e6 if r.size_bytes else None, ".2f"), _fmt(r.export_seconds, ".1f"),
                      _fmt(p.max_abs_diff if p else None, ".2e"), _fmt(p.cosine if p else None, ".6f"),
-                     _fmt(p.top1_agreement if p else None, ".0%"), r.status])
-    return format_table(rows, ["format", "file", "MB", "export s", "max|diff|", "cosine", "top-1", "status"])
+                     _fmt(p.top1_agreement if p else None, ".0%")]
+                    + ([_coverage(r.coverage)] if npu else []) + [r.status])
+    header = ["format", "file", "MB", "export s", "max|diff|", "cosine", "top-1"]
+    return format_table(rows, header + (["NPU ops (partitions)"] if npu else []) + ["status"])
+
+
+def _coverage(c: dict | None) -> str:
+    return "-" if not c else f"{c['ops_on_npu']}/{c['ops']} ({c['npu_partitions']})"
 
 
 # ----------------------------------------------------------------------------------------------------- emo-export
@@ -63,6 +70,8 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-normalize", action="store_true",
                    help="the graph takes already-normalised input (default: RGB in [0, 1], normalised in the graph)")
     p.add_argument("--nhwc", action="store_true", help="channel-last input (tflite), as Android camera frames arrive")
+    p.add_argument("--soc", help="litert-npu: the phone SoC(s) to compile for, comma-separated, one artifact each "
+                   "(default SM8650; e.g. SM8650,SM8750; MediaTek MT6989 and Google Tensor_G4 need their vendor SDK)")
     p.add_argument("--image-input", action="store_true",
                    help="coreml: take an RGB image (ImageType) so an app can pass a CVPixelBuffer")
     p.add_argument("--classifier", action="store_true",
@@ -80,7 +89,7 @@ def _export_parser() -> argparse.ArgumentParser:
 @one_line_errors
 def export_main(argv: list[str] | None = None) -> int:
     from emo.data import read_labels_file
-    from emo.export.backends import QUANTIZED, check_options, parse_formats, precision_for
+    from emo.export.backends import QUANTIZED, check_options, expand_targets, parse_formats, precision_for
     from emo.export.pipeline import ExportOptions, export_all, prepare_run
     from emo.model import VARIANTS
 
@@ -98,8 +107,10 @@ def export_main(argv: list[str] | None = None) -> int:
     flags = [flag for flag, given in (("--dynamic-batch", args.dynamic_batch), ("--nhwc", args.nhwc),
                                       ("--image-input", args.image_input), ("--classifier", args.classifier),
                                       ("--min-target", args.min_target is not None),
-                                      ("--ort-style", args.ort_style is not None)) if given]
+                                      ("--ort-style", args.ort_style is not None), ("--soc", args.soc is not None))
+             if given]
     check_options(backends, precision=args.precision, flags=flags)
+    backends = expand_targets(backends, args.soc)  # litert-npu: one backend (one artifact) per --soc
     if args.min_target is not None:
         from emo.export.coreml import check_target
         check_target(args.min_target, args.precision)
@@ -157,6 +168,10 @@ def export_main(argv: list[str] | None = None) -> int:
         errors = (quantization or {}).get("layer_errors")
         if errors:
             print("\n".join(layer_error_lines(r.path.name, errors)))
+    for r in results:  # what a backend wants seen (litert-npu: ops the NPU left to the CPU), also in the sidecar
+        info = json.loads(r.sidecar.read_text()).get("backend_info") if r.sidecar else None
+        for warning in (info or {}).get("warnings", []):
+            print(f"WARNING: {r.path.name}: {warning}", file=sys.stderr)
     return 0 if all(r.ok for r in results) else EXIT_FAILED
 
 
@@ -246,7 +261,7 @@ def predict_main(argv: list[str] | None = None) -> int:
             raise EMOError(f"artifact not found: {artifact}")
         side = read_sidecar(artifact)
         backend = sidecar_backend(side)
-        reason = runtimes.cannot_run_here(backend.name)
+        reason = runtimes.refusal(artifact, backend.name)
         if reason:
             print(f"emo-predict: {artifact.name} cannot run on this host: {reason}", file=sys.stderr)
             return EXIT_NOT_CHECKED

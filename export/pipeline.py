@@ -34,6 +34,7 @@ from emo.contract import jsonio, runtimes
 from emo.contract import sidecar as sidecar_contract
 from emo.contract.examples import examples_path
 from emo.contract.output import captured_output
+from emo.contract.pt2 import UnsafeArchiveError
 from emo.contract.sidecar import sidecar_path
 from emo.contract.text import label_problem
 from emo.contract.vocabulary import QUANTIZED as QUANTIZED_PRECISIONS
@@ -100,6 +101,7 @@ class ExportResult:
     export_seconds: float | None = None
     size_bytes: int | None = None
     parity: Parity | None = None
+    coverage: dict | None = None  # an NPU compile: ops on the NPU / in all, partitions (backend_info.coverage)
 
     @property
     def ok(self) -> bool:
@@ -290,17 +292,19 @@ def check_parity(backend: Backend, path: Path, reference: nn.Module, size: tuple
                  precision: str, contract: dict, probabilities: bool = False) -> Parity:
     """Run the artifact in every runtime that runs it on this host (the contract's loader table) and compare with
     the PyTorch model."""
-    reason = runtimes.cannot_run_here(backend.name)
+    reason = runtimes.refusal(path, backend.name)
     if reason:
         return skipped(backend.runtime, precision, reason)
     images = parity_inputs(size)
     expected = reference_logits(reference, images, probabilities)
     parities = []
-    for loader in runtimes.here(backend.name):
+    for loader in runtimes.runnable(path, backend.name):
         try:
             actual = artifact_logits(loader.open(path, None), images, batch, contract)
-        except EMOError:  # the artifact is refused (e.g. an unsafe archive): bad input, not a failed check
+        except EMOError:  # the artifact is refused: bad input, not a failed check
             raise
+        except UnsafeArchiveError as e:  # a .pt2 whose loading would run code: refused, bad input
+            raise EMOError(str(e)) from None
         except Exception as e:  # the runtime cannot execute the artifact: that is a failed check, not a crash
             parities.append(failed(loader.runtime, precision, f"runtime error: {first_line(e, limit=300)}"))
             continue
@@ -312,6 +316,7 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
                     shared: dict | None = None) -> ExportResult:
     """Export one artifact, check its parity in its runtime, write it and its sidecar. Never raises for a
     converter or runtime failure: that is recorded in the result (and a log next to the artifact)."""
+    options = backend.options_for(options)
     precision = precision_for(backend, options.precision)
     module = backend.load_module()
     final = out / backend.filename(options.variant, precision)
@@ -400,7 +405,8 @@ def export_artifact(options: ExportOptions, backend: Backend, out: Path, model: 
         remove(final)
         remove(examples)
         raise EMOError(str(e)) from None
-    return ExportResult(backend.name, precision, final, side, parity.status, seconds, size, parity)
+    return ExportResult(backend.name, precision, final, side, parity.status, seconds, size, parity,
+                        facts.get("coverage"))
 
 
 def _remove_temporaries(out: Path, final: Path, tmp: Path) -> None:

@@ -205,7 +205,10 @@ def read_metadata(path: Path) -> dict[str, str]:
     raise KeyError(f"{path} has no {METADATA_NAME} metadata")
 
 
-def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
+def convert(model: nn.Module, example: torch.Tensor, ctx, xnnpack_float_islands: bool = True) -> tuple[bytes, int]:
+    """Steps 1-4 of the recipe: the annotated .tflite bytes, before any TFLite Model Metadata, and how many int8
+    ops were made float islands for XNNPACK (``float_islands``; ``xnnpack_float_islands=False`` keeps the graph as
+    the quantizer made it, for a runtime other than XNNPACK)."""
     import litert_torch
 
     _register_window_lowerings()
@@ -221,11 +224,17 @@ def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
         converted = litert_torch.convert(_Named(model).eval(), sample_kwargs={"image": example})
     model_bytes = bytes(converted.model_content())
     unfused = 0
-    if ctx.precision == "int8":
+    if ctx.precision == "int8" and xnnpack_float_islands:
         model_bytes, unfused = float_islands(model_bytes)
     if ctx.precision == "fp16":
         model_bytes = _to_fp16_weights(model_bytes)
     model_bytes = _rename_and_annotate(model_bytes, {**ctx.metadata, "emo.layout": "NHWC" if nhwc else "NCHW"})
+    return model_bytes, unfused
+
+
+def export(model: nn.Module, example: torch.Tensor, path: Path, ctx) -> dict:
+    model_bytes, unfused = convert(model, example, ctx)
+    nhwc = bool(ctx.options.backend_options.get("nhwc"))
     facts = {"tflite_metadata": "none: MediaPipe and ML model binding take NHWC images (export with --nhwc)"}
     if ctx.precision == "int8":
         facts["tflite_metadata"] = "none: the int8 input takes quantized values, not an image the metadata describes"

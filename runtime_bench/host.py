@@ -28,7 +28,10 @@ APPLE_ONLY = {"coreml": "Core ML artifacts run with --device mac (macOS) or ios"
               "executorch-coreml": "Core ML-delegated .pte files run on Apple devices only (--device ios)",
               # not Apple, but the same answer: the host has only the HTP *simulator*, whose speed says nothing
               "qnn": "QNN HTP artifacts run on a Snapdragon phone (--device adb, onnxruntime_perf_test -e qnn) or "
-                     "AI Hub; this host only simulates the HTP, so its latency would mean nothing"}
+                     "AI Hub; this host only simulates the HTP, so its latency would mean nothing",
+              "litert-npu": "NPU-compiled .tflite files run on the phone SoC they were compiled for (LiteRT "
+                            "CompiledModel with Accelerator.NPU); this host only simulates the HTP, so its latency "
+                            "would mean nothing"}
 WORKER_TIMEOUT_S = 900
 
 

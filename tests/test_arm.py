@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from emo.contract import examples as examples_format
 from emo.errors import EMOError
 from emo.export import arm, cli
-from emo.contract import examples as examples_format
 from emo_testutil import REPO, assert_one_line_error, run_tool, snapshot, write_sidecar
 
 pytestmark = pytest.mark.arm

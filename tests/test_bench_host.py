@@ -121,7 +121,7 @@ def test_failed_rows_are_kept(tiny, tmp_path, capsys):
 def test_missing_runtime_names_the_package(tiny, monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
-    with pytest.raises(host.RuntimeMissingError, match="tflite runtime not installed.*pip install ai-edge-litert"):
+    with pytest.raises(host.RuntimeMissingError, match="ai-edge-litert is not installed.*pip install ai-edge-litert"):
         host._load(tiny / "emo_1m_tflite_fp32.tflite", "tflite", 1)
 
 

@@ -287,8 +287,8 @@ def test_a_newline_in_a_class_folder_is_refused_by_both_console_scripts(tmp_path
 @pytest.mark.parametrize("folder, message", [("red\x1b[31m", "class folder 'red\\x1b[31m' contains the control "
                                               "character U+001B"),
                                              (" ", "class folder ' ' is blank"),
-                                             ("a\u202eb", "class folder 'a\\u202eb' contains the control "
-                                              "character U+202E")])
+                                             ("a\u202eb", "class folder 'a\\u202eb' contains U+202E (a "
+                                              "bidirectional control")])
 def test_class_folders_that_cannot_be_one_label_line_are_refused(tmp_path, folder, message, capsys):
     data = _images(tmp_path / "data", 1, classes=["a", folder, "c"])
     assert T.main(["--data", str(data), "--out", str(tmp_path / "o"), *TRAIN]) == 2

@@ -126,9 +126,11 @@ export class Camera {
     } else if (this.model) {
       this.busy = true;
       this.stats.maxInFlight = Math.max(this.stats.maxInFlight, ++this.inFlight);  // stays 1: frames never queue
+      const stats = this.stats;  // this run's counts: a restart while the frame is in flight starts new ones
       this.classifyFrame()
         .then((result) => {
-          this.stats.classified++;
+          stats.classified++;
+          if (stats !== this.stats) return;  // the camera was restarted: this frame belongs to the last run
           this.latencies.push(result.ms.total);
           if (this.latencies.length > PLOT_POINTS) this.latencies.shift();
           this.drawPlot();

@@ -21,6 +21,9 @@ const ELSEWHERE = {
     'host/adb), not in a browser',
   pytorch: 'a torch.export program runs in PyTorch (emo-bench --device host), not in a browser',
   qnn: 'a QNN artifact runs on a Snapdragon NPU (emo-bench --device adb or aihub), not in a browser',
+  // the LiteRT format that is not for the browser: a .tflite compiled ahead of time for one phone SoC's NPU
+  litert: 'an NPU-compiled .tflite (litert-npu) runs only on the phone SoC it was compiled for (the Android demo, ' +
+    'accelerator npu), not in a browser',
 };
 
 /** The suffix of a file name ('.onnx'), lower case; '' if none. Names are file names, never URLs: a '#' or '?' is

@@ -28,6 +28,10 @@ android {
     buildTypes {
         release { isMinifyEnabled = false }
     }
+    // LiteRT on the NPU: the vendor's dispatch and QNN libraries (app/src/main/jniLibs/arm64-v8a/, not in the
+    // repository: android_demo/README.md, "LiteRT on the NPU") must be extracted to nativeLibraryDir as files: LiteRT
+    // scans that folder for libLiteRtDispatch_*.so and the DSP loads the HTP's Skel library from a path
+    packaging { jniLibs { useLegacyPackaging = true } }
     buildFeatures {
         compose = true
         buildConfig = true  // BuildConfig.VERSION_NAME and LITERT_VERSION go into the benchmark result

@@ -63,6 +63,10 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("qnn", "qnn", ".onnx", ("w8a16", "int8"), QNN),
     Format("pt2", "pytorch", ".pt2", ("fp32",), PYTORCH),
     Format("executorch-coreml", "coreml-et", ".pte", ("fp16",), EXECUTORCH),
+    # a .tflite compiled ahead of time for one phone SoC's NPU (emo-export --soc; the tag gains the SoC:
+    # litert-npu-sm8650). fp16: the float graph, which the NPU computes in fp16 (Qualcomm's HTP has no fp32
+    # arithmetic), so it is judged as fp16. Runs only through LiteRT's CompiledModel with Accelerator.NPU.
+    Format("litert-npu", "litert-npu", ".tflite", ("fp16", "int8"), LITERT, android=True),
 )}
 
 # every file suffix an artifact can have (a folder of artifacts is scanned for these)

@@ -29,7 +29,8 @@ import numpy as np
 from emo.contract.sidecar import InputContract, input_contract
 
 __all__ = ["InputContract", "Loader", "LOADERS", "RuntimeMissingError", "Session", "artifact_input",
-           "cannot_run_here", "here", "input_contract", "missing_package", "open_session", "sessions"]
+           "cannot_run_here", "here", "input_contract", "missing_package", "open_session", "refusal", "runnable",
+           "sessions"]
 
 PIXEL_SCALE = 1.0 / 255.0  # a Core ML ImageType takes pixel values: the program scales them by 1/255
 
@@ -58,6 +59,9 @@ class Loader:
     requires: tuple[str, ...] = ()
     only_on: str | None = None
     why_not_here: str = ""
+    # why this runtime cannot run one artifact of its format (litert-npu: compiled for another vendor's NPU, or ops
+    # left on the CPU that the HTP simulator does not run); None: it can
+    refuses: Callable[[Path], str | None] | None = None
 
     def cannot_run_here(self) -> str | None:
         """Why this runtime cannot run here (another platform), or None."""
@@ -99,6 +103,7 @@ def _onnxruntime_cpu(path: Path, threads: int | None) -> Session:
 # ----------------------------------------------------------------------------------- the Qualcomm HTP (QNN EP)
 QNN_EP = "QNNExecutionProvider"
 QNN_HTP = "onnxruntime QNN EP, HTP backend (x86-64 HTP simulator, not a phone)"
+LITERT_NPU_HTP = f"{QNN_HTP}, running the QNN context binary of the compiled .tflite"
 _qnn_registered = False
 
 
@@ -146,6 +151,31 @@ def _qnn_htp(path: Path, threads: int | None) -> Session:
 
     return Session(QNN_HTP, run, {"runtime": "onnxruntime-qnn", "version": _version("onnxruntime-qnn"),
                                   "providers": session.get_providers(), "cpu_fallback": False, "threads": threads})
+
+
+def _litert_npu_htp(path: Path, threads: int | None) -> Session:
+    """An NPU-compiled .tflite (litert-npu): its QNN context binaries on the HTP simulator, as EPContext nodes."""
+    from emo.contract.runtimes import litert_npu
+
+    reason = litert_npu.why_not_here(path)
+    if reason:
+        raise RuntimeMissingError(f"{Path(path).name} cannot run on this host: {reason}")
+    model, inp, out = litert_npu.htp_model(path)
+    session = htp_session(model.SerializeToString(), threads)
+
+    def invoke(x: np.ndarray) -> np.ndarray:
+        return session.run([out["name"]], {inp["name"]: x})[0]
+
+    return Session(LITERT_NPU_HTP, integer_io(invoke, inp, out),
+                   {"runtime": "onnxruntime-qnn", "version": _version("onnxruntime-qnn"),
+                    "providers": session.get_providers(), "cpu_fallback": False, "threads": threads,
+                    "io": [str(inp["dtype"]), str(out["dtype"])]})
+
+
+def _litert_npu_refuses(path: Path) -> str | None:
+    from emo.contract.runtimes import litert_npu
+
+    return litert_npu.why_not_here(path)
 
 
 # ------------------------------------------------------------------------------------------------------ LiteRT
@@ -309,6 +339,8 @@ LOADERS: dict[str, tuple[Loader, ...]] = {
                Loader(COREML_RUNTIME, _coreml_runtime, ("coremltools",), only_on="darwin")),
     "executorch-coreml": (Loader("executorch.runtime (Core ML delegate)", _not_here(APPLE_ONLY), ("executorch",),
                                  only_on="darwin", why_not_here=APPLE_ONLY),),
+    "litert-npu": (Loader(LITERT_NPU_HTP, _litert_npu_htp, ("ai_edge_litert", "onnx", "onnxruntime", "onnxruntime_qnn"),
+                          refuses=_litert_npu_refuses),),
 }
 
 
@@ -335,21 +367,36 @@ def cannot_run_here(fmt: str) -> str | None:
     return None if here(fmt) else LOADERS[fmt][0].cannot_run_here()
 
 
+def refusal(path: Path, fmt: str) -> str | None:
+    """Why no runtime here runs this artifact of format ``fmt`` (another platform, or every runtime refuses this
+    file, e.g. an NPU artifact with ops left on the CPU); None: at least one does."""
+    reason = cannot_run_here(fmt)
+    if reason:
+        return reason
+    reasons = [loader.refuses(Path(path)) if loader.refuses else None for loader in here(fmt)]
+    return None if None in reasons else reasons[0]
+
+
+def runnable(path: Path, fmt: str) -> list[Loader]:
+    """The runtimes here that run this artifact of format ``fmt``."""
+    return [loader for loader in here(fmt) if not (loader.refuses and loader.refuses(Path(path)))]
+
+
 def sessions(path: Path, fmt: str, threads: int | None = None) -> list[Session]:
     """An artifact of format ``fmt`` opened in every runtime of its format that runs here (a Core ML program: the
     MIL interpreter, and Core ML itself on macOS)."""
-    reason = cannot_run_here(fmt)
+    reason = refusal(path, fmt)
     if reason:
         raise RuntimeMissingError(reason)
-    return [loader.open(Path(path), threads) for loader in here(fmt)]
+    return [loader.open(Path(path), threads) for loader in runnable(path, fmt)]
 
 
 def open_session(path: Path, fmt: str, threads: int | None = None) -> Session:
     """An artifact of format ``fmt`` in the first runtime of its format that runs here."""
-    reason = cannot_run_here(fmt)
+    reason = refusal(path, fmt)
     if reason:
         raise RuntimeMissingError(reason)
-    return here(fmt)[0].open(Path(path), threads)
+    return runnable(path, fmt)[0].open(Path(path), threads)
 
 
 def artifact_input(images: np.ndarray, contract: InputContract) -> np.ndarray:

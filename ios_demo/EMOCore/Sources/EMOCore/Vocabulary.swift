@@ -40,6 +40,8 @@ public enum Vocabulary {
         Format(name: "qnn", tag: "qnn", suffix: ".onnx", precisions: ["w8a16", "int8"], runtime: "qnn"),
         Format(name: "pt2", tag: "pytorch", suffix: ".pt2", precisions: ["fp32"], runtime: "pytorch"),
         Format(name: "executorch-coreml", tag: "coreml-et", suffix: ".pte", precisions: ["fp16"], runtime: "executorch"),
+        Format(name: "litert-npu", tag: "litert-npu", suffix: ".tflite", precisions: ["fp16", "int8"], runtime: "litert",
+               android: true),
     ]
 
     public static func format(_ name: String) -> Format? { formats.first { Check.same($0.name, name) } }

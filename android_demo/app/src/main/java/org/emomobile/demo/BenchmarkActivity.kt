@@ -48,7 +48,8 @@ class BenchmarkActivity : Activity() {
         }
         Thread({
             val context = BenchmarkContext(folder.absolutePath, folder.list()?.toList() ?: emptyList(),
-                { File(folder, it).readBytes() }, AndroidEngineLoader(cacheDir, BuildConfig.LITERT_VERSION),
+                { File(folder, it).readBytes() }, AndroidEngineLoader(cacheDir, BuildConfig.LITERT_VERSION,
+                        applicationInfo.nativeLibraryDir),
                 ElapsedRealtime,
                 { DeviceInfo.peakMemoryMb(File("/proc/self/status").readText()) }, device(), BuildConfig.VERSION_NAME)
             val result = Benchmark.run(extras, context)

@@ -134,7 +134,8 @@ class MainActivity : ComponentActivity() {
                 val model = scan.byTitle(title) ?: throw IllegalStateException("no model $title")
                 val path = File(folders.getValue(model.entry.folder), model.entry.artifact).absolutePath
                 val ready = Benchmark.openAndProbe(model, path, acceleratorName, BenchmarkRequest.DEFAULT_THREADS,
-                    AndroidEngineLoader(cacheDir, BuildConfig.LITERT_VERSION), ElapsedRealtime)
+                    AndroidEngineLoader(cacheDir, BuildConfig.LITERT_VERSION,
+                        applicationInfo.nativeLibraryDir), ElapsedRealtime)
                 opened = ready
                 Texts.opened(title, ready)
             } catch (e: Throwable) {

@@ -9,6 +9,7 @@ import com.google.ai.edge.litert.Accelerator
 import com.google.ai.edge.litert.CompiledModel
 import com.google.ai.edge.litert.Environment
 import com.google.ai.edge.litert.TensorType
+import android.os.Build
 import android.os.SystemClock
 import org.emomobile.core.AcceleratorReport
 import org.emomobile.core.Clock
@@ -16,6 +17,7 @@ import org.emomobile.core.Engine
 import org.emomobile.core.EngineLoader
 import org.emomobile.core.EngineReport
 import org.emomobile.core.LoadPlan
+import org.emomobile.core.NpuFacts
 import org.emomobile.core.OrtProfile
 import org.emomobile.core.Runtimes
 import java.io.File
@@ -39,9 +41,23 @@ object ElapsedRealtime : Clock {
  * [litertVersion] is the LiteRT the APK was built with (BuildConfig, from the version catalog): its Kotlin API does
  * not report one, and a result row without its runtime's version cannot be compared with another.
  */
-class AndroidEngineLoader(private val profileDir: File, private val litertVersion: String) : EngineLoader {
+class AndroidEngineLoader(
+    private val profileDir: File,
+    private val litertVersion: String,
+    /** `applicationInfo.nativeLibraryDir`: where the NPU dispatch and QNN libraries are packaged (extracted). */
+    private val nativeLibraryDir: String
+) : EngineLoader {
+    private fun nativeLibraries(): List<String> = File(nativeLibraryDir).list()?.toList() ?: emptyList()
+
+    /** The SoC model exists from API 31 (minSdk is 28): unknown before. */
+    override fun npu(): NpuFacts = NpuFacts(if (Build.VERSION.SDK_INT >= 31) Build.SOC_MODEL else null,
+        nativeLibraries())
+
+    // the NPU is offered only where a dispatch library is packaged: LiteRT registers the NPU accelerator whenever
+    // DispatchLibraryDir is set, whether or not the folder holds one
     override fun available(runtime: String): List<String>? = when (runtime) {
-        Runtimes.LITERT -> Environment.create().use { env ->
+        Runtimes.LITERT -> litertEnvironment(Runtimes.dispatchLibraryPackaged(nativeLibraries()), nativeLibraryDir)
+            .use { env ->
             env.getAvailableAccelerators().filter { it != Accelerator.NONE }.map { it.name.lowercase() }
         }
         Runtimes.ONNXRUNTIME -> OrtEnvironment.getAvailableProviders().map { AcceleratorReport.acceleratorOf(it.getName()) }
@@ -49,12 +65,21 @@ class AndroidEngineLoader(private val profileDir: File, private val litertVersio
     }
 
     override fun load(plan: LoadPlan): Engine =
-        if (plan.runtime == Runtimes.LITERT) LiteRtEngine(plan, litertVersion) else OrtEngine(plan, profileDir)
+        if (plan.runtime == Runtimes.LITERT) LiteRtEngine(plan, litertVersion, nativeLibraryDir)
+        else OrtEngine(plan, profileDir)
 }
 
+/** A LiteRT environment; with [npuLibraries] (the plan's), its dispatch and compiler-plugin library folders are
+ * [nativeLibraryDir], as LiteRT's NPU runtime expects the vendor libraries packaged in the APK. */
+fun litertEnvironment(npuLibraries: Boolean, nativeLibraryDir: String): Environment =
+    if (npuLibraries) Environment.create(mapOf(Environment.Option.DispatchLibraryDir to nativeLibraryDir,
+        Environment.Option.CompilerPluginLibraryDir to nativeLibraryDir))
+    else Environment.create()
+
 /** LiteRT's CompiledModel: CPU (XNNPACK), GPU or NPU, with the plan's CPU threads and GPU precision. */
-class LiteRtEngine(private val plan: LoadPlan, private val version: String) : Engine {
-    private val env = Environment.create()
+class LiteRtEngine(private val plan: LoadPlan, private val version: String, nativeLibraryDir: String) : Engine {
+    private val env = litertEnvironment(plan.npuLibraries && Runtimes.dispatchLibraryPackaged(
+        File(nativeLibraryDir).list()?.toList() ?: emptyList()), nativeLibraryDir)
     private val model: CompiledModel
     private val inputs: List<com.google.ai.edge.litert.TensorBuffer>
     private val outputs: List<com.google.ai.edge.litert.TensorBuffer>

@@ -34,7 +34,12 @@ class LoadPlan(
     val inputName: String,
     val outputName: String,
     /** The whole input's shape (static batch, the sidecar's layout), for ONNX Runtime's tensors. */
-    val inputShape: LongArray
+    val inputShape: LongArray,
+    /** LiteRT on the NPU: create the environment with `DispatchLibraryDir` and `CompilerPluginLibraryDir` set to the
+     * app's native library folder, where the vendor's dispatch library (`libLiteRtDispatch_Qualcomm.so`) and QNN
+     * libraries are packaged (an NPU-compiled model's `DISPATCH_OP` needs the dispatch library; a plain .tflite on
+     * `npu` needs a compiler plugin there to be compiled on the phone). */
+    val npuLibraries: Boolean = false
 )
 
 /** The runtimes of the Android app, the accelerators each offers, and the plan for one request. */
@@ -53,6 +58,36 @@ object Runtimes {
             "NNAPI and XNNPACK); the Qualcomm NPU runs through LiteRT: export --format litert-npu and ask for npu"
     )
     val SUFFIXES: List<String> get() = BY_SUFFIX.keys.toList()
+    /** The contract's format of a .tflite compiled ahead of time for an NPU: it runs only with [Accelerator.NPU]. */
+    const val NPU_COMPILED = "litert-npu"
+    private val DISPATCH_LIBRARY = Regex("libLiteRtDispatch_[A-Za-z0-9]+\\.so")
+
+    /** Whether a LiteRT NPU dispatch library (`libLiteRtDispatch_Qualcomm.so`, ...) is among the app's native
+     * libraries: only then does the adapter point LiteRT's environment at them (and LiteRT offer `npu`). */
+    private val SOC_NAME = Regex("[A-Za-z0-9_-]{1,32}")
+    private fun socName(value: String): String = if (SOC_NAME.matches(value)) value else BoundedJson.shown(value)
+
+    fun dispatchLibraryPackaged(nativeLibraries: List<String>): Boolean = nativeLibraries.any { DISPATCH_LIBRARY.matches(it) }
+
+    /**
+     * Why this phone cannot run the NPU-compiled [sidecar]'s artifact, or null. Checked before `CompiledModel.create`
+     * because LiteRT 2.1 aborts the process (`LITERT_FATAL`) when a `DISPATCH_OP` finds no dispatch library or its
+     * context binary does not load, which no `catch` can report: no dispatch library packaged, or a phone SoC other
+     * than the one the artifact was compiled for (a v75 context binary does not load on a v79 HTP).
+     */
+    fun npuRefusal(sidecar: Sidecar, npu: NpuFacts): String? {
+        if (!dispatchLibraryPackaged(npu.nativeLibraries)) {
+            return "no LiteRT NPU dispatch library (libLiteRtDispatch_*.so) is packaged in the app; package the " +
+                "vendor's NPU runtime libraries (android_demo/README.md, LiteRT on the NPU)"
+        }
+        val wanted = sidecar.npuSocModel
+        val phone = npu.socModel
+        if (wanted != null && phone != null && !wanted.equals(phone, ignoreCase = true)) {
+            return "${sidecar.file} is compiled for ${socName(wanted)}, this phone is ${socName(phone)}: export " +
+                "with --soc ${socName(phone)}"
+        }
+        return null
+    }
 
     /** The runtime that opens [fileName], or an error naming the suffixes the app runs. */
     fun forFile(fileName: String): String {
@@ -69,12 +104,19 @@ object Runtimes {
      * device's build of it cannot do, instead of letting it fall back to the CPU behind the user's back.
      */
     fun plan(path: String, fileName: String, sidecar: Sidecar, accelerator: String, threads: Int,
-             available: List<String>?): LoadPlan {
+             available: List<String>?, npu: NpuFacts? = null): LoadPlan {
         val runtime = forFile(fileName)
         val offered = accelerators(runtime)
         if (accelerator !in offered) {
             val why = REFUSED[accelerator] ?: "choose from ${offered.joinToString()}"
             throw IllegalArgumentException("accelerator $accelerator is not offered for $runtime; $why")
+        }
+        if (sidecar.backend == NPU_COMPILED && accelerator != "npu") {
+            throw IllegalArgumentException("$fileName is compiled for one SoC's NPU ($NPU_COMPILED): LiteRT's CPU and " +
+                "GPU have no kernel for its DISPATCH_OP; ask for npu, or run the plain tflite export on $accelerator")
+        }
+        if (sidecar.backend == NPU_COMPILED && npu != null) npuRefusal(sidecar, npu)?.let {
+            throw IllegalArgumentException(it)
         }
         if (available != null && accelerator !in available) {
             throw IllegalArgumentException("$accelerator is not available in $runtime on this device " +
@@ -88,7 +130,7 @@ object Runtimes {
         return if (runtime == LITERT) {
             LoadPlan(path, runtime, accelerator, threads, listOf(accelerator),
                 if (accelerator == "gpu") (if (sidecar.precision == "fp32") "fp32" else "fp16") else null, null, false,
-                threads, emptyMap(), sidecar.inputName, sidecar.outputName, shape)
+                threads, emptyMap(), sidecar.inputName, sidecar.outputName, shape, accelerator == "npu")
         } else {
             val xnnpack = accelerator == "xnnpack"
             LoadPlan(path, runtime, accelerator, threads, emptyList(), null,

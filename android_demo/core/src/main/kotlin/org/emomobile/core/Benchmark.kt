@@ -218,7 +218,8 @@ object Benchmark {
     fun load(model: CatalogModel, path: String, accelerator: String, threads: Int, loader: EngineLoader,
              clock: Clock): LoadedModel {
         val available = loader.available(Runtimes.forFile(model.entry.artifact))
-        val plan = Runtimes.plan(path, model.entry.artifact, model.sidecar, accelerator, threads, available)
+        val plan = Runtimes.plan(path, model.entry.artifact, model.sidecar, accelerator, threads, available,
+            loader.npu())
         val start = clock.nanos()
         val session = open(model.sidecar, loader, plan)
         return LoadedModel(session, plan, available, millis(clock.nanos() - start))

@@ -47,8 +47,15 @@ interface EngineLoader {
      * Runtime's `getAvailableProviders`, as accelerator names), or null when the runtime cannot tell. */
     fun available(runtime: String): List<String>?
 
+    /** What the NPU needs from this phone (its SoC, the app's packaged native libraries), or null when unknown. */
+    fun npu(): NpuFacts? = null
+
     fun load(plan: LoadPlan): Engine
 }
+
+/** The phone's side of running an NPU-compiled model: `Build.SOC_MODEL` (API 31+, else null) and the file names in
+ * `applicationInfo.nativeLibraryDir`. */
+class NpuFacts(val socModel: String?, val nativeLibraries: List<String>)
 
 /** Nanoseconds from a monotonic clock (`SystemClock.elapsedRealtimeNanos` on Android, `System.nanoTime` in tests). */
 interface Clock {

@@ -77,7 +77,9 @@ class Sidecar(
     /** The graph's input element type (and its quantization), float32 unless `quantization.io` says otherwise. */
     val inputSpec: TensorSpec = TensorSpec.FLOAT32,
     /** The graph's output element type (and its quantization). */
-    val outputSpec: TensorSpec = TensorSpec.FLOAT32
+    val outputSpec: TensorSpec = TensorSpec.FLOAT32,
+    /** An NPU-compiled artifact (litert-npu): the SoC it was compiled for (`backend_info.target.soc_model`). */
+    val npuSocModel: String? = null
 ) {
     /** Elements of one image's input tensor (batch 1). */
     val inputSize: Int get() = 3 * height * width
@@ -321,7 +323,9 @@ class Sidecar(
                     pre["interpolation"] as String? ?: "bicubic", pre["resize"] as String? ?: "shorter-side"),
                 outputName = output["name"] as String? ?: "logits", outputKind = output["kind"] as String? ?: "logits",
                 numClasses = numClasses, labels = labels, examplesFile = root["examples"] as String?,
-                inputSpec = specs["input"] ?: TensorSpec.FLOAT32, outputSpec = specs["output"] ?: TensorSpec.FLOAT32
+                inputSpec = specs["input"] ?: TensorSpec.FLOAT32, outputSpec = specs["output"] ?: TensorSpec.FLOAT32,
+                npuSocModel = if (backend != Runtimes.NPU_COMPILED) null else
+                    ((root["backend_info"] as? Map<*, *>)?.get("target") as? Map<*, *>)?.get("soc_model") as? String
             )
         }
 

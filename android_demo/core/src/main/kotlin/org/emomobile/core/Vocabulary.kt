@@ -37,7 +37,8 @@ object Vocabulary {
         Format("executorch", "xnnpack", ".pte", listOf("fp32", "int8"), "executorch"),
         Format("qnn", "qnn", ".onnx", listOf("w8a16", "int8"), "qnn"),
         Format("pt2", "pytorch", ".pt2", listOf("fp32"), "pytorch"),
-        Format("executorch-coreml", "coreml-et", ".pte", listOf("fp16"), "executorch")
+        Format("executorch-coreml", "coreml-et", ".pte", listOf("fp16"), "executorch"),
+        Format("litert-npu", "litert-npu", ".tflite", listOf("fp16", "int8"), "litert", android = true)
     )
 
     fun format(name: String): Format? = FORMATS.firstOrNull { it.name == name }

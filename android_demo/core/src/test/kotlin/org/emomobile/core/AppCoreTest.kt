@@ -256,6 +256,39 @@ class AppCoreTest {
         val partly = AcceleratorReport.litert(npuPlan, null, false)
         assertEquals(listOf("npu", "cpu"), partly.used)
         assertEquals(AcceleratorReport.SOURCE_LITERT, partly.source)
+        // an NPU-compiled .tflite (litert-npu) runs only on the NPU: any other accelerator is refused, not tried
+        val compiled = Sidecar.parse(JSONObject(files["model.json"]!!).put("backend", "litert-npu")
+            .put("precision", "fp16").toString())
+        try {
+            Runtimes.plan("/x/m.tflite", "m.tflite", compiled, "gpu", 4, null)
+            fail("gpu accepted for a litert-npu artifact")
+        } catch (e: IllegalArgumentException) {
+            assertTrue(e.message!!, e.message!!.contains("compiled for one SoC's NPU (litert-npu)"))
+        }
+        val onNpu = Runtimes.plan("/x/m.tflite", "m.tflite", compiled, "npu", 4, null)
+        assertEquals(listOf("npu"), onNpu.litertAccelerators)
+        assertTrue(onNpu.npuLibraries)  // the environment is pointed at the packaged dispatch library
+        assertFalse(Runtimes.plan("/x/m.tflite", "m.tflite", sidecar, "gpu", 4, null).npuLibraries)
+        // LiteRT 2.1 aborts the process when a DISPATCH_OP cannot run: the core refuses first, in words
+        val forSm8650 = Sidecar.parse(JSONObject(files["model.json"]!!).put("backend", "litert-npu")
+            .put("precision", "fp16").put("backend_info", JSONObject().put("target",
+                JSONObject().put("soc_manufacturer", "Qualcomm").put("soc_model", "SM8650"))).toString())
+        assertEquals("SM8650", forSm8650.npuSocModel)
+        val libs = listOf("libLiteRtDispatch_Qualcomm.so", "libQnnHtp.so", "libQnnHtpV75Skel.so")
+        fun npuPlan(facts: NpuFacts) = Runtimes.plan("/x/m.tflite", "m.tflite", forSm8650, "npu", 4, null, facts)
+        assertTrue(npuPlan(NpuFacts("SM8650", libs)).npuLibraries)
+        assertTrue(npuPlan(NpuFacts(null, libs)).npuLibraries)  // before API 31 the SoC is unknown: LiteRT decides
+        for ((facts, words) in listOf(NpuFacts("SM8750", libs) to "is compiled for SM8650, this phone is SM8750: " +
+                "export with --soc SM8750", NpuFacts("SM8650", listOf("libQnnHtp.so")) to "no LiteRT NPU dispatch library")) {
+            try {
+                npuPlan(facts)
+                fail("accepted: $words")
+            } catch (e: IllegalArgumentException) {
+                assertTrue(e.message!!, e.message!!.contains(words))
+            }
+        }
+        assertTrue(Runtimes.dispatchLibraryPackaged(libs))
+        assertFalse(Runtimes.dispatchLibraryPackaged(listOf("libLiteRtDispatch_.so", "libQnnHtp.so")))
         val onnxFile = floatExport(".onnx")
         val onnxSide = Sidecar.parse(File(onnxFile.first, onnxFile.second.name.substringBeforeLast('.') + ".json").readText())
         try {
