@@ -2,7 +2,7 @@
 ImageFolder: top-1/top-5, per-class accuracy and the confusion matrix, side by side with the difference to the
 first row. The one accuracy report that every precision (fp32, fp16, int8) and format is measured with.
 
-Images go through the eval transform of ``emo.preprocess`` once (``emo.train.eval_view``, kept as uint8; exact,
+Images go through the eval transform of ``emo.preprocess`` once (``emo.dataset.eval_view``, kept as uint8; exact,
 because the transform's pixels are k / 255). A checkpoint runs in PyTorch; an artifact runs through the loaders
 ``emo-verify`` uses (the contract's loader table ``emo.contract.runtimes``, then
 ``emo.export.pipeline.artifact_logits``), so the numbers are those of the runtime an app ships with. ``emo.export`` is
@@ -35,9 +35,10 @@ from emo import distributed
 from emo.checkpoint import trained_metadata
 from emo.cli_common import one_line_errors
 from emo.data import MAX_CLASSES, check_class_name
+from emo.dataset import ImageSet, eval_view, scan_image_folder
 from emo.distributed import Group
 from emo.errors import EMOError, first_line
-from emo.train import ImageSet, eval_view, integer_option, number_option, predict, scan_image_folder
+from emo.train import integer_option, number_option, predict
 
 CHUNK = 256  # images converted to float32 at a time (10k images at 224 would be 6 GB at once)
 
@@ -366,7 +367,7 @@ class Decoded:
 def decode_share(picked: list[tuple[Path, int]], classes: list[str], size: tuple[int, int], workers: int,
                  group: Group) -> Decoded:
     """Each process decodes a contiguous share of ``picked`` (rank order is list order)."""
-    from emo.train import decode
+    from emo.dataset import decode
 
     n, k = len(picked), group.world_size
     share = picked[group.rank * n // k:(group.rank + 1) * n // k]

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="emo_1m", choices=emo.list_models())
     parser.add_argument("--weights", help="checkpoint (default: seeded random init; timing does not depend on it)")
     parser.add_argument("--size", type=int, default=224, help="square input size (default 224)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
+    parser.add_argument("--precision", default="fp32", choices=BACKENDS["ort"].precisions)
     parser.add_argument("--styles", default=",".join(STYLES), help=f"subset of {','.join(STYLES)}")
     add_timing_arguments(parser)
     args = parser.parse_args(argv)

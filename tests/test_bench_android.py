@@ -70,9 +70,9 @@ def phone(tmp_path, monkeypatch):
     bin_dir = install_fake_adb(tmp_path, monkeypatch, FAKE_ADB)
     runners = fake_runners(tmp_path, ("benchmark_model", "onnxruntime_perf_test", "executor_runner"))
 
-    def setup(devices=(("R5CT1234", "device"),), outputs=None, taskset=True, exit_codes=None):
-        state = {"devices": [list(d) for d in devices], "device_root": str(tmp_path / "device"), "props": PROPS,
-                 "freqs": FREQS, "taskset": taskset, "exit": exit_codes or {},
+    def setup(devices=(("R5CT1234", "device"),), outputs=None, taskset=True, exit_codes=None, props=None, freqs=None):
+        state = {"devices": [list(d) for d in devices], "device_root": str(tmp_path / "device"),
+                 "props": props or PROPS, "freqs": freqs or FREQS, "taskset": taskset, "exit": exit_codes or {},
                  "outputs": {"benchmark_model": str(OUTPUTS / "litert_benchmark_model_sample01.txt"),
                              "onnxruntime_perf_test": str(OUTPUTS / "onnxruntime_perf_test_sample01.txt"),
                              **(outputs or {})}}
@@ -221,6 +221,47 @@ def test_runner_cache_folder(phone, tmp_path, monkeypatch):
     assert main([str(model), "--device", "adb", "--cooldown", "0", "--out", str(tmp_path / "r.jsonl")]) == 0
     assert any(c[2] == "push" and c[3] == str(tmp_path / "cache" / "arm64-v8a" / "benchmark_model")
                for c in calls() if len(c) > 3)
+
+
+@pytest.mark.parametrize("abi", ["../../..", "arm64-v8a/../../../../tmp", "", "arm64-v8a\nx86"])
+def test_a_device_never_chooses_a_host_path(phone, tmp_path, monkeypatch, abi):
+    """The ABI a device reports becomes part of the runner's cache path only when it is one Android defines: a device
+    answering ``../../..`` gets a failed row naming --runner, and nothing is pushed (security hole 5 of issue 20)."""
+    setup, calls, runners = phone
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(android, "runner_cache", lambda: cache)
+    (cache / "arm64-v8a").mkdir(parents=True)
+    (cache / "arm64-v8a" / "benchmark_model").write_bytes(b"runner")
+    (tmp_path / "benchmark_model").write_bytes(b"a host file the device would like us to run")
+    setup(props={**PROPS, "ro.product.cpu.abi": abi})
+    model = _artifact(tmp_path / "a", "emo_1m_tflite_fp32.tflite", "tflite")
+    out = tmp_path / "r.jsonl"
+    assert main([str(model), "--device", "adb", "--cooldown", "0", "--out", str(out)]) == 1
+    row = json.loads(out.read_text())
+    assert row["status"] == ("failed: benchmark_model: the device reports no ABI Android defines (arm64-v8a, "
+                             "armeabi-v7a, x86_64, x86, riscv64), so no cached runner is chosen for it; pass --runner "
+                             "PATH/benchmark_model")
+    assert row["device"]["abi"] is None and "push" not in [c[2] for c in calls() if len(c) > 2]
+
+
+def test_device_text_and_numbers_are_bounded_and_inert(phone, tmp_path):
+    """What a device prints is data: escape sequences and control characters are dropped from its texts (a terminal
+    shows the table), a 5000-digit or absurd frequency is no frequency (never a crash or a huge int)."""
+    setup, calls, runners = phone
+    setup(props={**PROPS, "ro.product.model": "Pixel\x1b[31m 7\x07", "ro.soc.model": "Tensor\x1b[1m\x9b2J G2",
+                 "ro.build.version.sdk": "9" * 40},
+          freqs=["9" * 5000, 1803000, -5, "2.5e9", 99_000_000, 2850000])
+    model = _artifact(tmp_path / "a", "emo_1m_tflite_fp32.tflite", "tflite")
+    out = tmp_path / "r.jsonl"
+    assert main([str(model), "--device", "adb", "--runner", str(runners / "benchmark_model"), "--cooldown", "0",
+                 "--out", str(out)]) == 0
+    device = json.loads(out.read_text())["device"]
+    assert device["model"] == "Google Pixel 7" and device["soc"] == "Tensor G2"
+    assert device["os"] == "Android 14 (API ?)"
+    assert device["cpu_max_freq_khz"] == [1803000, 2850000] and device["big_cores"] == [1]
+    long = "x" * 5000
+    assert android.clean_text(f"\x1b[2J{long}") == "x" * (android.MAX_DEVICE_TEXT - 1) + "…"
+    assert android.parse_frequencies("9" * 5000 + " 1803000") == [1803000]
 
 
 def test_parse_op_profile_summary_by_node_type():

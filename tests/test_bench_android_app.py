@@ -59,6 +59,7 @@ if cmd.startswith("cd "):  # cd DIR && WORDS > OUT 2>&1; echo EXIT=$?
         interp.set_tensor(detail["index"], x)
         interp.invoke()
         y = interp.get_tensor(interp.get_output_details()[0]["index"]).astype("<f4")
+        y = np.tile(y, state.get("repeat", 1))  # a runner that dumps more values than the model has classes
         local(flags["output_filepath"]).write_bytes((y + np.float32(state["perturb"])).tobytes())
         out.write_text("")
     else:
@@ -107,8 +108,8 @@ def phone(tmp_path, monkeypatch):
     bin_dir = install_fake_adb(tmp_path, monkeypatch, FAKE_ADB)
     runners = fake_runners(tmp_path, ("benchmark_model", "onnxruntime_perf_test"))
 
-    def setup(installed=True, perturb=0.0, app_result=APP_RESULT, alive=True):
-        state = {"device_root": str(tmp_path / "device"), "installed": installed, "perturb": perturb,
+    def setup(installed=True, perturb=0.0, app_result=APP_RESULT, alive=True, repeat=1):
+        state = {"device_root": str(tmp_path / "device"), "installed": installed, "perturb": perturb, "repeat": repeat,
                  "app_dir": APP_DIR, "app_result": app_result, "alive": alive,
                  "outputs": {"benchmark_model": str(OUTPUTS / "litert_benchmark_model_sample01.txt"),
                              "onnxruntime_perf_test": str(OUTPUTS / "onnxruntime_perf_test_sample01.txt")}}
@@ -156,6 +157,37 @@ def test_parity_off_by_a_little_fails_the_row(phone, tflite, tmp_path):
     assert code == 1
     assert row["status"].startswith("failed: parity on the phone: max_abs_diff 0.001")
     assert row["parity"]["top1_agreement"] == 1.0  # the ranking survives; the numbers do not
+
+
+def test_parity_with_more_output_values_than_classes_fails_the_row(phone, tflite, tmp_path):
+    """A dump of 2 x 1000 values for a 1 x 1000 output is not "the first 1000 matched": the row fails, naming both."""
+    setup, _, runners = phone
+    setup(repeat=2)
+    code, [row] = _bench(tmp_path, tflite, "--runner", runners / "benchmark_model", "--parity")
+    assert code == 1
+    assert row["status"].startswith("failed: parity on the phone: benchmark_model wrote 2000 values for example 0, "
+                                    "expected 1000"), row["status"]
+
+
+@pytest.mark.parametrize("bound", ["NaN", "Infinity", "{}", "0.6"])
+def test_an_examples_file_cannot_make_a_wrong_output_pass(phone, tflite, tmp_path, bound):
+    """Outputs 0.57 off, and an examples file whose tolerance would pass them (NaN, inf, none, looser than the fp32
+    policy): the row fails on the file, through the console's --parity path."""
+    import shutil
+
+    setup, _, runners = phone
+    setup(perturb=0.57)
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for source in (tflite, tflite.with_suffix(".json"), tflite.with_name(tflite.stem + ".examples.json")):
+        shutil.copy(source, folder / source.name)
+    examples = folder / (tflite.stem + ".examples.json")
+    data = json.loads(examples.read_text())
+    tolerance = "{}" if bound == "{}" else '{"max_abs_diff": ' + bound + "}"
+    examples.write_text(json.dumps({**data, "tolerance": "TOLERANCE"}).replace('"TOLERANCE"', tolerance))
+    code, [row] = _bench(tmp_path, folder / tflite.name, "--runner", runners / "benchmark_model", "--parity")
+    assert code == 1 and row["status"].startswith("failed: parity on the phone: examples file"), row["status"]
+    assert "tolerance" in row["status"] or "not JSON" in row["status"], row["status"]
 
 
 def test_parity_without_examples_or_output_dump(phone, tmp_path):

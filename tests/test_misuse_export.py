@@ -3,6 +3,7 @@
 Every case: the documented exit code, one line on stderr, no traceback, and the output folder exactly as it was.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -90,6 +91,24 @@ def test_interrupted_export_leaves_nothing_half_written(out, sig, code, word):
     assert proc.returncode == code, err
     assert "Traceback" not in err and word in err.strip().splitlines()[-1]
     assert snapshot(out) == before  # the temporary artifact (and anything beside it) was removed
+
+
+def test_a_killed_exports_temporaries_are_removed_and_a_live_ones_kept(out):
+    """A ``kill -9`` of emo-export leaves its ``.NAME.tmp-PID`` file (the rename never happened): the next export into
+    the folder removes the temporaries of processes that are gone, says so, and keeps a running export's."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process that has ended: its pid names nobody now
+    out.mkdir(exist_ok=True)
+    stale = [out / f".emo_1m_onnx_fp32.tmp-{dead.pid}.onnx", out / f".emo_1m_tflite_fp32.tmp-{dead.pid}.tflite"]
+    for path in stale:
+        path.write_bytes(b"half an artifact")
+    live = out / f".emo_1m_coreml_fp16.tmp-{os.getpid()}.mlpackage"  # this test's own process: alive
+    live.mkdir()
+    proc = run_tool("emo-export", "--model", "emo_1m", "--format", "pt2", "--input-size", "32", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"note: removed 2 temporary file(s) left in {out} by an export that was killed" in proc.stderr
+    assert not any(p.exists() for p in stale) and live.is_dir()
+    assert (out / "emo_1m_pytorch_fp32.pt2").is_file()
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from emo import dataset as D
 from emo import train as T
 from emo.errors import EMOError
 from emo.evaluate import main as eval_main
@@ -136,7 +137,7 @@ def test_eval_limit_is_bounded(capsys):
 # ---------------------------------------------------------------------------------- never lose an epoch (A)
 def test_non_finite_loss_stops_at_once_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch, capsys):
     """NaN from the second epoch on (step 4 of 3 per epoch): exit 1, the step named, last.pth still epoch 1."""
-    crop = T.random_resized_crop
+    crop = D.random_resized_crop
     calls = []
 
     def poisoned(*args, **kwargs):

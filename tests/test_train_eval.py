@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from emo import dataset as D
 from emo import train as T
 from emo.evaluate import main as eval_main  # the console script: errors become one line and exit code 2
 from emo.model import create_model
@@ -64,8 +65,8 @@ def _config(**kw) -> T.TrainConfig:
 
 def _sets(tiny: Path):
     side = round(SIZE / 0.875)
-    train = T.load_image_folder(tiny / "train", lambda im: T.train_view(im, side))
-    val = T.load_image_folder(tiny / "val", lambda im: T.eval_view(im, (SIZE, SIZE)), classes=CLASSES)
+    train = D.load_image_folder(tiny / "train", lambda im: D.train_view(im, side))
+    val = D.load_image_folder(tiny / "val", lambda im: D.eval_view(im, (SIZE, SIZE)), classes=CLASSES)
     return train, val
 
 
@@ -207,7 +208,7 @@ def test_unreadable_images_are_skipped_and_counted(tiny, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny / "train", data)
     (data / "circle" / "broken.png").write_bytes(b"not a png")
-    train = T.load_image_folder(data, lambda im: T.train_view(im, 36))
+    train = D.load_image_folder(data, lambda im: D.train_view(im, 36))
     assert len(train) == 24 and len(train.skipped) == 1 and "broken.png" in train.skipped[0]
     assert train.images.dtype == torch.uint8 and train.images.shape[1:] == (3, 36, 36)
 
@@ -215,10 +216,10 @@ def test_unreadable_images_are_skipped_and_counted(tiny, tmp_path):
 def test_batched_crop_is_seeded_and_identity_at_full_scale():
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8) % 255
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    a = T.random_resized_crop(x.to(torch.uint8), (8, 8), g(), scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False)
-    torch.testing.assert_close(a, T.to_model_input(x.to(torch.uint8)), atol=1e-5, rtol=0)
-    b1 = T.random_resized_crop(x.to(torch.uint8), (6, 6), g())
-    b2 = T.random_resized_crop(x.to(torch.uint8), (6, 6), g())
+    a = D.random_resized_crop(x.to(torch.uint8), (8, 8), g(), scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False)
+    torch.testing.assert_close(a, D.to_model_input(x.to(torch.uint8)), atol=1e-5, rtol=0)
+    b1 = D.random_resized_crop(x.to(torch.uint8), (6, 6), g())
+    b2 = D.random_resized_crop(x.to(torch.uint8), (6, 6), g())
     assert torch.equal(b1, b2) and b1.shape == (2, 3, 6, 6)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from emo import dataset as D
 from emo import train as T
 
 CLASSES = ["circle", "square", "stripes"]
@@ -79,7 +80,7 @@ def main() -> None:
     config = T.TrainConfig(input_size=(32, 32), batch_size=2 * a.batch, classes=CLASSES)
     torch.manual_seed(0)
     start = T.build_model(config).state_dict()
-    val = T.load_image_folder(root / "data" / "val", lambda im: T.eval_view(im, (32, 32)), classes=CLASSES)
+    val = D.load_image_folder(root / "data" / "val", lambda im: D.eval_view(im, (32, 32)), classes=CLASSES)
 
     def flat(state: dict) -> torch.Tensor:
         return torch.cat([v.flatten().double() for v in state.values() if v.is_floating_point()])

@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from emo import fashion_mnist as fm  # noqa: E402
-from emo.train import TrainConfig, decode, eval_view, fit, train_view  # noqa: E402
+from emo.dataset import decode, eval_view, train_view  # noqa: E402
+from emo.train import TrainConfig, fit  # noqa: E402
 
 
 def main() -> int:
