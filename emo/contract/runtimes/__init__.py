@@ -175,7 +175,10 @@ def _litert_npu_htp(path: Path, threads: int | None) -> Session:
 def _litert_npu_refuses(path: Path) -> str | None:
     from emo.contract.runtimes import litert_npu
 
-    return litert_npu.why_not_here(path)
+    try:
+        return litert_npu.why_not_here(path)
+    except Exception:  # not a readable .tflite: opening it gives the runtime's own error, where callers expect one
+        return None
 
 
 # ------------------------------------------------------------------------------------------------------ LiteRT
