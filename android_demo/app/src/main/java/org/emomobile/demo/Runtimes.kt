@@ -57,9 +57,7 @@ class AndroidEngineLoader(
     // DispatchLibraryDir is set, whether or not the folder holds one
     override fun available(runtime: String): List<String>? = when (runtime) {
         Runtimes.LITERT -> litertEnvironment(Runtimes.dispatchLibraryPackaged(nativeLibraries()), nativeLibraryDir)
-            .use { env ->
-            env.getAvailableAccelerators().filter { it != Accelerator.NONE }.map { it.name.lowercase() }
-        }
+            .use { env -> env.getAvailableAccelerators().filter { it != Accelerator.NONE }.map { it.name.lowercase() } }
         Runtimes.ONNXRUNTIME -> OrtEnvironment.getAvailableProviders().map { AcceleratorReport.acceleratorOf(it.getName()) }
         else -> null
     }

@@ -62,12 +62,13 @@ object Runtimes {
     const val NPU_COMPILED = "litert-npu"
     private val DISPATCH_LIBRARY = Regex("libLiteRtDispatch_[A-Za-z0-9]+\\.so")
 
-    /** Whether a LiteRT NPU dispatch library (`libLiteRtDispatch_Qualcomm.so`, ...) is among the app's native
-     * libraries: only then does the adapter point LiteRT's environment at them (and LiteRT offer `npu`). */
     private val SOC_NAME = Regex("[A-Za-z0-9_-]{1,32}")
     private fun socName(value: String): String = if (SOC_NAME.matches(value)) value else BoundedJson.shown(value)
 
-    fun dispatchLibraryPackaged(nativeLibraries: List<String>): Boolean = nativeLibraries.any { DISPATCH_LIBRARY.matches(it) }
+    /** Whether a LiteRT NPU dispatch library (`libLiteRtDispatch_Qualcomm.so`, ...) is among the app's native
+     * libraries: only then does the adapter point LiteRT's environment at them (and LiteRT offer `npu`). */
+    fun dispatchLibraryPackaged(nativeLibraries: List<String>): Boolean =
+        nativeLibraries.any { DISPATCH_LIBRARY.matches(it) }
 
     /**
      * Why this phone cannot run the NPU-compiled [sidecar]'s artifact, or null. Checked before `CompiledModel.create`
@@ -112,8 +113,8 @@ object Runtimes {
             throw IllegalArgumentException("accelerator $accelerator is not offered for $runtime; $why")
         }
         if (sidecar.backend == NPU_COMPILED && accelerator != "npu") {
-            throw IllegalArgumentException("$fileName is compiled for one SoC's NPU ($NPU_COMPILED): LiteRT's CPU and " +
-                "GPU have no kernel for its DISPATCH_OP; ask for npu, or run the plain tflite export on $accelerator")
+            throw IllegalArgumentException("$fileName is compiled for one SoC's NPU ($NPU_COMPILED): LiteRT's CPU " +
+                "and GPU have no kernel for its DISPATCH_OP; ask for npu, or run the plain tflite export on $accelerator")
         }
         if (sidecar.backend == NPU_COMPILED && npu != null) npuRefusal(sidecar, npu)?.let {
             throw IllegalArgumentException(it)
