@@ -106,11 +106,10 @@ def artifact_candidates(path: str) -> list[Candidate]:
     outputs = side.get("num_classes") if isinstance(side.get("num_classes"), int) else None
     probabilities = side["output"].get("kind") == "probabilities"
     name = artifact.name
-    reason = runtimes.cannot_run_here(backend.name)
+    loaders, reason = runtimes.choose(artifact, backend.name)  # another platform, or a file no runtime here takes
     if reason:
         return [Candidate(name, "artifact", backend.runtime, size, classes, skipped=reason, outputs=outputs)]
     require_runtime(backend)
-    loaders = runtimes.here(backend.name)
     out = []
     for loader in loaders:  # every runtime of the format that runs here (the contract's loader table)
         runtime = loader.runtime

@@ -261,13 +261,13 @@ def predict_main(argv: list[str] | None = None) -> int:
             raise EMOError(f"artifact not found: {artifact}")
         side = read_sidecar(artifact)
         backend = sidecar_backend(side)
-        reason = runtimes.refusal(artifact, backend.name)
+        loaders, reason = runtimes.choose(artifact, backend.name)
         if reason:
             print(f"emo-predict: {artifact.name} cannot run on this host: {reason}", file=sys.stderr)
             return EXIT_NOT_CHECKED
         require_runtime(backend)
         try:
-            session = runtimes.open_session(artifact, backend.name)
+            session = loaders[0].open(artifact, None)
         except EMOError:
             raise
         except Exception as e:  # truncated or foreign file: the runtime's own parser error, on one line

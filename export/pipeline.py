@@ -292,13 +292,13 @@ def check_parity(backend: Backend, path: Path, reference: nn.Module, size: tuple
                  precision: str, contract: dict, probabilities: bool = False) -> Parity:
     """Run the artifact in every runtime that runs it on this host (the contract's loader table) and compare with
     the PyTorch model."""
-    reason = runtimes.refusal(path, backend.name)
+    loaders, reason = runtimes.choose(path, backend.name)
     if reason:
         return skipped(backend.runtime, precision, reason)
     images = parity_inputs(size)
     expected = reference_logits(reference, images, probabilities)
     parities = []
-    for loader in runtimes.runnable(path, backend.name):
+    for loader in loaders:
         try:
             actual = artifact_logits(loader.open(path, None), images, batch, contract)
         except EMOError:  # the artifact is refused: bad input, not a failed check

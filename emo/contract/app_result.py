@@ -29,10 +29,8 @@ def validate(data, where: str, platform: str | None = None) -> dict:
         raise ResultError(f"app result {where}: field 'schema' says the installed demo app writes {name} (an older "
                           f"app); emo-bench reads {SCHEMA}: build and install the app from this version's "
                           f"{OLD_SCHEMAS[name]}", "schema", "schema")
-    try:
+    with jsonio.reported_as(ResultError):
         schema.check("app-bench", data, f"app result {where}", FIX)
-    except ContractError as e:
-        raise ResultError(str(e), e.field, e.reason) from None
     if data["status"] == "ok" and not data["latencies_ms"]:
         raise ResultError(f"app result {where}: field 'latencies_ms' must be non-empty when status is 'ok'; {FIX}",
                           "latencies_ms", "length")
@@ -43,17 +41,13 @@ def validate(data, where: str, platform: str | None = None) -> dict:
 
 
 def loads(text: str | bytes, where: str, platform: str | None = None) -> dict:
-    try:
+    with jsonio.reported_as(ResultError):
         data = jsonio.loads(text, f"app result {where}")
-    except ContractError as e:
-        raise ResultError(str(e), e.field, e.reason) from None
     return validate(data, where, platform)
 
 
 def read(path: Path, platform: str | None = None) -> dict:
     """An app's result file (pulled from the phone): bounded JSON, then ``validate``."""
-    try:
+    with jsonio.reported_as(ResultError):
         data = jsonio.read_json(Path(path), "app result", MAX_RESULT_BYTES)
-    except ContractError as e:
-        raise ResultError(str(e), e.field, e.reason) from None
     return validate(data, Path(path).name, platform)

@@ -125,10 +125,8 @@ def validate(data, where: str) -> dict:
         raise ExamplesError(f"examples file {where}: field 'schema' must be {SCHEMA!r}, not "
                             f"{schema.shown(data.get('schema'))}; {FIX}" if field_ok else
                             f"examples file {where}: field 'schema' is missing; {FIX}", "schema", "schema")
-    try:
+    with jsonio.reported_as(ExamplesError):
         schema.check("examples", data, f"examples file {where}", FIX)
-    except ContractError as e:
-        raise ExamplesError(str(e), e.field, e.reason) from None
     _check_tolerance(data, where)
     size = None
     for i, example in enumerate(data["examples"]):
@@ -142,10 +140,8 @@ def validate(data, where: str) -> dict:
 
 
 def loads(text: str | bytes, where: str) -> dict:
-    try:
+    with jsonio.reported_as(ExamplesError):
         data = jsonio.loads(text, f"examples file {where}")
-    except ContractError as e:
-        raise ExamplesError(str(e), e.field, e.reason) from None
     return validate(data, where)
 
 
@@ -156,10 +152,8 @@ def read(path: Path) -> dict:
         path = examples_path(path)
     if not path.exists():
         raise ExamplesError(f"no examples file {path.name}; {FIX}", "", "required")
-    try:
+    with jsonio.reported_as(ExamplesError):
         data = jsonio.read_json(path, "examples file", MAX_EXAMPLES_BYTES)
-    except ContractError as e:
-        raise ExamplesError(str(e), e.field, e.reason) from None
     return validate(data, path.name)
 
 

@@ -12,6 +12,8 @@ import json
 import math
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 MAX_DEPTH = 32          # our files nest 6 levels at most (a sidecar's quantization.layer_errors)
@@ -25,6 +27,18 @@ class ContractError(ValueError):
     def __init__(self, message: str, field: str = "", reason: str = "json") -> None:
         super().__init__(message)
         self.field, self.reason = field, reason
+
+
+@contextmanager
+def reported_as(error: type[ContractError]) -> Iterator[None]:
+    """Inside the block, a ``ContractError`` (of the JSON reader or the schema check) becomes ``error``, the file
+    type's own error, with the same message, field and reason."""
+    try:
+        yield
+    except ContractError as e:
+        if isinstance(e, error):
+            raise
+        raise error(str(e), e.field, e.reason) from None
 
 
 # why a file is refused (the conformance vectors' "reason"): the same words in Python, Kotlin, Swift and JavaScript

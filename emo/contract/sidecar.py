@@ -204,10 +204,8 @@ def input_contract(contract: dict) -> InputContract:
 
 def validate(data, where: str) -> Sidecar:
     """The ``Sidecar`` of a parsed document, or ``SidecarError`` naming the first wrong field."""
-    try:
+    with jsonio.reported_as(SidecarError):
         schema.check("sidecar", data, f"sidecar {where}", FIX)
-    except ContractError as e:
-        raise SidecarError(str(e), e.field, e.reason) from None
     _rules(data, where)
     _integral(data)
     io = (data.get("quantization") or {}).get("io")
@@ -225,10 +223,8 @@ def validate(data, where: str) -> Sidecar:
 
 def loads(text: str | bytes, where: str) -> Sidecar:
     """A sidecar from JSON text (the conformance vectors and the tests use this)."""
-    try:
+    with jsonio.reported_as(SidecarError):
         data = jsonio.loads(text, f"sidecar {where}")
-    except ContractError as e:
-        raise SidecarError(str(e), e.field, e.reason) from None
     return validate(data, where)
 
 
@@ -237,10 +233,8 @@ def read(artifact: Path) -> Sidecar:
     path = sidecar_path(artifact)
     if not path.exists():
         raise SidecarError(f"no sidecar {path.name} next to {Path(artifact).name}; {FIX}", "", "required")
-    try:
+    with jsonio.reported_as(SidecarError):
         data = jsonio.read_json(path, "sidecar", MAX_SIDECAR_BYTES)
-    except ContractError as e:
-        raise SidecarError(str(e), e.field, e.reason) from None
     return validate(data, path.name)
 
 

@@ -29,8 +29,7 @@ import numpy as np
 from emo.contract.sidecar import InputContract, input_contract
 
 __all__ = ["InputContract", "Loader", "LOADERS", "RuntimeMissingError", "Session", "artifact_input",
-           "cannot_run_here", "here", "input_contract", "missing_package", "open_session", "refusal", "runnable",
-           "sessions"]
+           "cannot_run_here", "choose", "here", "input_contract", "missing_package", "open_session", "sessions"]
 
 PIXEL_SCALE = 1.0 / 255.0  # a Core ML ImageType takes pixel values: the program scales them by 1/255
 
@@ -370,36 +369,38 @@ def cannot_run_here(fmt: str) -> str | None:
     return None if here(fmt) else LOADERS[fmt][0].cannot_run_here()
 
 
-def refusal(path: Path, fmt: str) -> str | None:
-    """Why no runtime here runs this artifact of format ``fmt`` (another platform, or every runtime refuses this
-    file, e.g. an NPU artifact with ops left on the CPU); None: at least one does."""
+def choose(path: Path, fmt: str) -> tuple[list[Loader], str | None]:
+    """The runtimes here that run this artifact of format ``fmt``, and why none does when the list is empty (another
+    platform, or every runtime refuses this file, e.g. an NPU artifact with ops left on the CPU). Each runtime's
+    refusal check reads the file once."""
     reason = cannot_run_here(fmt)
     if reason:
-        return reason
-    reasons = [loader.refuses(Path(path)) if loader.refuses else None for loader in here(fmt)]
-    return None if None in reasons else reasons[0]
-
-
-def runnable(path: Path, fmt: str) -> list[Loader]:
-    """The runtimes here that run this artifact of format ``fmt``."""
-    return [loader for loader in here(fmt) if not (loader.refuses and loader.refuses(Path(path)))]
+        return [], reason
+    chosen, reasons = [], []
+    for loader in here(fmt):
+        why = loader.refuses(Path(path)) if loader.refuses else None
+        if why:
+            reasons.append(why)
+        else:
+            chosen.append(loader)
+    return chosen, None if chosen else reasons[0]
 
 
 def sessions(path: Path, fmt: str, threads: int | None = None) -> list[Session]:
     """An artifact of format ``fmt`` opened in every runtime of its format that runs here (a Core ML program: the
     MIL interpreter, and Core ML itself on macOS)."""
-    reason = refusal(path, fmt)
+    loaders, reason = choose(path, fmt)
     if reason:
         raise RuntimeMissingError(reason)
-    return [loader.open(Path(path), threads) for loader in runnable(path, fmt)]
+    return [loader.open(Path(path), threads) for loader in loaders]
 
 
 def open_session(path: Path, fmt: str, threads: int | None = None) -> Session:
     """An artifact of format ``fmt`` in the first runtime of its format that runs here."""
-    reason = refusal(path, fmt)
+    loaders, reason = choose(path, fmt)
     if reason:
         raise RuntimeMissingError(reason)
-    return runnable(path, fmt)[0].open(Path(path), threads)
+    return loaders[0].open(Path(path), threads)
 
 
 def artifact_input(images: np.ndarray, contract: InputContract) -> np.ndarray:

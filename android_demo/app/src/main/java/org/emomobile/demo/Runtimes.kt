@@ -49,6 +49,10 @@ class AndroidEngineLoader(
 ) : EngineLoader {
     private fun nativeLibraries(): List<String> = File(nativeLibraryDir).list()?.toList() ?: emptyList()
 
+    /** The folder to point LiteRT's NPU options at: the app's native libraries, when a dispatch library is there. */
+    private fun npuLibraryDir(): String? =
+        if (Runtimes.dispatchLibraryPackaged(nativeLibraries())) nativeLibraryDir else null
+
     /** The SoC model exists from API 31 (minSdk is 28): unknown before. */
     override fun npu(): NpuFacts = NpuFacts(if (Build.VERSION.SDK_INT >= 31) Build.SOC_MODEL else null,
         nativeLibraries())
@@ -56,28 +60,31 @@ class AndroidEngineLoader(
     // the NPU is offered only where a dispatch library is packaged: LiteRT registers the NPU accelerator whenever
     // DispatchLibraryDir is set, whether or not the folder holds one
     override fun available(runtime: String): List<String>? = when (runtime) {
-        Runtimes.LITERT -> litertEnvironment(Runtimes.dispatchLibraryPackaged(nativeLibraries()), nativeLibraryDir)
-            .use { env -> env.getAvailableAccelerators().filter { it != Accelerator.NONE }.map { it.name.lowercase() } }
+        Runtimes.LITERT -> litertEnvironment(npuLibraryDir()).use { env ->
+            env.getAvailableAccelerators().filter { it != Accelerator.NONE }.map { it.name.lowercase() }
+        }
         Runtimes.ONNXRUNTIME -> OrtEnvironment.getAvailableProviders().map { AcceleratorReport.acceleratorOf(it.getName()) }
         else -> null
     }
 
     override fun load(plan: LoadPlan): Engine =
-        if (plan.runtime == Runtimes.LITERT) LiteRtEngine(plan, litertVersion, nativeLibraryDir)
-        else OrtEngine(plan, profileDir)
+        if (plan.runtime == Runtimes.LITERT) {
+            LiteRtEngine(plan, litertVersion, if (plan.npuLibraries) npuLibraryDir() else null)
+        } else {
+            OrtEngine(plan, profileDir)
+        }
 }
 
-/** A LiteRT environment; with [npuLibraries] (the plan's), its dispatch and compiler-plugin library folders are
- * [nativeLibraryDir], as LiteRT's NPU runtime expects the vendor libraries packaged in the APK. */
-fun litertEnvironment(npuLibraries: Boolean, nativeLibraryDir: String): Environment =
-    if (npuLibraries) Environment.create(mapOf(Environment.Option.DispatchLibraryDir to nativeLibraryDir,
-        Environment.Option.CompilerPluginLibraryDir to nativeLibraryDir))
+/** A LiteRT environment; with [npuLibraryDir], its dispatch and compiler-plugin library folders are that folder, as
+ * LiteRT's NPU runtime expects the vendor libraries packaged in the APK. */
+fun litertEnvironment(npuLibraryDir: String?): Environment =
+    if (npuLibraryDir != null) Environment.create(mapOf(Environment.Option.DispatchLibraryDir to npuLibraryDir,
+        Environment.Option.CompilerPluginLibraryDir to npuLibraryDir))
     else Environment.create()
 
 /** LiteRT's CompiledModel: CPU (XNNPACK), GPU or NPU, with the plan's CPU threads and GPU precision. */
-class LiteRtEngine(private val plan: LoadPlan, private val version: String, nativeLibraryDir: String) : Engine {
-    private val env = litertEnvironment(plan.npuLibraries && Runtimes.dispatchLibraryPackaged(
-        File(nativeLibraryDir).list()?.toList() ?: emptyList()), nativeLibraryDir)
+class LiteRtEngine(private val plan: LoadPlan, private val version: String, npuLibraryDir: String?) : Engine {
+    private val env = litertEnvironment(npuLibraryDir)
     private val model: CompiledModel
     private val inputs: List<com.google.ai.edge.litert.TensorBuffer>
     private val outputs: List<com.google.ai.edge.litert.TensorBuffer>
